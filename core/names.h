@@ -1,0 +1,51 @@
+/* Names: validating requested names and making unique ones (DESIGN R9). */
+#ifndef INBOXFS_NAMES_H
+#define INBOXFS_NAMES_H
+
+#include <stddef.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define NAME_MAX_BYTES 255
+#define TAG_MAX_CHARS 13	/* 13 base-32 digits hold 64 bits */
+#define TEMPLATE_MAX 64
+
+/* A parsed names= template. Tokens: %s stem, %e extension with its dot,
+ * %t tag; an optional width caps each (%8s, %3e without the dot, %8t).
+ * "%%" is a literal percent. Presets: "default" = "%s~%t%e",
+ * "8.3" = "%8t%3e". */
+struct name_template {
+	char spec[TEMPLATE_MAX + 1];
+};
+
+int name_template_parse(const char *spec, struct name_template *out);
+
+/* 0 if NAME may be created in a directory: not empty, not "." or "..",
+ * no '/', at most 255 bytes. -EINVAL or -ENAMETOOLONG otherwise. */
+int name_check(const char *name);
+
+/* A fresh tag, unique within this process for 2^64 calls and seeded from
+ * a time-and-node UUID so that processes and hosts do not repeat each other. */
+uint64_t name_tag_next(void);
+
+/* Write the unique name for REQUESTED and TAG into OUT (NAME_MAX_BYTES + 1
+ * bytes). Returns the length, or -EINVAL for a template that cannot make a
+ * valid name. The result keeps the extension and case, never starts with a
+ * dot, holds no character Windows forbids and never splits a UTF-8
+ * character. */
+int unique_name(const struct name_template *t, const char *requested,
+		uint64_t tag, char *out);
+
+/* Split NAME at its extension: the part from the last dot, when what comes
+ * before it is not empty. Returns the stem length. */
+size_t name_stem_len(const char *name);
+
+#endif
+
+/* Place something under REQUESTED, or under unique names when it is taken:
+ * ATTEMPT(name, arg) returns 0 when placed, -EEXIST to try the next name, or
+ * another -errno to stop. With TRY_REQUESTED false the requested name is
+ * skipped. The name used goes to OUT (NAME_MAX_BYTES + 1 bytes). Returns 0,
+ * 1 when a unique name was used, or -errno (-EEXIST after 16 taken). */
+int place_name(const struct name_template *t, const char *requested, bool try_requested,
+	       int (*attempt)(const char *name, void *arg), void *arg, char *out);

@@ -1,0 +1,43 @@
+/* The daemon's own options (-o observers=,staging=,sync=,names=,linger=)
+ * parsed into one config struct. */
+#ifndef INBOXFS_OPTIONS_H
+#define INBOXFS_OPTIONS_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "names.h"
+
+#define OBSERVERS_MAX 32
+
+enum sync_mode { SYNC_CLOSE, SYNC_NONE };
+
+struct observers {
+	unsigned nuids, ngids;
+	uid_t uids[OBSERVERS_MAX];
+	gid_t gids[OBSERVERS_MAX];
+};
+
+struct inboxfs_config {
+	struct observers observers;
+	enum sync_mode sync;
+	struct name_template names;
+	unsigned linger;		/* seconds a closed drop stays visible */
+};
+
+/* Parse "root:consumer:@staff:@1001": users or uids, '@' marks a group or
+ * gid. 0, or -EINVAL with *bad pointing at the offending entry's text. */
+int observers_parse(const char *spec, struct observers *out, char *bad, size_t badsize);
+
+bool observers_match(const struct observers *o, uid_t uid, gid_t gid,
+		     const gid_t *groups, int ngroups);
+
+/* True when an observer could match through supplementary groups only. */
+bool observers_need_groups(const struct observers *o);
+
+int sync_mode_parse(const char *spec, enum sync_mode *out);
+
+/* Parse a whole number of seconds, 0..86400. */
+int seconds_parse(const char *spec, unsigned *out);
+
+#endif

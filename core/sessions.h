@@ -1,0 +1,70 @@
+/* Sessions (DESIGN §3): one per requesting process (thread group), found
+ * from the request's thread id, ended when the process exits. A session
+ * owns its drops: the files it created and has not yet closed, which form
+ * its private namespace (R2).
+ *
+ * Locking: one mutex (session_lock) protects the session table, the thread
+ * cache, every session's drop list and the fields of struct drop marked
+ * [L]. It is never held across a system call that touches a disk. */
+#ifndef INBOXFS_SESSIONS_H
+#define INBOXFS_SESSIONS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct session;
+
+/* A client's file between its create and its publication. */
+struct drop {
+	struct session *owner;		/* holds a reference */
+	uint64_t parent;		/* [L] directory it will be published in (FUSE node id) */
+	char *name;			/* [L] the name it was asked for, then renamed to */
+	char stage_name[40];		/* its name in the staging directory */
+	uint64_t ino;			/* backing inode number, fixed for life */
+	unsigned nopen;			/* [L] open handles */
+	bool visible;			/* [L] in the owner's namespace */
+	bool written;			/* [L] data or size changed since create */
+	bool unlinked;			/* [L] deleted by its owner: never published */
+	bool published;			/* [L] in the inbox now */
+	bool failed;			/* [L] close failed: quarantine, never publish */
+	struct drop *next;		/* [L] owner's list */
+};
+
+struct session_stats {
+	unsigned alive;
+	uint64_t started, ended;
+};
+
+/* Start the table and its reaper thread. ON_END, if set, is called (without
+ * the lock) with each session whose process exited. */
+int sessions_init(void (*on_end)(struct session *));
+void sessions_shutdown(void);
+
+/* The session of thread TID, created on first use; a reference the caller
+ * must drop with session_put(). -ESRCH if the thread is gone. */
+int session_get(pid_t tid, struct session **out);
+void session_put(struct session *s);
+pid_t session_pid(const struct session *s);
+uint64_t session_serial(const struct session *s);
+void session_stats(struct session_stats *out);
+
+void session_lock(void);
+void session_unlock(void);
+
+/* Namespace operations; call with session_lock held. */
+struct drop *session_find_drop(struct session *s, uint64_t parent, const char *name);
+void session_add_drop(struct session *s, struct drop *d);	/* d->owner = s (a reference), visible */
+void session_hide_drop(struct drop *d);				/* leaves the namespace */
+/* Iterate the visible drops of S in PARENT: pass NULL first. */
+struct drop *session_next_drop(struct session *s, uint64_t parent, struct drop *prev);
+
+/* Allocate a drop (owner unset) and free one that has left its namespace;
+ * drop_free() takes the session lock, so call it without. */
+struct drop *drop_new(const char *name, uint64_t parent);
+void drop_free(struct drop *d);
+
+/* Read the thread group of TID from /proc. */
+int tid_to_tgid(pid_t tid, pid_t *tgid);
+
+#endif

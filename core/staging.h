@@ -1,0 +1,45 @@
+/* Staging and publication of client drops (R4, R5): a drop is written in
+ * the staging directory and renamed into the inbox, never overwriting, once
+ * its writer has closed it. */
+#ifndef INBOXFS_STAGING_H
+#define INBOXFS_STAGING_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "names.h"
+
+#define STAGING_DIR ".inboxfs"
+#define INCOMPLETE_DIR "incomplete"
+#define STAGE_NAME_MAX 40
+
+struct staging {
+	int dirfd;		/* the staging directory */
+	int incomplete_fd;	/* STAGING/incomplete, where unfinished drops go */
+	bool sync;		/* fsync data and directories (sync=close) */
+	const struct name_template *names;
+};
+
+/* Open (creating) the staging directory at DIRFD/PATH, check it is on the
+ * filesystem of INBOX_FD. -EXDEV if it is not. */
+int staging_open(struct staging *st, int inbox_fd, int dirfd, const char *path);
+void staging_close(struct staging *st);
+
+/* Create a new staged file owned by UID:GID, open read-write. */
+int stage_create(struct staging *st, mode_t mode, uid_t uid, gid_t gid,
+		 char name[STAGE_NAME_MAX], int *fd);
+
+/* Move staged NAME into DIRFD under REQUESTED, or a unique name if that is
+ * taken at this moment; FINAL gets the name used. Returns 0, 1 when
+ * renamed to a unique name, or -errno (the staged file stays). */
+int publish_drop(struct staging *st, const char *name, int dirfd,
+		 const char *requested, char *final);
+
+/* Move staged NAME aside into incomplete/; logs WHY. */
+int quarantine_drop(struct staging *st, const char *name, const char *requested,
+		    const char *why);
+
+/* Remove staged NAME (its owner deleted it). */
+int discard_drop(struct staging *st, const char *name);
+
+#endif

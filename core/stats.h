@@ -1,0 +1,30 @@
+/* Counters (R10), dotted names in the OpenSMTPD manner, lock-free. */
+#ifndef INBOXFS_STATS_H
+#define INBOXFS_STATS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum stat_id {
+	STAT_DROPS,		/* client creates */
+	STAT_BYTES,		/* bytes written by clients */
+	STAT_PUBLISHED,		/* drops moved into the inbox */
+	STAT_REWRITES,		/* names changed to a unique one */
+	STAT_DISCARDED,		/* drops deleted by their owner */
+	STAT_QUARANTINED,	/* drops moved to incomplete/ */
+	STAT_RECOVERED,		/* drops handled by start-up recovery */
+	STAT_ERRORS,		/* failed publications and syncs */
+	STAT_COUNT
+};
+
+void stat_add(enum stat_id id, uint64_t n);
+uint64_t stat_get(enum stat_id id);
+const char *stat_name(enum stat_id id);
+
+/* Record one publication's latency (from the close to the name in place). */
+void stat_latency(uint64_t usec);
+/* The P-th percentile (0..100) of recorded latencies, in microseconds,
+ * to the upper bound of its power-of-two bucket. */
+uint64_t stat_latency_percentile(unsigned p);
+
+#endif
