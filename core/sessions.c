@@ -385,3 +385,40 @@ void drop_free(struct drop *d)
 	free(d->name);
 	free(d);
 }
+
+bool task_killed(pid_t tid)
+{
+	char path[64], buf[1024];
+	unsigned long flags;
+	int exit_code;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)tid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	/* Fields after the command name, which may hold spaces and ')'. */
+	char *p = strrchr(buf, ')');
+	if (p == NULL)
+		return false;
+	p += 2;
+	/* state(3) ... flags(9) ... exit_code(52): field k is token k-3. */
+	char *save = NULL, *tok = strtok_r(p, " ", &save);
+	for (int field = 3; tok; tok = strtok_r(NULL, " ", &save), field++) {
+		if (field == 9) {
+			flags = strtoul(tok, NULL, 10);
+			if (!(flags & 0x4))	/* PF_EXITING */
+				return false;
+		} else if (field == 52) {
+			exit_code = (int)strtol(tok, NULL, 10);
+			return (exit_code & 0x7f) != 0;	/* terminated by a signal */
+		}
+	}
+	return false;
+}

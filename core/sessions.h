@@ -22,7 +22,12 @@ struct drop {
 	char *name;			/* [L] the name it was asked for, then renamed to */
 	char stage_name[40];		/* its name in the staging directory */
 	uint64_t ino;			/* backing inode number, fixed for life */
+	void *node;			/* the filesystem's node for it */
+	uid_t uid;			/* who made it, for the log */
+	pid_t pid;
 	unsigned nopen;			/* [L] open handles */
+	unsigned nlive;			/* [L] open handles not yet closed by their writer */
+	bool publishing;		/* [L] a close is moving it into the inbox */
 	bool visible;			/* [L] in the owner's namespace */
 	bool written;			/* [L] data or size changed since create */
 	bool unlinked;			/* [L] deleted by its owner: never published */
@@ -66,5 +71,9 @@ void drop_free(struct drop *d);
 
 /* Read the thread group of TID from /proc. */
 int tid_to_tgid(pid_t tid, pid_t *tgid);
+
+/* True if thread TID is exiting because of a signal: its files are being
+ * closed by the kernel, not by the program (a dead writer, R6). */
+bool task_killed(pid_t tid);
 
 #endif

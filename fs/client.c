@@ -1,0 +1,585 @@
+/* A client session's private view (R1, R2, R4, R7, R8): the inbox's
+ * directories, and of the files only the session's own open drops, under
+ * the names it asked for. Drops are created in staging and published when
+ * their writer closes them. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fs.h"
+#include "log.h"
+#include "names.h"
+#include "stats.h"
+
+bool client_may_use(const struct who *w, const struct node *n)
+{
+	bool ok;
+
+	if (n->type == S_IFDIR)
+		return !is_hidden_ino(n->ino);
+	session_lock();
+	ok = n->drop && n->drop->owner == w->s;
+	session_unlock();
+	return ok;
+}
+
+int client_entry(struct who *w, struct node *dir, const char *name, struct fuse_entry_param *e)
+{
+	struct node *n = NULL;
+	struct drop *d;
+	struct stat st;
+	int dfd, ret;
+
+	if (!client_may_use(w, dir))
+		return -ENOENT;
+	session_lock();
+	d = session_find_drop(w->s, node_id(dir), name);
+	if (d) {
+		n = d->node;
+		node_ref(n);
+	}
+	session_unlock();
+	if (n) {
+		ret = node_stat(n, &st);
+		if (ret < 0) {
+			node_forget(n, 1);
+			return ret;
+		}
+		fill_entry(e, n, &st);
+		return 0;
+	}
+	/* Not a drop of ours: only a directory is visible. */
+	dfd = dir_get(dir);
+	if (dfd < 0)
+		return dfd;
+	ret = fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+	if (ret == 0 && (!S_ISDIR(st.st_mode) || is_hidden_ino(st.st_ino)))
+		ret = -ENOENT;
+	if (ret == 0)
+		ret = node_lookup_at(dfd, name, &st, &n);
+	dir_put(dir, dfd);
+	if (ret == 0 && !S_ISDIR(st.st_mode)) {	/* swapped under us */
+		node_forget(n, 1);
+		ret = -ENOENT;
+	}
+	if (ret == 0)
+		fill_entry(e, n, &st);
+	return ret;
+}
+
+void client_lookup(fuse_req_t req, struct who *w, struct node *parent, const char *name)
+{
+	struct fuse_entry_param e;
+	int ret = client_entry(w, parent, name, &e);
+
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else if (fuse_reply_entry(req, &e) != 0)
+		node_forget(node_of(e.ino), 1);
+}
+
+/* Open another handle on drop D (node N) for W. */
+static int open_drop(struct node *n, struct drop *d, int flags, struct fuse_file_info *fi)
+{
+	struct handle *h = calloc(1, sizeof(*h));
+	int fd;
+
+	if (h == NULL)
+		return -ENOMEM;
+	fd = node_open(n, flags & ~(O_CREAT | O_EXCL | O_NOCTTY));
+	if (fd < 0) {
+		free(h);
+		return fd;
+	}
+	h->fd = fd;
+	h->node = n;
+	h->drop = d;
+	session_lock();
+	d->nopen++;
+	d->nlive++;
+	if (flags & O_TRUNC)
+		d->written = true;
+	session_unlock();
+	fi->fh = (uint64_t)(uintptr_t)h;
+	return 0;
+}
+
+/* Undo a handle whose reply the kernel did not take. */
+static void abandon_handle(struct fuse_file_info *fi)
+{
+	struct handle *h = handle_of(fi);
+
+	drop_release(h);
+	close(h->fd);
+	free(h);
+}
+
+void client_open(fuse_req_t req, struct who *w, struct node *n, struct fuse_file_info *fi)
+{
+	struct drop *d;
+	int ret;
+
+	if (n->type == S_IFDIR) {
+		fuse_reply_err(req, client_may_use(w, n) ? EISDIR : ENOENT);
+		return;
+	}
+	session_lock();
+	d = n->drop;
+	if (d == NULL || d->owner != w->s || !d->visible)
+		d = NULL;
+	session_unlock();
+	if (d == NULL) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	ret = open_drop(n, d, fi->flags, fi);
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else if (fuse_reply_open(req, fi) != 0)
+		abandon_handle(fi);
+}
+
+/* Make a new drop for W named NAME in DIR; returns its node (one lookup
+ * reference) with the staged file open in *fd. */
+static int new_drop(struct who *w, struct node *dir, const char *name, mode_t mode,
+		    struct node **out, struct stat *st, int *fd)
+{
+	struct drop *d = drop_new(name, node_id(dir));
+	struct node *n;
+	int ret;
+
+	if (d == NULL)
+		return -ENOMEM;
+	ret = stage_create(&fs.staging, mode, w->uid, w->gid, d->stage_name, fd);
+	if (ret < 0)
+		goto fail;
+	ret = node_lookup_fd(*fd, st, &n);
+	if (ret < 0) {
+		close(*fd);
+		discard_drop(&fs.staging, d->stage_name);
+		goto fail;
+	}
+	node_ref(dir);		/* the drop holds its directory */
+	d->ino = st->st_ino;
+	d->node = n;
+	d->uid = w->uid;
+	d->pid = w->pid;
+	session_lock();
+	n->drop = d;
+	session_add_drop(w->s, d);
+	session_unlock();
+	stat_add(STAT_DROPS, 1);
+	*out = n;
+	return 0;
+fail:
+	drop_free(d);
+	return ret;
+}
+
+void client_create(fuse_req_t req, struct who *w, struct node *dir, const char *name,
+		   mode_t mode, struct fuse_file_info *fi)
+{
+	struct fuse_entry_param e;
+	struct handle *h;
+	struct node *n;
+	struct drop *d;
+	struct stat st;
+	int fd, ret;
+
+	if (!client_may_use(w, dir)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	session_lock();
+	d = session_find_drop(w->s, node_id(dir), name);
+	if (d) {
+		n = d->node;
+		node_ref(n);
+	}
+	session_unlock();
+	if (d) {
+		/* The session holds this name open already (the kernel's lookup
+		 * raced with it): create-new fails, a plain create opens it. */
+		ret = (fi->flags & O_EXCL) ? -EEXIST : node_stat(n, &st);
+		if (ret == 0)
+			ret = open_drop(n, d, fi->flags, fi);
+		if (ret < 0) {
+			node_forget(n, 1);
+			fuse_reply_err(req, -ret);
+			return;
+		}
+		fill_entry(&e, n, &st);
+		if (fuse_reply_create(req, &e, fi) != 0) {
+			abandon_handle(fi);
+			node_forget(n, 1);
+		}
+		return;
+	}
+	h = calloc(1, sizeof(*h));
+	if (h == NULL) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	ret = new_drop(w, dir, name, mode, &n, &st, &fd);
+	if (ret < 0) {
+		free(h);
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	h->fd = fd;
+	h->node = n;
+	session_lock();
+	h->drop = n->drop;
+	h->drop->nopen = 1;
+	h->drop->nlive = 1;
+	session_unlock();
+	fi->fh = (uint64_t)(uintptr_t)h;
+	fill_entry(&e, n, &st);
+	if (fuse_reply_create(req, &e, fi) != 0) {
+		abandon_handle(fi);
+		node_forget(n, 1);
+	}
+}
+
+/* A regular file made without an open handle is closed at once, so it is
+ * delivered (empty) at once. */
+void client_mknod(fuse_req_t req, struct who *w, struct node *dir, const char *name, mode_t mode)
+{
+	struct fuse_entry_param e;
+	struct node *n;
+	struct stat st;
+	int fd, ret;
+
+	if (!client_may_use(w, dir)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	ret = new_drop(w, dir, name, mode, &n, &st, &fd);
+	if (ret < 0) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	struct handle h = { .fd = fd, .node = n, .drop = n->drop };
+	session_lock();
+	h.drop->nopen = 1;
+	h.drop->nlive = 1;
+	session_unlock();
+	ret = drop_flush(&h, w->pid);
+	drop_release(&h);
+	close(fd);
+	if (ret < 0) {
+		node_forget(n, 1);
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	fill_entry(&e, n, &st);
+	if (fuse_reply_entry(req, &e) != 0)
+		node_forget(n, 1);
+}
+
+void client_unlink(fuse_req_t req, struct who *w, struct node *parent, const char *name)
+{
+	struct drop *d;
+
+	session_lock();
+	d = client_may_use(w, parent) ? session_find_drop(w->s, node_id(parent), name) : NULL;
+	if (d) {
+		/* Delete-on-close and friends: never published, removed at
+		 * the last release. */
+		d->unlinked = true;
+		session_hide_drop(d);
+	}
+	session_unlock();
+	fuse_reply_err(req, d ? 0 : ENOENT);
+}
+
+void client_rename(fuse_req_t req, struct who *w, struct node *dir, const char *name,
+		   struct node *newdir, const char *newname, unsigned flags)
+{
+	struct node *old_parent = NULL;
+	struct stat st;
+	struct drop *d;
+	char *copy;
+	int ret = 0, dfd;
+
+	if (!client_may_use(w, dir) || !client_may_use(w, newdir)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	if (flags & RENAME_EXCHANGE) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	/* A directory of the shared view is neither source nor target. */
+	dfd = dir_get(newdir);
+	if (dfd >= 0 && fstatat(dfd, newname, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode))
+		ret = -EEXIST;
+	dir_put(newdir, dfd);
+	copy = strdup(newname);
+	if (copy == NULL)
+		ret = -ENOMEM;
+	session_lock();
+	d = session_find_drop(w->s, node_id(dir), name);
+	if (ret == 0 && d == NULL)
+		ret = -ENOENT;
+	if (ret == 0 && d != session_find_drop(w->s, node_id(newdir), newname) &&
+	    session_find_drop(w->s, node_id(newdir), newname))
+		ret = -EEXIST;	/* R3: never over another drop either */
+	if (ret == 0) {
+		/* The drop will be published under its new name. */
+		free(d->name);
+		d->name = copy;
+		copy = NULL;
+		if (d->parent != node_id(newdir)) {
+			old_parent = node_of(d->parent);
+			d->parent = node_id(newdir);
+			node_ref(newdir);
+		}
+	}
+	session_unlock();
+	free(copy);
+	if (old_parent)
+		node_forget(old_parent, 1);
+	if (ret == -ENOENT) {
+		/* R7: renaming a directory is refused, not "not found". */
+		dfd = dir_get(dir);
+		if (dfd >= 0 && fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode))
+			ret = -EPERM;
+		dir_put(dir, dfd);
+	}
+	fuse_reply_err(req, -ret);
+}
+
+static int snap_add(struct dirsnap *snap, const char *name, ino_t ino, unsigned char type)
+{
+	if (snap->n == snap->cap) {
+		size_t cap = snap->cap ? snap->cap * 2 : 16;
+		struct snapent *e = realloc(snap->e, cap * sizeof(*e));
+
+		if (e == NULL)
+			return -ENOMEM;
+		snap->e = e;
+		snap->cap = cap;
+	}
+	snap->e[snap->n].name = strdup(name);
+	if (snap->e[snap->n].name == NULL)
+		return -ENOMEM;
+	snap->e[snap->n].ino = ino;
+	snap->e[snap->n].type = type;
+	snap->n++;
+	return 0;
+}
+
+int client_snapshot(struct who *w, struct node *dir, struct dirsnap **out)
+{
+	struct dirsnap *snap = calloc(1, sizeof(*snap));
+	struct dirent *de;
+	struct stat st;
+	DIR *dp = NULL;
+	int fd, ret = 0;
+
+	if (snap == NULL)
+		return -ENOMEM;
+	fd = node_open(dir, O_RDONLY | O_DIRECTORY);
+	if (fd < 0) {
+		ret = fd;
+		goto fail;
+	}
+	dp = fdopendir(fd);
+	if (dp == NULL) {
+		ret = -errno;
+		close(fd);
+		goto fail;
+	}
+	/* Directories are shared; files are nobody else's business (R2). */
+	while (ret == 0 && (de = readdir(dp)) != NULL) {
+		unsigned char type = de->d_type;
+
+		if (is_hidden_ino(de->d_ino))
+			continue;
+		if (type == DT_UNKNOWN && fstatat(dirfd(dp), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISDIR(st.st_mode))
+			type = DT_DIR;
+		if (type == DT_DIR)
+			ret = snap_add(snap, de->d_name, de->d_ino, DT_DIR);
+	}
+	closedir(dp);
+	session_lock();
+	for (struct drop *d = session_next_drop(w->s, node_id(dir), NULL); d && ret == 0;
+	     d = session_next_drop(w->s, node_id(dir), d))
+		ret = snap_add(snap, d->name, d->ino, DT_REG);
+	session_unlock();
+	if (ret < 0)
+		goto fail;
+	*out = snap;
+	return 0;
+fail:
+	dirsnap_free(snap);
+	return ret;
+}
+
+/* ---- a drop's handles: write, close, release ---- */
+
+int drop_written(struct handle *h)
+{
+	int ret = 0;
+
+	if (h->drop == NULL)
+		return 0;
+	session_lock();
+	if (h->drop->published) {
+		ret = -EBADF;	/* delivered at its close: it is the consumer's now */
+	} else {
+		h->drop->written = true;
+		if (h->flushed) {	/* another descriptor of it is still writing */
+			h->flushed = false;
+			h->drop->nlive++;
+		}
+	}
+	session_unlock();
+	return ret;
+}
+
+static uint64_t now_usec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* Move D into its directory; with D marked publishing by the caller. */
+static int publish(struct drop *d, int fd)
+{
+	char name[NAME_MAX_BYTES + 1], final[NAME_MAX_BYTES + 1], q1[1024], q2[1024];
+	uint64_t start = now_usec();
+	struct node *dir;
+	int dfd, ret;
+
+	if (fs.staging.sync && fsync(fd) < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	session_lock();
+	strcpy(name, d->name);
+	dir = node_of(d->parent);
+	session_unlock();
+	dfd = dir_get(dir);
+	if (dfd < 0) {
+		ret = dfd;
+		goto fail;
+	}
+	ret = publish_drop(&fs.staging, d->stage_name, dfd, name, final);
+	dir_put(dir, dfd);
+	if (ret < 0)
+		goto fail;
+	if (ret == 1) {
+		stat_add(STAT_REWRITES, 1);
+		log_info("rewrite: \"%s\" stored as \"%s\" (pid %d, uid %u)",
+			 log_name(name, q1, sizeof(q1)), log_name(final, q2, sizeof(q2)),
+			 (int)d->pid, (unsigned)d->uid);
+	}
+	stat_add(STAT_PUBLISHED, 1);
+	stat_latency(now_usec() - start);
+	session_lock();
+	d->published = true;
+	d->publishing = false;
+	session_unlock();
+	return 0;
+fail:
+	stat_add(STAT_ERRORS, 1);
+	errno = -ret;
+	log_warn("publishing \"%s\" (%s)", log_name(name, q1, sizeof(q1)), d->stage_name);
+	session_lock();
+	d->failed = true;
+	d->publishing = false;
+	session_unlock();
+	return ret;
+}
+
+int drop_flush(struct handle *h, pid_t tid)
+{
+	struct drop *d = h->drop;
+	bool last, publish_now;
+	char *gone = NULL;
+	fuse_ino_t parent = 0;
+
+	if (d == NULL)
+		return 0;
+	/* A writer killed mid-copy has its files closed by the kernel: that
+	 * close is no acknowledgement, the drop is incomplete (R6). */
+	bool killed = task_killed(tid);
+
+	session_lock();
+	if (!h->flushed) {
+		h->flushed = true;
+		d->nlive--;
+	}
+	last = d->nlive == 0;
+	if (last && killed)
+		d->failed = true;
+	if (last && d->visible) {
+		/* The name is free for the session again from this close on. */
+		session_hide_drop(d);
+		gone = strdup(d->name);
+		parent = d->parent;
+	}
+	publish_now = last && d->written && !d->unlinked && !d->published && !d->failed &&
+		      !d->publishing;
+	if (publish_now)
+		d->publishing = true;
+	session_unlock();
+	if (gone) {
+		notify_entry_gone(parent, gone);
+		free(gone);
+	}
+	if (!publish_now)
+		return killed && last ? -EIO : 0;
+	return publish(d, h->fd);
+}
+
+void drop_release(struct handle *h)
+{
+	struct drop *d = h->drop;
+	bool last, do_publish = false;
+
+	if (d == NULL)
+		return;
+	session_lock();
+	d->nopen--;
+	if (!h->flushed) {
+		h->flushed = true;
+		d->nlive--;
+	}
+	last = d->nopen == 0;
+	if (last) {
+		session_hide_drop(d);
+		((struct node *)d->node)->drop = NULL;
+		/* Empty drops wait for the release: a close before any write
+		 * may be a shell's dup2() dance, not the writer's last word. */
+		do_publish = !d->unlinked && !d->failed && !d->published;
+		if (do_publish)
+			d->publishing = true;
+	}
+	session_unlock();
+	if (!last)
+		return;
+	if (d->unlinked) {
+		discard_drop(&fs.staging, d->stage_name);
+		stat_add(STAT_DISCARDED, 1);
+	} else if (d->failed) {
+		if (quarantine_drop(&fs.staging, d->stage_name, d->name,
+				    "its writer never saw a successful close") == 0)
+			stat_add(STAT_QUARANTINED, 1);
+	} else if (do_publish && publish(d, h->fd) < 0) {
+		quarantine_drop(&fs.staging, d->stage_name, d->name, "publication failed");
+		stat_add(STAT_QUARANTINED, 1);
+	}
+	node_forget(node_of(d->parent), 1);
+	drop_free(d);
+}

@@ -1,0 +1,99 @@
+/* What the FUSE operations share: the mounted filesystem's state, open
+ * handles, and who is asking. */
+#ifndef INBOXFS_FS_H
+#define INBOXFS_FS_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include <fuse_lowlevel.h>
+
+#include "inode.h"
+#include "options.h"
+#include "sessions.h"
+#include "staging.h"
+
+struct inboxfs {
+	struct inboxfs_config cfg;
+	struct staging staging;
+	uint64_t staging_ino;		/* hidden from every view */
+	struct fuse_session *se;
+};
+
+extern struct inboxfs fs;
+
+/* An open file: fi->fh points to one. */
+struct handle {
+	int fd;
+	struct node *node;
+	struct drop *drop;	/* set when opened by the drop's owner */
+	bool flushed;		/* [session_lock] closed once; a later write revives it (dup'd fds) */
+};
+
+/* Who sent a request: an observer, or a client with its session. */
+struct who {
+	bool observer;
+	uid_t uid;
+	gid_t gid;
+	pid_t pid;
+	struct session *s;
+};
+
+int who_get(fuse_req_t req, struct who *w);
+void who_put(struct who *w);
+
+/* True if NAME in directory PARENT is inboxfs's own and no view shows it. */
+bool is_hidden_ino(uint64_t ino);
+
+/* Give the new object at FD (or DIRFD/NAME) to the requester. */
+int own_new(int fd, const struct who *w, const struct node *parent);
+
+static inline struct handle *handle_of(struct fuse_file_info *fi)
+{
+	return (struct handle *)(uintptr_t)fi->fh;
+}
+
+/* Fill an entry reply for N with attributes ST; timeouts 0 (views differ). */
+void fill_entry(struct fuse_entry_param *e, struct node *n, const struct stat *st);
+
+/* client.c: the private view of a client session (R1, R2, R4, R7, R8). */
+void client_lookup(fuse_req_t req, struct who *w, struct node *parent, const char *name);
+/* The entry a client sees for NAME in DIR, with a lookup reference taken. */
+int client_entry(struct who *w, struct node *dir, const char *name, struct fuse_entry_param *e);
+void client_create(fuse_req_t req, struct who *w, struct node *parent, const char *name,
+		   mode_t mode, struct fuse_file_info *fi);
+void client_mknod(fuse_req_t req, struct who *w, struct node *parent, const char *name,
+		  mode_t mode);
+void client_open(fuse_req_t req, struct who *w, struct node *n, struct fuse_file_info *fi);
+void client_unlink(fuse_req_t req, struct who *w, struct node *parent, const char *name);
+void client_rename(fuse_req_t req, struct who *w, struct node *parent, const char *name,
+		   struct node *newparent, const char *newname, unsigned flags);
+/* May client W touch node N at all (a directory, or its own open drop)? */
+bool client_may_use(const struct who *w, const struct node *n);
+/* A client's directory listing, taken at opendir: the subdirectories
+ * everyone sees and the session's own open drops there. */
+struct snapent {
+	char *name;
+	ino_t ino;
+	unsigned char type;	/* DT_* */
+};
+struct dirsnap {
+	size_t n, cap;
+	struct snapent *e;
+};
+void dirsnap_free(struct dirsnap *snap);
+int client_snapshot(struct who *w, struct node *dir, struct dirsnap **out);
+
+/* Drop life on handles: called for every open handle of a drop. */
+int drop_written(struct handle *h);	/* -EBADF once delivered */
+int drop_flush(struct handle *h, pid_t tid);
+void drop_release(struct handle *h);
+
+extern const struct fuse_lowlevel_ops inboxfs_ops;
+
+/* notify.c: tell the kernel a name left a view, off the request path. */
+int notify_start(struct fuse_session *se);
+void notify_stop(void);
+void notify_entry_gone(fuse_ino_t parent, const char *name);
+
+#endif

@@ -1,0 +1,356 @@
+/* inboxfs: mount a collision-free view over an inbox directory.
+ * main() checks everything it can before mounting (R11), recovers the
+ * staging directory (R6), then serves until unmounted. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "fs.h"
+#include "log.h"
+#include "stats.h"
+
+struct cmdline {
+	char *inbox;
+	char *observers;
+	char *staging;
+	char *sync;
+	char *names;
+	char *linger;
+	int show_help;
+	int show_version;
+	int nonopts;
+};
+
+#define OPT(t, p) { t, offsetof(struct cmdline, p), 1 }
+static const struct fuse_opt inboxfs_opts[] = {
+	OPT("observers=%s", observers),
+	OPT("staging=%s", staging),
+	OPT("sync=%s", sync),
+	OPT("names=%s", names),
+	OPT("linger=%s", linger),
+	FUSE_OPT_END
+};
+
+enum { KEY_HELP, KEY_VERSION };
+
+static const struct fuse_opt help_opts[] = {
+	FUSE_OPT_KEY("-h", KEY_HELP),
+	FUSE_OPT_KEY("--help", KEY_HELP),
+	FUSE_OPT_KEY("-V", KEY_VERSION),
+	FUSE_OPT_KEY("--version", KEY_VERSION),
+	FUSE_OPT_END
+};
+
+static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	struct cmdline *c = data;
+
+	switch (key) {
+	case KEY_HELP:
+		c->show_help = 1;
+		return 0;
+	case KEY_VERSION:
+		c->show_version = 1;
+		return 0;
+	case FUSE_OPT_KEY_NONOPT:
+		c->nonopts++;
+		if (c->inbox == NULL) {
+			c->inbox = strdup(arg);
+			return 0;
+		}
+		return 1;	/* the mountpoint, for fuse_parse_cmdline() */
+	default:
+		return 1;
+	}
+}
+
+static void usage(FILE *f, const char *prog)
+{
+	fprintf(f,
+"usage: %s [-f] [-d] [-s] [-o OPTIONS] INBOX MOUNTPOINT\n"
+"\n"
+"Serve INBOX at MOUNTPOINT (which may be INBOX itself) so that no client's\n"
+"create of a file ever collides: colliding names are given unique ones.\n"
+"\n"
+"inboxfs options:\n"
+"    -o observers=LIST      users (name or uid) and @groups (name or gid),\n"
+"                           ':'-separated, who see the whole inbox (default root)\n"
+"    -o staging=DIR         where client drops are written before publication\n"
+"                           (default INBOX/.inboxfs; same filesystem as INBOX)\n"
+"    -o sync=close|none     fsync a drop before its close returns (default close)\n"
+"    -o names=TEMPLATE      unique-name form: default (%%s~%%t%%e), 8.3 (%%8t%%3e),\n"
+"                           or a template of %%s stem, %%t tag, %%e extension\n"
+"    -o linger=SECONDS      keep a closed drop visible to its session (default 0)\n"
+"\n"
+"general options:\n"
+"    -f                     stay in the foreground, log to stderr\n"
+"    -d                     debug output (implies -f)\n"
+"    -s                     single-threaded\n"
+"    -h, --help             this text\n"
+"    -V, --version          print version\n", prog);
+}
+
+/* A stale mount left by a crashed daemon answers ENOTCONN: unmount it. */
+static void clean_stale_mount(const char *path)
+{
+	struct stat st;
+
+	if (stat(path, &st) == 0 || errno != ENOTCONN)
+		return;
+	if (umount2(path, MNT_DETACH) == 0)
+		log_warnx("removed a stale mount at %s", path);
+	else
+		log_warn("stale mount at %s could not be removed", path);
+}
+
+/* 1 if PATH is already the mountpoint of a live inboxfs. */
+static int mounted_inboxfs(const char *path)
+{
+	char real[PATH_MAX], line[4096];
+	int found = 0;
+	FILE *f;
+
+	if (realpath(path, real) == NULL)
+		return 0;
+	f = fopen("/proc/self/mountinfo", "re");
+	if (f == NULL)
+		return 0;
+	while (fgets(line, sizeof(line), f)) {
+		char mnt[PATH_MAX], *dash = strstr(line, " - ");
+		char fstype[64];
+
+		if (dash == NULL || sscanf(line, "%*s %*s %*s %*s %4095s", mnt) != 1 ||
+		    sscanf(dash + 3, "%63s", fstype) != 1)
+			continue;
+		if (strcmp(mnt, real) == 0)
+			found = strcmp(fstype, "fuse.inboxfs") == 0;
+	}
+	fclose(f);
+	return found;
+}
+
+static int open_dir_arg(const char *what, const char *path)
+{
+	struct stat st;
+	int fd;
+
+	if (stat(path, &st) < 0) {
+		fprintf(stderr, "inboxfs: %s %s: %s\n", what, path, strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "inboxfs: %s %s: not a directory\n", what, path);
+		return -1;
+	}
+	fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		fprintf(stderr, "inboxfs: %s %s: %s\n", what, path, strerror(errno));
+	return fd;
+}
+
+static int parse_config(const struct cmdline *c, struct inboxfs_config *cfg)
+{
+	char bad[256];
+
+	if (observers_parse(c->observers ? c->observers : "root", &cfg->observers, bad, sizeof(bad)) < 0) {
+		fprintf(stderr, "inboxfs: observers=: unknown or bad entry '%s'\n", bad);
+		return -1;
+	}
+	if (sync_mode_parse(c->sync ? c->sync : "close", &cfg->sync) < 0) {
+		fprintf(stderr, "inboxfs: sync=%s: expected close or none\n", c->sync);
+		return -1;
+	}
+	if (name_template_parse(c->names ? c->names : "default", &cfg->names) < 0) {
+		fprintf(stderr, "inboxfs: names=%s: a template needs exactly one %%t and may use "
+			"%%s, %%e and Windows-safe characters\n", c->names);
+		return -1;
+	}
+	if (seconds_parse(c->linger ? c->linger : "0", &cfg->linger) < 0) {
+		fprintf(stderr, "inboxfs: linger=%s: expected whole seconds, 0 to 86400\n", c->linger);
+		return -1;
+	}
+	return 0;
+}
+
+/* R6: every staged file found at start-up belongs to a drop whose writer
+ * never saw its close succeed (publication happens before the close is
+ * answered), so it is moved to incomplete/, never delivered. */
+static void recover_staging(void)
+{
+	int fd = dup(fs.staging.dirfd);
+	struct dirent *de;
+	DIR *dp;
+
+	if (fd < 0 || (dp = fdopendir(fd)) == NULL) {
+		log_warn("recovery: cannot read the staging directory");
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((de = readdir(dp)) != NULL) {
+		if (strncmp(de->d_name, "d.", 2) != 0 || de->d_type != DT_REG)
+			continue;
+		if (quarantine_drop(&fs.staging, de->d_name, de->d_name,
+				    "left open by a daemon that stopped") == 0) {
+			stat_add(STAT_RECOVERED, 1);
+			stat_add(STAT_QUARANTINED, 1);
+		}
+	}
+	closedir(dp);
+}
+
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	/* One descriptor per live session (its pidfd) and per open file. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fuse_cmdline_opts opts = { 0 };
+	struct fuse_loop_config *loop = NULL;
+	struct cmdline c = { 0 };
+	struct stat st;
+	int ret = 1, fd = -1, sret;
+
+	umask(0);	/* the kernel applied the caller's umask already */
+	if (fuse_opt_parse(&args, &c, inboxfs_opts, NULL) < 0 ||
+	    fuse_opt_parse(&args, &c, help_opts, opt_proc) < 0)
+		goto out;
+	if (c.show_help) {
+		usage(stdout, argv[0]);
+		ret = 0;
+		goto out;
+	}
+	if (c.show_version) {
+		printf("inboxfs %s (FUSE library %s)\n", INBOXFS_VERSION, fuse_pkgversion());
+		ret = 0;
+		goto out;
+	}
+	if (c.nonopts != 2) {
+		fprintf(stderr, "inboxfs: expected INBOX and MOUNTPOINT (see --help)\n");
+		goto out;
+	}
+	if (fuse_parse_cmdline(&args, &opts) != 0)
+		goto out;
+	if (parse_config(&c, &fs.cfg) < 0)
+		goto out;
+	log_init(true, opts.debug);
+
+	clean_stale_mount(opts.mountpoint);
+	clean_stale_mount(c.inbox);
+	fd = open_dir_arg("INBOX", c.inbox);
+	if (fd < 0)
+		goto out;
+	if (open_dir_arg("MOUNTPOINT", opts.mountpoint) < 0 ||
+	    (close(open_dir_arg("MOUNTPOINT", opts.mountpoint)), 0))
+		goto out;
+	if (mounted_inboxfs(opts.mountpoint)) {
+		fprintf(stderr, "inboxfs: MOUNTPOINT %s: busy, an inboxfs is mounted there\n",
+			opts.mountpoint);
+		goto out;
+	}
+	if (mounted_inboxfs(c.inbox)) {
+		fprintf(stderr, "inboxfs: INBOX %s is itself an inboxfs mount\n", c.inbox);
+		goto out;
+	}
+	fs.staging.sync = fs.cfg.sync == SYNC_CLOSE;
+	fs.staging.names = &fs.cfg.names;
+	sret = c.staging ? staging_open(&fs.staging, fd, AT_FDCWD, c.staging)
+			 : staging_open(&fs.staging, fd, fd, STAGING_DIR);
+	if (sret < 0) {
+		fprintf(stderr, "inboxfs: staging=%s: %s\n", c.staging ? c.staging : STAGING_DIR,
+			sret == -EXDEV ? "not on the filesystem of INBOX" : strerror(-sret));
+		goto out;
+	}
+	fstat(fs.staging.dirfd, &st);
+	fs.staging_ino = st.st_ino;
+	if (inode_init(fd) < 0) {
+		fprintf(stderr, "inboxfs: INBOX %s: %s\n", c.inbox, strerror(errno));
+		goto out_staging;
+	}
+	{
+		struct node *probe;
+
+		if (node_lookup_at(fd, ".", &st, &probe) < 0 && errno == EOPNOTSUPP) {
+			fprintf(stderr, "inboxfs: INBOX %s: filesystem does not support file handles\n",
+				c.inbox);
+			goto out_inodes;
+		}
+	}
+	recover_staging();
+	raise_fd_limit();
+
+	char fsname[PATH_MAX + 16];
+	snprintf(fsname, sizeof(fsname), "-ofsname=%s", c.inbox);
+	if (fuse_opt_add_arg(&args, "-oallow_other,default_permissions,subtype=inboxfs") < 0 ||
+	    fuse_opt_insert_arg(&args, 1, fsname) < 0)
+		goto out_inodes;
+	fs.se = fuse_session_new(&args, &inboxfs_ops, sizeof(inboxfs_ops), NULL);
+	if (fs.se == NULL)
+		goto out_inodes;
+	if (fuse_set_signal_handlers(fs.se) != 0)
+		goto out_session;
+	if (fuse_session_mount(fs.se, opts.mountpoint) != 0)
+		goto out_signals;
+	if (fuse_daemonize(opts.foreground) != 0)
+		goto out_unmount;
+	log_init(opts.foreground, opts.debug);
+	if (sessions_init(NULL) < 0 || notify_start(fs.se) < 0) {
+		log_warnx("cannot start worker threads");
+		goto out_unmount;
+	}
+	log_info("serving %s at %s", c.inbox, opts.mountpoint);
+	if (opts.singlethread) {
+		ret = fuse_session_loop(fs.se);
+	} else {
+		loop = fuse_loop_cfg_create();
+		fuse_loop_cfg_set_clone_fd(loop, opts.clone_fd);
+		if (opts.max_threads > 0 && opts.max_threads <= 100000)
+			fuse_loop_cfg_set_max_threads(loop, opts.max_threads);
+		fuse_loop_cfg_set_idle_threads(loop, opts.max_idle_threads);
+		ret = fuse_session_loop_mt(fs.se, loop);
+		fuse_loop_cfg_destroy(loop);
+	}
+	ret = ret != 0;
+	notify_stop();
+	sessions_shutdown();
+out_unmount:
+	fuse_session_unmount(fs.se);
+out_signals:
+	fuse_remove_signal_handlers(fs.se);
+out_session:
+	fuse_session_destroy(fs.se);
+out_inodes:
+	inode_shutdown();
+out_staging:
+	staging_close(&fs.staging);
+out:
+	if (fd >= 0)
+		close(fd);
+	free(opts.mountpoint);
+	free(c.inbox);
+	free(c.observers);
+	free(c.staging);
+	free(c.sync);
+	free(c.names);
+	free(c.linger);
+	fuse_opt_free_args(&args);
+	return ret;
+}
