@@ -28,6 +28,8 @@ struct handle {
 	struct node *node;
 	struct drop *drop;	/* set when opened by the drop's owner */
 	bool flushed;		/* [session_lock] closed once; a later write revives it (dup'd fds) */
+	char *text;		/* the stats file's snapshot, instead of fd */
+	size_t text_len;
 };
 
 /* Who sent a request: an observer, or a client with its session. */
@@ -90,6 +92,16 @@ int drop_flush(struct handle *h, pid_t tid);
 void drop_release(struct handle *h);
 
 extern const struct fuse_lowlevel_ops inboxfs_ops;
+
+/* statsfile.c: the counters as a read-only file at the root, observers only. */
+#define STATS_FILE ".inboxfs-stats"
+#define STATS_INO ((uint64_t)-2)	/* beyond any backing inode number */
+void statsfile_init(void);
+struct node *statsfile_node(void);
+bool statsfile_is(const struct node *n);
+void statsfile_attr(struct stat *st);
+int statsfile_open(struct fuse_file_info *fi);
+void statsfile_read(fuse_req_t req, struct handle *h, size_t size, off_t off);
 
 /* notify.c: tell the kernel a name left a view, off the request path. */
 int notify_start(struct fuse_session *se);

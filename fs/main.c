@@ -294,6 +294,7 @@ int main(int argc, char *argv[])
 			goto out_inodes;
 		}
 	}
+	statsfile_init();
 	recover_staging();
 	raise_fd_limit();
 

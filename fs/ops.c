@@ -105,6 +105,12 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		who_put(&w);
 		return;
 	}
+	if (parent == FUSE_ROOT_ID && strcmp(name, STATS_FILE) == 0) {
+		statsfile_attr(&st);
+		fill_entry(&e, statsfile_node(), &st);
+		fuse_reply_entry(req, &e);
+		return;
+	}
 	dfd = dir_get(dir);
 	if (dfd < 0) {
 		fuse_reply_err(req, -dfd);
@@ -127,16 +133,24 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		node_forget(n, 1);
 }
 
+static void forget_one(fuse_ino_t ino, uint64_t nlookup)
+{
+	struct node *n = node_of(ino);
+
+	if (!statsfile_is(n))
+		node_forget(n, nlookup);
+}
+
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
-	node_forget(node_of(ino), nlookup);
+	forget_one(ino, nlookup);
 	fuse_reply_none(req);
 }
 
 static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
 {
 	for (size_t i = 0; i < count; i++)
-		node_forget(node_of(forgets[i].ino), forgets[i].nlookup);
+		forget_one(forgets[i].ino, forgets[i].nlookup);
 	fuse_reply_none(req);
 }
 
@@ -159,7 +173,10 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	WHO_OR_REPLY(req, w);
 	if (!may_use(req, &w, n))
 		goto out;
-	if (fi)
+	if (statsfile_is(n)) {
+		statsfile_attr(&st);
+		ret = 0;
+	} else if (fi)
 		ret = fstat(handle_of(fi)->fd, &st) < 0 ? -errno : 0;
 	else
 		ret = node_stat(n, &st);
@@ -183,6 +200,10 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int va
 	WHO_OR_REPLY(req, w);
 	if (!may_use(req, &w, n))
 		goto out;
+	if (statsfile_is(n)) {
+		fuse_reply_err(req, EPERM);
+		goto out;
+	}
 	fd = fi ? handle_of(fi)->fd : node_open(n, O_PATH);
 	if (fd < 0) {
 		fuse_reply_err(req, -fd);
@@ -597,6 +618,14 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		client_open(req, &w, n, fi);
 		goto out;
 	}
+	if (statsfile_is(n)) {
+		fd = statsfile_open(fi);
+		if (fd < 0)
+			fuse_reply_err(req, -fd);
+		else if (fuse_reply_open(req, fi) != 0)
+			free(handle_of(fi)->text), free(handle_of(fi));
+		goto out;
+	}
 	fd = observer_open(&w, n, fi->flags, &redirected);
 	if (fd < 0) {
 		fuse_reply_err(req, -fd);
@@ -689,6 +718,10 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
 	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
 
+	if (handle_of(fi)->text) {
+		statsfile_read(req, handle_of(fi), size, off);
+		return;
+	}
 	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 	buf.buf[0].fd = handle_of(fi)->fd;
 	buf.buf[0].pos = off;
@@ -731,7 +764,9 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct handle *h = handle_of(fi);
 
 	drop_release(h);
-	close(h->fd);
+	if (h->fd >= 0)
+		close(h->fd);
+	free(h->text);
 	free(h);
 	fuse_reply_err(req, 0);
 }
@@ -1007,6 +1042,10 @@ static void do_xattr(fuse_req_t req, fuse_ino_t ino, enum xattr_op op, const cha
 	WHO_OR_REPLY(req, w);
 	if (!may_use(req, &w, n))
 		goto out;
+	if (statsfile_is(n)) {
+		fuse_reply_err(req, op == XA_LIST ? 0 : op == XA_GET ? ENODATA : EPERM);
+		goto out;
+	}
 	fd = node_open(n, O_PATH);
 	if (fd < 0) {
 		fuse_reply_err(req, -fd);
