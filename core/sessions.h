@@ -28,6 +28,7 @@ struct drop {
 	unsigned nopen;			/* [L] open handles */
 	unsigned nlive;			/* [L] open handles not yet closed by their writer */
 	bool publishing;		/* [L] a close is moving it into the inbox */
+	bool acked;			/* [L] closed empty: staged as a.*, delivered by recovery */
 	bool visible;			/* [L] in the owner's namespace */
 	bool written;			/* [L] data or size changed since create */
 	bool unlinked;			/* [L] deleted by its owner: never published */

@@ -42,4 +42,34 @@ int quarantine_drop(struct staging *st, const char *name, const char *requested,
 /* Remove staged NAME (its owner deleted it). */
 int discard_drop(struct staging *st, const char *name);
 
+/* Where a drop is to be published, kept with the staged file (an xattr) so
+ * that recovery can name it and deliver it. */
+struct origin {
+	int handle_type;		/* the directory's file handle */
+	unsigned handle_bytes;
+	unsigned char handle[128];
+	char name[NAME_MAX_BYTES + 1];	/* the name its writer asked for */
+};
+
+int stage_set_origin(int fd, const struct origin *o);
+/* Forget it again: a delivered message carries nothing of inboxfs. */
+void stage_clear_origin(int fd);
+int stage_get_origin(int dirfd, const char *name, struct origin *o);
+
+/* A staged file is "d.*" while being written and "a.*" once its writer's
+ * close was acknowledged without it being published yet (an empty drop
+ * waits for its release). Recovery delivers a.* and quarantines d.*.
+ * These rename it between the two states, updating NAME. */
+int stage_ack(struct staging *st, char name[STAGE_NAME_MAX]);
+int stage_unack(struct staging *st, char name[STAGE_NAME_MAX]);
+
+struct recovery {
+	unsigned published, quarantined, failed;
+};
+
+/* R6, before serving: deliver every acknowledged drop exactly once and
+ * move every other staged file to incomplete/, logging each. INBOX_FD
+ * opens the directories recorded in origins (by handle). */
+void recover_staging(struct staging *st, int inbox_fd, struct recovery *r);
+
 #endif

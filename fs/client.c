@@ -144,6 +144,17 @@ void client_open(fuse_req_t req, struct who *w, struct node *n, struct fuse_file
 		abandon_handle(fi);
 }
 
+/* Record in the staged file where D goes, for recovery after a crash. */
+static void record_origin(struct drop *d, struct node *dir, const char *name, int fd)
+{
+	struct origin o;
+
+	snprintf(o.name, sizeof(o.name), "%s", name);
+	if (node_handle(dir, &o.handle_type, &o.handle_bytes, o.handle, sizeof(o.handle)) < 0 ||
+	    stage_set_origin(fd, &o) < 0)
+		log_warn("recording the origin of %s", d->stage_name);
+}
+
 /* Make a new drop for W named NAME in DIR; returns its node (one lookup
  * reference) with the staged file open in *fd. */
 static int new_drop(struct who *w, struct node *dir, const char *name, mode_t mode,
@@ -158,6 +169,7 @@ static int new_drop(struct who *w, struct node *dir, const char *name, mode_t mo
 	ret = stage_create(&fs.staging, mode, w->uid, w->gid, d->stage_name, fd);
 	if (ret < 0)
 		goto fail;
+	record_origin(d, dir, name, *fd);
 	ret = node_lookup_fd(*fd, st, &n);
 	if (ret < 0) {
 		close(*fd);
@@ -343,6 +355,14 @@ void client_rename(fuse_req_t req, struct who *w, struct node *dir, const char *
 	}
 	session_unlock();
 	free(copy);
+	if (ret == 0) {
+		int fd = node_open(d->node, O_RDONLY);
+
+		if (fd >= 0) {
+			record_origin(d, newdir, newname, fd);
+			close(fd);
+		}
+	}
 	if (old_parent)
 		node_forget(old_parent, 1);
 	if (ret == -ENOENT) {
@@ -427,21 +447,29 @@ fail:
 
 int drop_written(struct handle *h)
 {
+	struct drop *d = h->drop;
+	bool unack = false;
 	int ret = 0;
 
-	if (h->drop == NULL)
+	if (d == NULL)
 		return 0;
 	session_lock();
-	if (h->drop->published) {
+	if (d->published) {
 		ret = -EBADF;	/* delivered at its close: it is the consumer's now */
 	} else {
-		h->drop->written = true;
+		d->written = true;
 		if (h->flushed) {	/* another descriptor of it is still writing */
 			h->flushed = false;
-			h->drop->nlive++;
+			d->nlive++;
+			unack = d->acked;
+			d->acked = false;
 		}
 	}
 	session_unlock();
+	/* Its close was acknowledged empty, yet it is written again: until
+	 * the next close it is unfinished, and recovery must not deliver it. */
+	if (unack && stage_unack(&fs.staging, d->stage_name) < 0)
+		log_warn("un-acknowledging %s", d->stage_name);
 	return ret;
 }
 
@@ -461,6 +489,7 @@ static int publish(struct drop *d, int fd)
 	struct node *dir;
 	int dfd, ret;
 
+	stage_clear_origin(fd);
 	if (fs.staging.sync && fsync(fd) < 0) {
 		ret = -errno;
 		goto fail;
@@ -533,7 +562,16 @@ int drop_flush(struct handle *h, pid_t tid)
 		      !d->publishing;
 	if (publish_now)
 		d->publishing = true;
+	/* An empty drop is published at its release (see drop_release());
+	 * its close is acknowledged now, so mark it for recovery. */
+	bool ack = last && !d->written && !d->unlinked && !d->failed && !d->acked;
+	if (ack)
+		d->acked = true;
 	session_unlock();
+	if (ack && stage_ack(&fs.staging, d->stage_name) < 0) {
+		log_warn("acknowledging %s", d->stage_name);
+		return -EIO;
+	}
 	if (gone) {
 		notify_entry_gone(parent, gone);
 		free(gone);

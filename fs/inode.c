@@ -16,10 +16,15 @@ static struct node **buckets;
 static size_t nbuckets, count;
 static int root_fd = -1;
 static struct node root;
+static union {
+	struct file_handle fh;
+	unsigned char buf[sizeof(struct file_handle) + MAX_HANDLE_SZ];
+} root_handle;
 
 int inode_init(int fd)
 {
 	struct stat st;
+	int mount_id;
 
 	if (fstat(fd, &st) < 0)
 		return -errno;
@@ -29,6 +34,9 @@ int inode_init(int fd)
 		return -ENOMEM;
 	root_fd = fd;
 	root.ino = st.st_ino;
+	root_handle.fh.handle_bytes = MAX_HANDLE_SZ;
+	if (name_to_handle_at(fd, "", &root_handle.fh, &mount_id, AT_EMPTY_PATH) < 0)
+		return -errno;
 	root.type = S_IFDIR;
 	root.nlookup = 2;
 	return 0;
@@ -210,6 +218,18 @@ int node_open(const struct node *n, int flags)
 		fd = open_by_handle_at(root_fd, &h.fh, flags | O_NOFOLLOW | O_CLOEXEC);
 	}
 	return fd < 0 ? -errno : fd;
+}
+
+int node_handle(const struct node *n, int *type, unsigned *bytes, unsigned char *buf, size_t cap)
+{
+	const unsigned char *src = n == &root ? root_handle.fh.f_handle : n->handle;
+
+	*type = n == &root ? root_handle.fh.handle_type : n->handle_type;
+	*bytes = n == &root ? root_handle.fh.handle_bytes : n->handle_bytes;
+	if (*bytes > cap)
+		return -EOVERFLOW;
+	memcpy(buf, src, *bytes);
+	return 0;
 }
 
 int dir_get(const struct node *n)

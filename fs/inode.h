@@ -56,6 +56,8 @@ void node_forget(struct node *n, uint64_t count);
 /* Open the node's file with FLAGS (O_PATH for a reference). Returns a
  * descriptor or -errno. */
 int node_open(const struct node *n, int flags);
+/* Copy N's file handle out (for a drop's recorded origin). */
+int node_handle(const struct node *n, int *type, unsigned *bytes, unsigned char *buf, size_t cap);
 /* A directory descriptor for *at() calls; dir_put() releases it. */
 int dir_get(const struct node *n);
 void dir_put(const struct node *n, int fd);

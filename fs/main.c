@@ -182,32 +182,6 @@ static int parse_config(const struct cmdline *c, struct inboxfs_config *cfg)
 	return 0;
 }
 
-/* R6: every staged file found at start-up belongs to a drop whose writer
- * never saw its close succeed (publication happens before the close is
- * answered), so it is moved to incomplete/, never delivered. */
-static void recover_staging(void)
-{
-	int fd = dup(fs.staging.dirfd);
-	struct dirent *de;
-	DIR *dp;
-
-	if (fd < 0 || (dp = fdopendir(fd)) == NULL) {
-		log_warn("recovery: cannot read the staging directory");
-		if (fd >= 0)
-			close(fd);
-		return;
-	}
-	while ((de = readdir(dp)) != NULL) {
-		if (strncmp(de->d_name, "d.", 2) != 0 || de->d_type != DT_REG)
-			continue;
-		if (quarantine_drop(&fs.staging, de->d_name, de->d_name,
-				    "left open by a daemon that stopped") == 0) {
-			stat_add(STAT_RECOVERED, 1);
-			stat_add(STAT_QUARANTINED, 1);
-		}
-	}
-	closedir(dp);
-}
 
 static void raise_fd_limit(void)
 {
@@ -295,7 +269,19 @@ int main(int argc, char *argv[])
 		}
 	}
 	statsfile_init();
-	recover_staging();
+	{
+		struct recovery r;
+
+		/* R6: before serving, deliver what was acknowledged and put
+		 * aside what was not. */
+		recover_staging(&fs.staging, fd, &r);
+		stat_add(STAT_RECOVERED, r.published + r.quarantined);
+		stat_add(STAT_QUARANTINED, r.quarantined);
+		stat_add(STAT_PUBLISHED, r.published);
+		if (r.published + r.quarantined + r.failed)
+			log_info("recovery: %u delivered, %u quarantined, %u failed",
+				 r.published, r.quarantined, r.failed);
+	}
 	raise_fd_limit();
 
 	char fsname[PATH_MAX + 16];
