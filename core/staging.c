@@ -234,15 +234,15 @@ void recover_staging(struct staging *st, int inbox_fd, struct recovery *r)
 		 * inbox's top if that directory is gone. */
 		int dirfd = open_origin_dir(inbox_fd, &o);
 		int sfd = openat(st->dirfd, de->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-
-		if (sfd >= 0) {
-			stage_clear_origin(sfd);
-			close(sfd);
-		}
 		int ret = publish_drop(st, de->d_name, dirfd >= 0 ? dirfd : inbox_fd, o.name, final);
 
 		if (dirfd >= 0)
 			close(dirfd);
+		if (sfd >= 0) {
+			if (ret >= 0)
+				stage_clear_origin(sfd);
+			close(sfd);
+		}
 		if (ret < 0) {
 			errno = -ret;
 			log_warn("recovery: publishing \"%s\" (%s)", log_name(o.name, q1, sizeof(q1)), de->d_name);

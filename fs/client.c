@@ -489,7 +489,6 @@ static int publish(struct drop *d, int fd)
 	struct node *dir;
 	int dfd, ret;
 
-	stage_clear_origin(fd);
 	if (fs.staging.sync && fsync(fd) < 0) {
 		ret = -errno;
 		goto fail;
@@ -507,6 +506,7 @@ static int publish(struct drop *d, int fd)
 	dir_put(dir, dfd);
 	if (ret < 0)
 		goto fail;
+	stage_clear_origin(fd);		/* only now: a crash before keeps it recoverable */
 	if (ret == 1) {
 		stat_add(STAT_REWRITES, 1);
 		log_info("rewrite: \"%s\" stored as \"%s\" (pid %d, uid %u)",
