@@ -179,6 +179,10 @@ static int parse_config(const struct cmdline *c, struct inboxfs_config *cfg)
 		fprintf(stderr, "inboxfs: linger=%s: expected whole seconds, 0 to 86400\n", c->linger);
 		return -1;
 	}
+	if (cfg->linger != 0) {
+		fprintf(stderr, "inboxfs: linger=%s: only 0 is supported by this version\n", c->linger);
+		return -1;
+	}
 	return 0;
 }
 
