@@ -877,8 +877,10 @@ static size_t add_entry(fuse_req_t req, struct who *w, struct node *dir, int dir
 	memset(&e, 0, sizeof(e));
 	e.attr.st_ino = ino;
 	e.attr.st_mode = (mode_t)type << 12;
-	if (!plus)
-		return fuse_add_direntry(req, p, rem, name, &e.attr, next);
+	if (!plus) {
+		size = fuse_add_direntry(req, p, rem, name, &e.attr, next);
+		return size > rem ? 0 : size;
+	}
 	if (strcmp(name, ".") != 0 && strcmp(name, "..") != 0) {
 		if (w->observer) {
 			struct stat st;
