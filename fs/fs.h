@@ -43,6 +43,13 @@ struct who {
 
 int who_get(fuse_req_t req, struct who *w);
 void who_put(struct who *w);
+#define WHO_OR_REPLY(req, w) do { int r_ = who_get(req, &(w)); \
+	if (r_ < 0) { fuse_reply_err(req, -r_); return; } } while (0)
+
+/* Check that W may act on N; replies ENOENT and returns false if not. */
+bool may_use(fuse_req_t req, struct who *w, struct node *n);
+/* Reply with the error and return it if NAME cannot be created. */
+int check_name(fuse_req_t req, const char *name);
 
 /* True if NAME in directory PARENT is inboxfs's own and no view shows it. */
 bool is_hidden_ino(uint64_t ino);
@@ -92,6 +99,34 @@ int drop_flush(struct handle *h, pid_t tid);
 void drop_release(struct handle *h);
 
 extern const struct fuse_lowlevel_ops inboxfs_ops;
+
+/* files.c */
+void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+	       struct fuse_file_info *fi);
+void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);
+void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off,
+		  struct fuse_file_info *fi);
+void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
+void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+		  struct fuse_file_info *fi);
+void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi);
+
+/* dirs.c */
+void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);
+void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi);
+void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
+void op_statfs(fuse_req_t req, fuse_ino_t ino);
+void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size);
+void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+		 size_t size, int flags);
+void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
 
 /* statsfile.c: the counters as a read-only file at the root, observers only. */
 #define STATS_FILE ".inboxfs-stats"

@@ -1,0 +1,293 @@
+/* Open files for observers: open, create, read, write, close. A truncating
+ * open of a non-empty file, or a create that finds one, writes beside it
+ * (R3). Drops (client files) share the handle code; their close is in
+ * client.c. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "fs.h"
+#include "log.h"
+#include "names.h"
+#include "stats.h"
+
+
+static int new_handle(struct fuse_file_info *fi, struct node *n, int fd)
+{
+	struct handle *h = calloc(1, sizeof(*h));
+
+	if (h == NULL)
+		return -ENOMEM;
+	h->fd = fd;
+	h->node = n;
+	fi->fh = (uint64_t)(uintptr_t)h;
+	return 0;
+}
+
+struct create_arg {
+	int dirfd, flags, fd;
+	mode_t mode;
+};
+
+static int create_attempt(const char *name, void *arg)
+{
+	struct create_arg *a = arg;
+
+	a->fd = openat(a->dirfd, name, (a->flags & ~O_TRUNC) | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+		       a->mode);
+	return a->fd < 0 ? -errno : 0;
+}
+
+/* R3 for observers: the data of a truncating open of an existing file goes
+ * to a new file with a unique name beside it; the old one stays whole.
+ * Returns the new descriptor or -errno. */
+static int open_beside(struct who *w, struct node *dir, int dirfd, const char *name,
+		       int flags, mode_t mode)
+{
+	struct create_arg a = { dirfd, flags, -1, mode & 07777 };
+	char placed[NAME_MAX_BYTES + 1], q1[1024], q2[1024];
+	int ret = place_name(&fs.cfg.names, name, false, create_attempt, &a, placed);
+
+	if (ret < 0)
+		return ret;
+	ret = own_new(a.fd, w, dir);
+	if (ret < 0) {
+		close(a.fd);
+		unlinkat(dirfd, placed, 0);
+		return ret;
+	}
+	stat_add(STAT_REWRITES, 1);
+	log_info("rewrite: truncating open of \"%s\" stored as \"%s\" (pid %d, uid %u)",
+		 log_name(name, q1, sizeof(q1)), log_name(placed, q2, sizeof(q2)),
+		 (int)w->pid, (unsigned)w->uid);
+	return a.fd;
+}
+
+#define OPEN_FLAGS_DROPPED (O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC)
+
+/* Open N for an observer; a truncating open of a non-empty file is
+ * redirected (R3). Sets *redirected when it was. */
+static int observer_open(struct who *w, struct node *n, int flags, bool *redirected)
+{
+	char name[NAME_MAX_BYTES + 1];
+	struct stat st;
+	int fd, dfd;
+
+	*redirected = false;
+	fd = node_open(n, flags & ~OPEN_FLAGS_DROPPED);
+	if (fd < 0 || !(flags & O_TRUNC))
+		return fd;
+	if (fstat(fd, &st) < 0 || st.st_size == 0 || !S_ISREG(st.st_mode))
+		return fd;	/* nothing to lose: truncating it is a no-op */
+	close(fd);
+	dfd = node_open_parent(n, name, sizeof(name));
+	if (dfd < 0)
+		return -EPERM;	/* nowhere known to put the new data */
+	fd = open_beside(w, NULL, dfd, name, flags, st.st_mode);
+	close(dfd);
+	*redirected = fd >= 0;
+	return fd;
+}
+
+void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct node *n = node_of(ino);
+	bool redirected;
+	struct who w;
+	int fd;
+
+	WHO_OR_REPLY(req, w);
+	if (!w.observer) {
+		client_open(req, &w, n, fi);
+		goto out;
+	}
+	if (statsfile_is(n)) {
+		fd = statsfile_open(fi);
+		if (fd < 0)
+			fuse_reply_err(req, -fd);
+		else if (fuse_reply_open(req, fi) != 0)
+			free(handle_of(fi)->text), free(handle_of(fi));
+		goto out;
+	}
+	fd = observer_open(&w, n, fi->flags, &redirected);
+	if (fd < 0) {
+		fuse_reply_err(req, -fd);
+		goto out;
+	}
+	/* The kernel's inode is the old file's: keep its page cache out. */
+	fi->direct_io = redirected;
+	if (new_handle(fi, n, fd) < 0) {
+		close(fd);
+		fuse_reply_err(req, ENOMEM);
+		goto out;
+	}
+	if (fuse_reply_open(req, fi) != 0) {
+		close(fd);
+		free(handle_of(fi));
+	}
+out:
+	who_put(&w);
+}
+
+void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      struct fuse_file_info *fi)
+{
+	struct node *dir = node_of(parent), *n;
+	struct fuse_entry_param e;
+	bool redirected = false;
+	struct stat st;
+	struct who w;
+	int dfd, fd, ret;
+
+	if (check_name(req, name) < 0)
+		return;
+	WHO_OR_REPLY(req, w);
+	if (!w.observer) {
+		client_create(req, &w, dir, name, mode, fi);
+		goto out;
+	}
+	dfd = dir_get(dir);
+	if (dfd < 0) {
+		fuse_reply_err(req, -dfd);
+		goto out;
+	}
+	struct create_arg a = { dfd, fi->flags & ~OPEN_FLAGS_DROPPED, -1, mode };
+	ret = create_attempt(name, &a);
+	fd = a.fd;
+	if (ret == 0) {
+		ret = own_new(fd, &w, dir);
+	} else if (ret == -EEXIST && !(fi->flags & O_EXCL)) {
+		/* Someone made it since the kernel's lookup: open it as open(2)
+		 * would, and keep a truncating open off its data. */
+		fd = openat(dfd, name, (fi->flags & ~OPEN_FLAGS_DROPPED) | O_NOFOLLOW | O_CLOEXEC);
+		ret = fd < 0 ? -errno : 0;
+		if (ret == 0 && (fi->flags & O_TRUNC) && fstat(fd, &st) == 0 && st.st_size > 0 &&
+		    S_ISREG(st.st_mode)) {
+			close(fd);
+			fd = open_beside(&w, dir, dfd, name, fi->flags, st.st_mode);
+			ret = fd < 0 ? fd : 0;
+			redirected = true;
+		}
+	}
+	dir_put(dir, dfd);
+	if (ret == 0)
+		ret = node_lookup_fd(fd, &st, &n);
+	if (ret < 0) {
+		if (fd >= 0)
+			close(fd);
+		fuse_reply_err(req, -ret);
+		goto out;
+	}
+	if (!redirected)
+		node_set_name(n, dir, name);
+	fill_entry(&e, n, &st);
+	if (new_handle(fi, n, fd) < 0) {
+		close(fd);
+		node_forget(n, 1);
+		fuse_reply_err(req, ENOMEM);
+		goto out;
+	}
+	if (fuse_reply_create(req, &e, fi) != 0) {
+		close(fd);
+		free(handle_of(fi));
+		node_forget(n, 1);
+	}
+out:
+	who_put(&w);
+}
+
+void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+
+	if (handle_of(fi)->text) {
+		statsfile_read(req, handle_of(fi), size, off);
+		return;
+	}
+	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	buf.buf[0].fd = handle_of(fi)->fd;
+	buf.buf[0].pos = off;
+	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
+void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
+			 off_t off, struct fuse_file_info *fi)
+{
+	struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
+	struct handle *h = handle_of(fi);
+	ssize_t res;
+	int ret;
+
+	ret = drop_written(h);
+	if (ret < 0) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	out.buf[0].fd = h->fd;
+	out.buf[0].pos = off;
+	res = fuse_buf_copy(&out, in, 0);
+	if (res < 0) {
+		fuse_reply_err(req, (int)-res);
+		return;
+	}
+	if (h->node->drop)
+		stat_add(STAT_BYTES, (uint64_t)res);
+	fuse_reply_write(req, (size_t)res);
+}
+
+void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, -drop_flush(handle_of(fi), fuse_req_ctx(req)->pid));
+}
+
+void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct handle *h = handle_of(fi);
+
+	drop_release(h);
+	if (h->fd >= 0)
+		close(h->fd);
+	free(h->text);
+	free(h);
+	fuse_reply_err(req, 0);
+}
+
+void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	int fd = handle_of(fi)->fd;
+	int ret = datasync ? fdatasync(fd) : fsync(fd);
+
+	fuse_reply_err(req, ret < 0 ? errno : 0);
+}
+
+void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+			 struct fuse_file_info *fi)
+{
+	struct handle *h = handle_of(fi);
+	int ret = drop_written(h);
+
+	if (ret == 0)
+		ret = fallocate(h->fd, mode, off, len) < 0 ? -errno : 0;
+	fuse_reply_err(req, -ret);
+}
+
+void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		     struct fuse_file_info *fi)
+{
+	off_t res = lseek(handle_of(fi)->fd, off, whence);
+
+	if (res < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_lseek(req, res);
+}
