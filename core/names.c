@@ -94,8 +94,9 @@ int name_template_parse(const char *spec, struct name_template *out)
 			return -EINVAL;
 		}
 	}
-	/* The tag is what makes the name unique; each token at most once. */
-	if (seen_t != 1 || seen_s > 1 || seen_e > 1)
+	/* The tag makes the name unique and R9 keeps the extension: one each;
+	 * the stem at most once. */
+	if (seen_t != 1 || seen_s > 1 || seen_e != 1)
 		return -EINVAL;
 	strcpy(out->spec, spec);
 	return 0;

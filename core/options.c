@@ -67,6 +67,7 @@ int observers_parse(const char *spec, struct observers *out, char *bad, size_t b
 		ret = add_entry(e, out);
 		if (ret < 0) {
 			snprintf(bad, badsize, "%s", e);
+			ret = -EINVAL;
 			break;
 		}
 	}

@@ -150,6 +150,12 @@ static bool process_exited(int pidfd)
 	return poll(&p, 1, 0) > 0;
 }
 
+/* A session's epoll key: its tgid and serial, never 0 (serials start at 1). */
+static uint64_t reaper_key(const struct session *s)
+{
+	return (uint64_t)(uint32_t)s->serial << 32 | (uint32_t)s->tgid;
+}
+
 static struct session *find_alive(pid_t tgid)
 {
 	for (struct session *s = *bucket_of(tgid); s; s = s->next)
@@ -230,15 +236,17 @@ int session_get(pid_t tid, struct session **out)
 	stats.started++;
 	pthread_mutex_unlock(&lock);
 
-	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = s };
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = reaper_key(s) };
 	if (epoll_ctl(epfd, EPOLL_CTL_ADD, pidfd, &ev) < 0)
 		log_warn("epoll_ctl(pidfd %d)", (int)tgid);
 found:
 	pthread_mutex_lock(&lock);
-	slot->tid = tid;
-	slot->gen = generation;
-	slot->sec = sec;
-	slot->s = s;
+	if (s->alive) {		/* else it ended since: caching it would outlive it */
+		slot->tid = tid;
+		slot->gen = generation;
+		slot->sec = sec;
+		slot->s = s;
+	}
 	pthread_mutex_unlock(&lock);
 	*out = s;
 	return 0;
@@ -256,19 +264,20 @@ static void *reaper_main(void *arg)
 		if (n < 0)
 			break;
 		for (int i = 0; i < n; i++) {
-			if (evs[i].data.ptr == NULL)
-				return NULL;	/* stopfd */
-			struct session *s = evs[i].data.ptr;
+			uint64_t key = evs[i].data.u64;
 
-			/* A session ended by session_get() is already off the
-			 * epoll set; the event may still be queued, so take a
-			 * reference only if it is alive. */
+			if (key == 0)
+				return NULL;	/* stopfd */
+			/* The event may name a session that session_get() has
+			 * ended and freed since: look it up, never dereference. */
 			pthread_mutex_lock(&lock);
-			bool alive = s->alive;
-			if (alive)
+			struct session *s = find_alive((pid_t)(uint32_t)key);
+			if (s && reaper_key(s) == key)
 				s->refs++;
+			else
+				s = NULL;
 			pthread_mutex_unlock(&lock);
-			if (alive) {
+			if (s) {
 				session_end(s);
 				session_put(s);
 			}

@@ -264,9 +264,11 @@ int quarantine_drop(struct staging *st, const char *name, const char *requested,
 	long long size = fstatat(st->dirfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0 ? sb.st_size : -1;
 
 	if (renameat(st->dirfd, name, st->incomplete_fd, name) < 0) {
+		int err = -errno;
+
 		log_warn("quarantine of %s (\"%s\") failed", name,
 			 log_name(requested, q, sizeof(q)));
-		return -errno;
+		return err;
 	}
 	if (st->sync)
 		fsync(st->incomplete_fd);

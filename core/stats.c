@@ -42,7 +42,7 @@ uint64_t stat_latency_percentile(unsigned p)
 		return 0;
 	for (unsigned i = 0; i < 40; i++) {
 		seen += counts[i];
-		if (seen * 100 >= total * p)
+		if (counts[i] && seen * 100 >= total * p)
 			return 1ULL << i;
 	}
 	return 1ULL << 39;

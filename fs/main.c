@@ -171,8 +171,8 @@ static int parse_config(const struct cmdline *c, struct inboxfs_config *cfg)
 		return -1;
 	}
 	if (name_template_parse(c->names ? c->names : "default", &cfg->names) < 0) {
-		fprintf(stderr, "inboxfs: names=%s: a template needs exactly one %%t and may use "
-			"%%s, %%e and Windows-safe characters\n", c->names);
+		fprintf(stderr, "inboxfs: names=%s: a template needs exactly one %%t and one %%e, "
+			"%%s at most once, and Windows-safe characters\n", c->names);
 		return -1;
 	}
 	if (seconds_parse(c->linger ? c->linger : "0", &cfg->linger) < 0) {

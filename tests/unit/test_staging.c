@@ -1,0 +1,498 @@
+/* Unit tests for core/staging.c, each in a fresh inbox made with mkdtemp:
+ * staging directory set-up, staged files, publication without
+ * overwriting, quarantine, discard, and start-up recovery (R6). */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "unit.h"
+
+#include "staging.h"
+
+struct fixture {
+	char path[64];		/* the inbox */
+	int inbox_fd;
+	struct name_template names;
+	struct staging st;
+};
+
+static int remove_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	if (f == NULL)
+		return -1;
+	f->inbox_fd = -1;
+	strcpy(f->path, "/tmp/inboxfs-unit-XXXXXX");
+	if (mkdtemp(f->path) == NULL) {
+		free(f);
+		return -1;
+	}
+	f->inbox_fd = open(f->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (f->inbox_fd < 0 || name_template_parse("default", &f->names) != 0)
+		goto fail;
+	f->st.names = &f->names;
+	if (staging_open(&f->st, f->inbox_fd, f->inbox_fd, STAGING_DIR) != 0)
+		goto fail;
+	*state = f;
+	return 0;
+fail:
+	if (f->inbox_fd >= 0)
+		close(f->inbox_fd);
+	nftw(f->path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+	free(f);
+	return -1;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+
+	staging_close(&f->st);
+	close(f->inbox_fd);
+	nftw(f->path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+	free(f);
+	return 0;
+}
+
+static void write_file(int dirfd, const char *name, const char *content)
+{
+	int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, content, strlen(content)), (ssize_t)strlen(content));
+	close(fd);
+}
+
+/* Assert DIRFD/NAME holds exactly WANT. */
+static void assert_content(int dirfd, const char *name, const char *want)
+{
+	char buf[256];
+	ssize_t n;
+	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		fail_msg("cannot open %s: %s", name, strerror(errno));
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	assert_true(n >= 0);
+	buf[n] = '\0';
+	assert_string_equal(buf, want);
+}
+
+static bool exists(int dirfd, const char *name)
+{
+	struct stat sb;
+
+	return fstatat(dirfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+/* Stage a file holding CONTENT; its staging name goes to NAME. */
+static void stage(struct fixture *f, const char *content, char name[STAGE_NAME_MAX])
+{
+	int fd;
+
+	assert_int_equal(stage_create(&f->st, 0644, 0, 0, name, &fd), 0);
+	assert_int_equal(write(fd, content, strlen(content)), (ssize_t)strlen(content));
+	close(fd);
+}
+
+static void test_open_creates_directories(void **state)
+{
+	struct fixture *f = *state;
+	struct staging again = { .names = &f->names };
+	struct stat sb;
+
+	assert_int_equal(fstatat(f->inbox_fd, STAGING_DIR, &sb, AT_SYMLINK_NOFOLLOW), 0);
+	assert_true(S_ISDIR(sb.st_mode));
+	assert_int_equal(sb.st_mode & 07777, 0700);
+	assert_int_equal(fstatat(f->inbox_fd, STAGING_DIR "/" INCOMPLETE_DIR, &sb,
+				 AT_SYMLINK_NOFOLLOW), 0);
+	assert_true(S_ISDIR(sb.st_mode));
+	assert_int_equal(sb.st_mode & 07777, 0700);
+	/* The descriptors name those directories. */
+	assert_int_equal(fstat(f->st.incomplete_fd, &sb), 0);
+	assert_true(S_ISDIR(sb.st_mode));
+
+	/* Opening an existing staging directory is fine (a restart). */
+	assert_int_equal(staging_open(&again, f->inbox_fd, f->inbox_fd, STAGING_DIR), 0);
+	staging_close(&again);
+}
+
+static void test_open_not_a_directory(void **state)
+{
+	struct fixture *f = *state;
+	struct staging st = { .names = &f->names };
+
+	write_file(f->inbox_fd, "plain", "x");
+	assert_int_equal(staging_open(&st, f->inbox_fd, f->inbox_fd, "plain"), -ENOTDIR);
+}
+
+static void test_open_other_filesystem(void **state)
+{
+	struct fixture *f = *state;
+	struct staging st = { .names = &f->names };
+	struct stat shm, tmp;
+	char path[64];
+	int shm_fd;
+
+	if (stat("/dev/shm", &shm) < 0 || fstat(f->inbox_fd, &tmp) < 0 || shm.st_dev == tmp.st_dev)
+		skip();
+	shm_fd = open("/dev/shm", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(shm_fd >= 0);
+	snprintf(path, sizeof(path), "inboxfs-unit-%d", (int)getpid());
+	assert_int_equal(staging_open(&st, f->inbox_fd, shm_fd, path), -EXDEV);
+	unlinkat(shm_fd, path, AT_REMOVEDIR);
+	close(shm_fd);
+}
+
+static void test_stage_create(void **state)
+{
+	struct fixture *f = *state;
+	char name[STAGE_NAME_MAX], other[STAGE_NAME_MAX], back[8];
+	struct stat sb;
+	mode_t old = umask(0);
+	int fd, fd2;
+
+	assert_int_equal(stage_create(&f->st, 0640, 0, 0, name, &fd), 0);
+	assert_int_equal(stage_create(&f->st, 0666, 0, 0, other, &fd2), 0);
+	umask(old);
+	assert_true(strlen(name) > 0 && strlen(name) < STAGE_NAME_MAX);
+	assert_int_equal(name_check(name), 0);
+	assert_string_not_equal(name, other);
+
+	assert_int_equal(fstatat(f->st.dirfd, name, &sb, AT_SYMLINK_NOFOLLOW), 0);
+	assert_true(S_ISREG(sb.st_mode));
+	assert_int_equal(sb.st_mode & 07777, 0640);
+	assert_int_equal(sb.st_size, 0);
+	assert_int_equal(fstatat(f->st.dirfd, other, &sb, AT_SYMLINK_NOFOLLOW), 0);
+	assert_int_equal(sb.st_mode & 07777, 0666);
+
+	/* Open read-write, and it is the file in the staging directory. */
+	assert_int_equal(write(fd, "abc", 3), 3);
+	assert_int_equal(pread(fd, back, sizeof(back), 0), 3);
+	assert_memory_equal(back, "abc", 3);
+	close(fd);
+	close(fd2);
+	assert_content(f->st.dirfd, name, "abc");
+	/* Nothing shows in the inbox itself. */
+	assert_false(exists(f->inbox_fd, name));
+}
+
+static void test_stage_create_owner(void **state)
+{
+	struct fixture *f = *state;
+	char name[STAGE_NAME_MAX];
+	struct stat sb;
+	int fd;
+
+	if (geteuid() != 0)
+		skip();
+	assert_int_equal(stage_create(&f->st, 0600, 1234, 5678, name, &fd), 0);
+	close(fd);
+	assert_int_equal(fstatat(f->st.dirfd, name, &sb, AT_SYMLINK_NOFOLLOW), 0);
+	assert_int_equal(sb.st_uid, 1234);
+	assert_int_equal(sb.st_gid, 5678);
+}
+
+static void test_publish_free_name(void **state)
+{
+	struct fixture *f = *state;
+	char name[STAGE_NAME_MAX], final[NAME_MAX_BYTES + 1];
+
+	stage(f, "hello", name);
+	assert_int_equal(publish_drop(&f->st, name, f->inbox_fd, "Report.SVF", final), 0);
+	assert_string_equal(final, "Report.SVF");
+	assert_content(f->inbox_fd, "Report.SVF", "hello");
+	assert_false(exists(f->st.dirfd, name));
+}
+
+static void publish_taken(struct fixture *f)
+{
+	char name[STAGE_NAME_MAX], final[NAME_MAX_BYTES + 1];
+
+	write_file(f->inbox_fd, "Report.SVF", "original");
+	stage(f, "new drop", name);
+	assert_int_equal(publish_drop(&f->st, name, f->inbox_fd, "Report.SVF", final), 1);
+	assert_string_not_equal(final, "Report.SVF");
+	assert_memory_equal(final, "Report~", 7);
+	assert_int_equal(strlen(final), strlen("Report~.SVF") + 12);
+	assert_string_equal(final + strlen(final) - 4, ".SVF");
+	assert_content(f->inbox_fd, "Report.SVF", "original");
+	assert_content(f->inbox_fd, final, "new drop");
+	assert_false(exists(f->st.dirfd, name));
+}
+
+static void test_publish_taken_name(void **state)
+{
+	publish_taken(*state);
+}
+
+static void test_publish_taken_name_sync(void **state)
+{
+	struct fixture *f = *state;
+
+	f->st.sync = true;
+	publish_taken(f);
+}
+
+static void test_publish_twice_same_name(void **state)
+{
+	struct fixture *f = *state;
+	char a[STAGE_NAME_MAX], b[STAGE_NAME_MAX];
+	char fa[NAME_MAX_BYTES + 1], fb[NAME_MAX_BYTES + 1];
+
+	stage(f, "first", a);
+	stage(f, "second", b);
+	assert_int_equal(publish_drop(&f->st, a, f->inbox_fd, "x.bin", fa), 0);
+	assert_int_equal(publish_drop(&f->st, b, f->inbox_fd, "x.bin", fb), 1);
+	assert_string_not_equal(fa, fb);
+	assert_content(f->inbox_fd, "x.bin", "first");
+	assert_content(f->inbox_fd, fb, "second");
+}
+
+static void test_publish_into_subdirectory(void **state)
+{
+	struct fixture *f = *state;
+	char name[STAGE_NAME_MAX], final[NAME_MAX_BYTES + 1];
+	int sub;
+
+	assert_int_equal(mkdirat(f->inbox_fd, "sub", 0755), 0);
+	sub = openat(f->inbox_fd, "sub", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(sub >= 0);
+	stage(f, "deep", name);
+	assert_int_equal(publish_drop(&f->st, name, sub, "a.txt", final), 0);
+	assert_content(sub, "a.txt", "deep");
+	assert_false(exists(f->inbox_fd, "a.txt"));
+	close(sub);
+}
+
+static void test_publish_missing_stage(void **state)
+{
+	struct fixture *f = *state;
+	char final[NAME_MAX_BYTES + 1];
+
+	assert_int_equal(publish_drop(&f->st, "d.nonexistent", f->inbox_fd, "ghost.txt", final),
+			 -ENOENT);
+	assert_false(exists(f->inbox_fd, "ghost.txt"));
+}
+
+static void test_quarantine(void **state)
+{
+	struct fixture *f = *state;
+	char name[STAGE_NAME_MAX];
+
+	stage(f, "partial", name);
+	assert_int_equal(quarantine_drop(&f->st, name, "half\"done\n.txt", "unit test"), 0);
+	assert_false(exists(f->st.dirfd, name));
+	assert_content(f->st.incomplete_fd, name, "partial");
+	assert_false(exists(f->inbox_fd, "half\"done\n.txt"));
+
+	assert_int_equal(quarantine_drop(&f->st, "d.nonexistent", "x", "unit test"), -ENOENT);
+}
+
+static void test_discard(void **state)
+{
+	struct fixture *f = *state;
+	char name[STAGE_NAME_MAX];
+
+	stage(f, "unwanted", name);
+	assert_int_equal(discard_drop(&f->st, name), 0);
+	assert_false(exists(f->st.dirfd, name));
+	assert_false(exists(f->st.incomplete_fd, name));
+	assert_int_equal(discard_drop(&f->st, name), -ENOENT);
+}
+
+/* An origin naming directory SUB of the inbox (or the inbox itself when
+ * SUB is NULL) and the name REQUESTED. */
+static void make_origin(struct fixture *f, const char *sub, const char *requested,
+			struct origin *o)
+{
+	union {
+		struct file_handle fh;
+		unsigned char buf[sizeof(struct file_handle) + sizeof(o->handle)];
+	} h;
+	int mount_id;
+
+	memset(o, 0, sizeof(*o));
+	h.fh.handle_bytes = sizeof(o->handle);
+	assert_int_equal(name_to_handle_at(f->inbox_fd, sub ? sub : "", &h.fh, &mount_id,
+					   sub ? 0 : AT_EMPTY_PATH), 0);
+	o->handle_type = h.fh.handle_type;
+	o->handle_bytes = h.fh.handle_bytes;
+	memcpy(o->handle, h.fh.f_handle, h.fh.handle_bytes);
+	snprintf(o->name, sizeof(o->name), "%s", requested);
+}
+
+/* Stage CONTENT with origin O (if set) and, if ACK, acknowledge it as a
+ * successful close does. */
+static void stage_with_origin(struct fixture *f, const char *content, const struct origin *o,
+			      bool ack, char name[STAGE_NAME_MAX])
+{
+	int fd;
+
+	assert_int_equal(stage_create(&f->st, 0644, 0, 0, name, &fd), 0);
+	assert_int_equal(write(fd, content, strlen(content)), (ssize_t)strlen(content));
+	if (o != NULL)
+		assert_int_equal(stage_set_origin(fd, o), 0);
+	close(fd);
+	if (ack)
+		assert_int_equal(stage_ack(&f->st, name), 0);
+}
+
+static void test_origin_roundtrip(void **state)
+{
+	struct fixture *f = *state;
+	struct origin o, got;
+	char name[STAGE_NAME_MAX];
+	int fd;
+
+	if (geteuid() != 0)
+		skip();		/* trusted.* xattrs and file handles */
+	make_origin(f, NULL, "Caf\xc3\xa9 report.SVF", &o);
+	assert_int_equal(stage_create(&f->st, 0644, 0, 0, name, &fd), 0);
+	assert_int_equal(stage_get_origin(f->st.dirfd, name, &got), -ENODATA);
+	assert_int_equal(stage_set_origin(fd, &o), 0);
+	memset(&got, 0xa5, sizeof(got));
+	assert_int_equal(stage_get_origin(f->st.dirfd, name, &got), 0);
+	assert_int_equal(got.handle_type, o.handle_type);
+	assert_int_equal(got.handle_bytes, o.handle_bytes);
+	assert_memory_equal(got.handle, o.handle, o.handle_bytes);
+	assert_string_equal(got.name, "Caf\xc3\xa9 report.SVF");
+
+	/* A name that could not be published is refused on the way back. */
+	snprintf(o.name, sizeof(o.name), "a/b");
+	assert_int_equal(stage_set_origin(fd, &o), 0);
+	assert_int_equal(stage_get_origin(f->st.dirfd, name, &got), -EINVAL);
+
+	stage_clear_origin(fd);
+	assert_int_equal(stage_get_origin(f->st.dirfd, name, &got), -ENODATA);
+	o.handle_bytes = sizeof(o.handle) + 1;
+	assert_int_equal(stage_set_origin(fd, &o), -EINVAL);
+	close(fd);
+}
+
+static void test_ack_unack(void **state)
+{
+	struct fixture *f = *state;
+	char name[STAGE_NAME_MAX], before[STAGE_NAME_MAX];
+
+	stage(f, "acked", name);
+	strcpy(before, name);
+	assert_int_equal(stage_ack(&f->st, name), 0);
+	assert_string_not_equal(name, before);
+	assert_int_equal(name[0], 'a');
+	assert_string_equal(name + 1, before + 1);
+	assert_false(exists(f->st.dirfd, before));
+	assert_content(f->st.dirfd, name, "acked");
+
+	assert_int_equal(stage_unack(&f->st, name), 0);
+	assert_string_equal(name, before);
+	assert_content(f->st.dirfd, name, "acked");
+}
+
+static void test_recover(void **state)
+{
+	struct fixture *f = *state;
+	char unacked[STAGE_NAME_MAX], unacked_known[STAGE_NAME_MAX];
+	char to_sub[STAGE_NAME_MAX], to_taken[STAGE_NAME_MAX];
+	char no_origin[STAGE_NAME_MAX], final[NAME_MAX_BYTES + 1];
+	struct origin in_sub, at_top, got;
+	struct recovery r;
+	int sub;
+
+	if (geteuid() != 0)
+		skip();
+	assert_int_equal(mkdirat(f->inbox_fd, "sub", 0755), 0);
+	sub = openat(f->inbox_fd, "sub", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(sub >= 0);
+	write_file(f->inbox_fd, "taken.txt", "original");
+	write_file(f->st.dirfd, "x.other", "not a drop");
+	make_origin(f, "sub", "deep.txt", &in_sub);
+	make_origin(f, NULL, "taken.txt", &at_top);
+
+	stage(f, "never closed", unacked);
+	stage_with_origin(f, "never closed either", &in_sub, false, unacked_known);
+	stage_with_origin(f, "closed, in sub", &in_sub, true, to_sub);
+	stage_with_origin(f, "closed, name taken", &at_top, true, to_taken);
+	stage_with_origin(f, "closed, origin lost", NULL, true, no_origin);
+
+	recover_staging(&f->st, f->inbox_fd, &r);
+	assert_int_equal(r.published, 2);
+	assert_int_equal(r.quarantined, 3);
+	assert_int_equal(r.failed, 0);
+
+	/* Acknowledged drops are delivered where they were asked for. */
+	assert_content(sub, "deep.txt", "closed, in sub");
+	assert_int_equal(stage_get_origin(sub, "deep.txt", &got), -ENODATA);
+	assert_content(f->inbox_fd, "taken.txt", "original");
+	/* The taken name got a unique one beside it. */
+	{
+		int n = 0;
+		DIR *dp = fdopendir(dup(f->inbox_fd));
+		struct dirent *de;
+
+		assert_non_null(dp);
+		while ((de = readdir(dp)) != NULL) {
+			if (strncmp(de->d_name, "taken~", 6) == 0) {
+				snprintf(final, sizeof(final), "%s", de->d_name);
+				n++;
+			}
+		}
+		closedir(dp);
+		assert_int_equal(n, 1);
+		assert_content(f->inbox_fd, final, "closed, name taken");
+	}
+	/* The rest went aside; the staging directory holds no drop now. */
+	assert_content(f->st.incomplete_fd, unacked, "never closed");
+	assert_content(f->st.incomplete_fd, unacked_known, "never closed either");
+	assert_content(f->st.incomplete_fd, no_origin, "closed, origin lost");
+	assert_false(exists(f->st.dirfd, unacked));
+	assert_false(exists(f->st.dirfd, unacked_known));
+	assert_false(exists(f->st.dirfd, to_sub));
+	assert_false(exists(f->st.dirfd, to_taken));
+	assert_false(exists(f->st.dirfd, no_origin));
+	assert_content(f->st.dirfd, "x.other", "not a drop");
+
+	/* Exactly once: a second recovery finds nothing to do. */
+	recover_staging(&f->st, f->inbox_fd, &r);
+	assert_int_equal(r.published + r.quarantined + r.failed, 0);
+	close(sub);
+}
+
+#define FIXTURE_TEST(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		FIXTURE_TEST(test_open_creates_directories),
+		FIXTURE_TEST(test_open_not_a_directory),
+		FIXTURE_TEST(test_open_other_filesystem),
+		FIXTURE_TEST(test_stage_create),
+		FIXTURE_TEST(test_stage_create_owner),
+		FIXTURE_TEST(test_publish_free_name),
+		FIXTURE_TEST(test_publish_taken_name),
+		FIXTURE_TEST(test_publish_taken_name_sync),
+		FIXTURE_TEST(test_publish_twice_same_name),
+		FIXTURE_TEST(test_publish_into_subdirectory),
+		FIXTURE_TEST(test_publish_missing_stage),
+		FIXTURE_TEST(test_quarantine),
+		FIXTURE_TEST(test_discard),
+		FIXTURE_TEST(test_origin_roundtrip),
+		FIXTURE_TEST(test_ack_unack),
+		FIXTURE_TEST(test_recover),
+	};
+
+	unit_xml_reset();
+	return cmocka_run_group_tests_name("unit-staging", tests, NULL, NULL);
+}
