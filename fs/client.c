@@ -102,9 +102,17 @@ static int open_drop(struct node *n, struct drop *d, int flags, struct fuse_file
 	session_lock();
 	d->nopen++;
 	d->nlive++;
+	d->linger_until = 0;
 	if (flags & O_TRUNC)
 		d->written = true;
+	/* Reopened for writing after an acknowledged close: unfinished again
+	 * until its next close, so recovery must not deliver it. */
+	bool unack = d->acked && (flags & O_ACCMODE) != O_RDONLY;
+	if (unack)
+		d->acked = false;
 	session_unlock();
+	if (unack && stage_unack(&fs.staging, d->stage_name) < 0)
+		log_warn("un-acknowledging %s", d->stage_name);
 	fi->fh = (uint64_t)(uintptr_t)h;
 	return 0;
 }
@@ -177,6 +185,7 @@ static int new_drop(struct who *w, struct node *dir, const char *name, mode_t mo
 		goto fail;
 	}
 	node_ref(dir);		/* the drop holds its directory */
+	node_ref(n);		/* and its node, while it lingers closed */
 	d->ino = st->st_ino;
 	d->node = n;
 	d->uid = w->uid;
@@ -534,7 +543,7 @@ fail:
 int drop_flush(struct handle *h, pid_t tid)
 {
 	struct drop *d = h->drop;
-	bool last, publish_now;
+	bool last, publish_now, ack, linger, killed;
 	char *gone = NULL;
 	fuse_ino_t parent = 0;
 
@@ -542,7 +551,7 @@ int drop_flush(struct handle *h, pid_t tid)
 		return 0;
 	/* A writer killed mid-copy has its files closed by the kernel: that
 	 * close is no acknowledgement, the drop is incomplete (R6). */
-	bool killed = task_killed(tid);
+	killed = task_killed(tid);
 
 	session_lock();
 	if (!h->flushed) {
@@ -552,29 +561,46 @@ int drop_flush(struct handle *h, pid_t tid)
 	last = d->nlive == 0;
 	if (last && killed)
 		d->failed = true;
-	if (last && d->visible) {
+	linger = last && fs.cfg.linger > 0 && !d->unlinked && !d->failed && !d->published;
+	if (last && d->visible && !linger) {
 		/* The name is free for the session again from this close on. */
 		session_hide_drop(d);
 		gone = strdup(d->name);
 		parent = d->parent;
 	}
-	publish_now = last && d->written && !d->unlinked && !d->published && !d->failed &&
-		      !d->publishing;
+	publish_now = last && !linger && d->written && !d->unlinked && !d->published &&
+		      !d->failed && !d->publishing;
 	if (publish_now)
 		d->publishing = true;
-	/* An empty drop is published at its release (see drop_release());
-	 * its close is acknowledged now, so mark it for recovery. */
-	bool ack = last && !d->written && !d->unlinked && !d->failed && !d->acked;
+	/* Not published yet but acknowledged now: an empty drop (published at
+	 * its release, see drop_release()) or a lingering one. Staged as a.*,
+	 * recovery delivers it. */
+	ack = last && (linger || !d->written) && !d->unlinked && !d->failed && !d->acked &&
+	      !d->published;
 	if (ack)
 		d->acked = true;
+	if (linger)
+		d->linger_until = now_ms() + 1000ULL * fs.cfg.linger;
 	session_unlock();
-	if (ack && stage_ack(&fs.staging, d->stage_name) < 0) {
-		log_warn("acknowledging %s", d->stage_name);
-		return -EIO;
-	}
 	if (gone) {
 		notify_entry_gone(parent, gone);
 		free(gone);
+	}
+	if (linger && fs.staging.sync && d->written && fsync(h->fd) < 0) {
+		int err = -errno;
+
+		session_lock();
+		d->failed = true;	/* R5: a close that is not durable fails */
+		session_unlock();
+		return err;
+	}
+	if (ack && stage_ack(&fs.staging, d->stage_name) < 0) {
+		/* Still delivered at its release; only a crash before would
+		 * put it aside instead. */
+		log_warn("acknowledging %s", d->stage_name);
+		session_lock();
+		d->acked = false;
+		session_unlock();
 	}
 	if (!publish_now)
 		return killed && last ? -EIO : 0;
@@ -584,7 +610,7 @@ int drop_flush(struct handle *h, pid_t tid)
 void drop_release(struct handle *h)
 {
 	struct drop *d = h->drop;
-	bool last, do_publish = false;
+	bool last, keep = false;
 
 	if (d == NULL)
 		return;
@@ -595,18 +621,23 @@ void drop_release(struct handle *h)
 		d->nlive--;
 	}
 	last = d->nopen == 0;
-	if (last) {
+	if (last && d->linger_until && !d->unlinked && !d->failed && !d->published &&
+	    now_ms() < d->linger_until) {
+		keep = true;		/* visible until its time is up */
+		linger_add(d);
+	} else if (last) {
 		session_hide_drop(d);
 		((struct node *)d->node)->drop = NULL;
-		/* Empty drops wait for the release: a close before any write
-		 * may be a shell's dup2() dance, not the writer's last word. */
-		do_publish = !d->unlinked && !d->failed && !d->published;
-		if (do_publish)
-			d->publishing = true;
 	}
 	session_unlock();
-	if (!last)
-		return;
+	if (last && !keep)
+		drop_finish(d, h->fd);
+}
+
+void drop_finish(struct drop *d, int fd)
+{
+	bool own_fd = false;
+
 	if (d->unlinked) {
 		discard_drop(&fs.staging, d->stage_name);
 		stat_add(STAT_DISCARDED, 1);
@@ -614,10 +645,24 @@ void drop_release(struct handle *h)
 		if (quarantine_drop(&fs.staging, d->stage_name, d->name,
 				    "its writer never saw a successful close") == 0)
 			stat_add(STAT_QUARANTINED, 1);
-	} else if (do_publish && publish(d, h->fd) < 0) {
-		quarantine_drop(&fs.staging, d->stage_name, d->name, "publication failed");
-		stat_add(STAT_QUARANTINED, 1);
+	} else if (!d->published) {
+		/* An empty drop, a lingering one, or one written again after
+		 * its close through another descriptor. */
+		if (fd < 0) {
+			fd = node_open(d->node, O_RDONLY);
+			own_fd = fd >= 0;
+		}
+		session_lock();
+		d->publishing = true;
+		session_unlock();
+		if (fd < 0 || publish(d, fd) < 0) {
+			if (quarantine_drop(&fs.staging, d->stage_name, d->name, "publication failed") == 0)
+				stat_add(STAT_QUARANTINED, 1);
+		}
+		if (own_fd)
+			close(fd);
 	}
 	node_forget(node_of(d->parent), 1);
+	node_forget(d->node, 1);	/* the drop's own reference */
 	drop_free(d);
 }

@@ -138,6 +138,16 @@ void statsfile_attr(struct stat *st);
 int statsfile_open(struct fuse_file_info *fi);
 void statsfile_read(fuse_req_t req, struct handle *h, size_t size, off_t off);
 
+/* The end of a drop whose handles are all released: publish, discard or
+ * quarantine it and free it. FD is an open descriptor of it, or -1. */
+void drop_finish(struct drop *d, int fd);
+
+/* linger.c: closed drops kept visible to their session (linger=). */
+int linger_start(void);
+void linger_stop(void);
+void linger_add(struct drop *d);	/* with session_lock held */
+uint64_t now_ms(void);
+
 /* notify.c: tell the kernel a name left a view, off the request path. */
 int notify_start(struct fuse_session *se);
 void notify_stop(void);

@@ -179,10 +179,6 @@ static int parse_config(const struct cmdline *c, struct inboxfs_config *cfg)
 		fprintf(stderr, "inboxfs: linger=%s: expected whole seconds, 0 to 86400\n", c->linger);
 		return -1;
 	}
-	if (cfg->linger != 0) {
-		fprintf(stderr, "inboxfs: linger=%s: only 0 is supported by this version\n", c->linger);
-		return -1;
-	}
 	return 0;
 }
 
@@ -303,7 +299,7 @@ int main(int argc, char *argv[])
 	if (fuse_daemonize(opts.foreground) != 0)
 		goto out_unmount;
 	log_init(opts.foreground, opts.debug);
-	if (sessions_init(NULL) < 0 || notify_start(fs.se) < 0) {
+	if (sessions_init(NULL) < 0 || notify_start(fs.se) < 0 || linger_start() < 0) {
 		log_warnx("cannot start worker threads");
 		goto out_unmount;
 	}
@@ -320,6 +316,7 @@ int main(int argc, char *argv[])
 		fuse_loop_cfg_destroy(loop);
 	}
 	ret = ret != 0;
+	linger_stop();
 	notify_stop();
 	sessions_shutdown();
 out_unmount:
