@@ -28,7 +28,10 @@ struct drop {
 	unsigned nopen;			/* [L] open handles */
 	unsigned nlive;			/* [L] open handles not yet closed by their writer */
 	bool publishing;		/* [L] a close is moving it into the inbox */
-	bool acked;			/* [L] closed empty: staged as a.*, delivered by recovery */
+	bool acked;			/* [L] close acknowledged, not yet published: staged as a.* */
+	uint64_t linger_until;		/* [L] closed, visible to its session until then (ms) */
+	bool lingering;			/* [L] on the linger list */
+	struct drop *linger_next;	/* [L] */
 	bool visible;			/* [L] in the owner's namespace */
 	bool written;			/* [L] data or size changed since create */
 	bool unlinked;			/* [L] deleted by its owner: never published */
