@@ -70,13 +70,31 @@ int own_new(int fd, const struct who *w, const struct node *parent)
 	return 0;
 }
 
+/* What the kernel may cache (issue: every round trip counts). Names and
+ * attributes of files differ per view, so they are never cached, with two
+ * exceptions: directories look the same to everyone, and a drop can be
+ * reached by its owner only. Everything else times out at once. */
+#define SHARED_TIMEOUT 1.0
+
+double attr_timeout(struct node *n, const struct stat *st)
+{
+	bool drop;
+
+	if (S_ISDIR(st->st_mode))
+		return SHARED_TIMEOUT;
+	session_lock();
+	drop = n->drop != NULL;
+	session_unlock();
+	return drop ? SHARED_TIMEOUT : 0;
+}
+
 void fill_entry(struct fuse_entry_param *e, struct node *n, const struct stat *st)
 {
 	memset(e, 0, sizeof(*e));
 	e->ino = node_id(n);
 	e->attr = *st;
-	e->attr_timeout = 0;
-	e->entry_timeout = 0;
+	e->attr_timeout = attr_timeout(n, st);
+	e->entry_timeout = S_ISDIR(st->st_mode) ? SHARED_TIMEOUT : 0;
 }
 
 /* ---- lookup and attributes ---- */
@@ -177,7 +195,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	if (ret < 0)
 		fuse_reply_err(req, -ret);
 	else
-		fuse_reply_attr(req, &st, 0);
+		fuse_reply_attr(req, &st, statsfile_is(n) ? 0 : attr_timeout(n, &st));
 out:
 	who_put(&w);
 }
@@ -246,7 +264,7 @@ done:
 	if (ret < 0)
 		fuse_reply_err(req, -ret);
 	else
-		fuse_reply_attr(req, &st, 0);
+		fuse_reply_attr(req, &st, attr_timeout(n, &st));
 out:
 	who_put(&w);
 }
