@@ -13,8 +13,10 @@
  *                 knows it by the name it asked for (struct drop).
  *
  * Locking: table_lock (inode.c) protects the hash chains, nlookup and
- * name/parent. ->drop is read and written under session_lock(). The two are
- * never held together. */
+ * name/parent_ino. ->drop is read and written under session_lock(). Lock
+ * order: session_lock() before table_lock (a client's lookup takes a
+ * reference on its drop's node under the session lock); inode.c never
+ * calls out while holding table_lock. */
 #ifndef INBOXFS_INODE_H
 #define INBOXFS_INODE_H
 
