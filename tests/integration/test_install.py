@@ -1,0 +1,596 @@
+"""Deployment (issue 6): `meson install` into a DESTDIR puts the binary, the
+systemd template unit, the man page and the example smb.conf in place; the
+man page renders and documents every option of --help; the unit's helper
+commands do what its comments say; and mount(8) mounts type fuse.inboxfs,
+from the command line and from an fstab line, through mount.fuse3.
+
+mount(8) starts its helpers with PATH removed from the environment, and
+mount.fuse3 runs `inboxfs` through /bin/sh, which then searches its default
+path (/usr/local/sbin:...:/usr/sbin:...). So a PATH given to mount cannot
+point it at the built binary: the mount tests run in a private mount
+namespace in which the first directory of that default path is replaced by
+one holding an `inboxfs` symlink to INBOXFS_BIN. Nothing is installed on the
+host, and the test mounts are invisible outside the namespace."""
+
+import json
+import os
+import re
+import select
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+import helpers
+from helpers import TIMEOUT, make_base_dir, wait_until
+
+BUILD = os.environ.get('INBOXFS_BUILD', '')
+
+
+def run(argv, timeout=TIMEOUT * 6, **kw):
+    kw.setdefault('stdin', subprocess.DEVNULL)
+    kw.setdefault('capture_output', True)
+    kw.setdefault('text', True)
+    return subprocess.run([str(a) for a in argv], timeout=timeout, **kw)
+
+
+def need_tools(*tools):
+    for tool in tools:
+        if not shutil.which(tool):
+            pytest.skip(f'{tool} is missing')
+
+
+def meson_introspect(build, what):
+    proc = run(['meson', 'introspect', what, build])
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def build_options(build):
+    return {o['name']: o['value'] for o in meson_introspect(build, '--buildoptions')}
+
+
+def find_installed(installed, kind):
+    """The install path (without DESTDIR) of one of the four deliverables,
+    from `meson introspect --installed` (source or build path -> install
+    path), whatever the prefix."""
+    matches = {
+        'binary': lambda src, dst: os.path.basename(dst) == 'inboxfs'
+        and src.endswith(os.path.join('fs', 'inboxfs')),
+        'unit': lambda src, dst: os.path.basename(dst) == 'inboxfs@.service',
+        'man': lambda src, dst: os.path.basename(dst) == 'inboxfs.8',
+        'smb.conf': lambda src, dst: os.path.basename(dst) == 'smb.conf.example',
+    }[kind]
+    found = [dst for src, dst in installed.items() if matches(src, dst)]
+    assert len(found) == 1, f'{kind}: expected one installed file, found {found}'
+    return found[0]
+
+
+class Install:
+    """A `meson install --destdir` of the build under test."""
+
+    def __init__(self, build, destdir):
+        self.build = build
+        self.destdir = destdir
+        self.options = build_options(build)
+        self.prefix = self.options['prefix']
+        self.installed = meson_introspect(build, '--installed')
+        self.log = ''
+
+    def target(self, kind):
+        """Where KIND is installed, without DESTDIR."""
+        return find_installed(self.installed, kind)
+
+    def path(self, kind):
+        """Where KIND is in the DESTDIR."""
+        return self.destdir + self.target(kind)
+
+
+@pytest.fixture(scope='module')
+def install():
+    if not BUILD or not os.path.isdir(os.path.join(BUILD, 'meson-private')):
+        pytest.skip('INBOXFS_BUILD is not a meson build directory')
+    need_tools('meson')
+    destdir = tempfile.mkdtemp(prefix='inboxfs-destdir-')
+    # --no-rebuild: install what was built (meson test builds first), never
+    # rebuild a tree that other runs may be using.
+    proc = run(['meson', 'install', '-C', BUILD, '--destdir', destdir, '--no-rebuild'])
+    assert proc.returncode == 0, f'meson install failed:\n{proc.stdout}{proc.stderr}'
+    inst = Install(BUILD, destdir)
+    inst.log = proc.stdout
+    yield inst
+    shutil.rmtree(destdir, ignore_errors=True)
+
+
+# ------------------------------------------------------------ installed files
+
+def test_install_puts_binary_unit_man_page_and_smb_conf_in_place(install):
+    opts = install.options
+    prefix = install.prefix
+
+    binary = install.target('binary')
+    assert binary == os.path.join(prefix, opts['sbindir'], 'inboxfs')
+    assert os.access(install.path('binary'), os.X_OK)
+    proc = run([install.path('binary'), '--version'])
+    assert proc.returncode == 0 and proc.stdout.startswith('inboxfs '), proc
+
+    man = install.target('man')
+    assert man == os.path.join(prefix, opts['mandir'], 'man8', 'inboxfs.8')
+    with open(install.path('man'), 'rb') as a, \
+            open(os.path.join(helpers.SOURCE, 'dist', 'inboxfs.8'), 'rb') as b:
+        assert a.read() == b.read()
+
+    unit = install.target('unit')
+    assert re.search(r'/lib/systemd/system/inboxfs@\.service$', unit), unit
+    with open(install.path('unit')) as f:
+        assert '@SBINDIR@' not in f.read()
+
+    example = install.target('smb.conf')
+    assert example == os.path.join(prefix, opts['datadir'], 'doc', 'inboxfs',
+                                   'smb.conf.example')
+    with open(install.path('smb.conf'), 'rb') as a, \
+            open(os.path.join(helpers.SOURCE, 'tools', 'smb.conf'), 'rb') as b:
+        assert a.read() == b.read()
+
+    for kind in ('binary', 'unit', 'man', 'smb.conf'):
+        assert os.path.isfile(install.path(kind)), kind
+
+
+def test_prefix_usr_installs_where_mount_and_systemd_look(tmp_path):
+    """The documented install (`meson setup --prefix=/usr`) puts the binary
+    on mount.fuse3's search path and the unit where systemd finds it."""
+    need_tools('meson')
+    build = tmp_path / 'build'
+    proc = run(['meson', 'setup', '--prefix=/usr', build, helpers.SOURCE])
+    assert proc.returncode == 0, f'{proc.stdout}{proc.stderr}'
+    installed = meson_introspect(build, '--installed')
+
+    assert find_installed(installed, 'binary') == '/usr/sbin/inboxfs'
+    assert find_installed(installed, 'man') == '/usr/share/man/man8/inboxfs.8'
+    assert (find_installed(installed, 'smb.conf')
+            == '/usr/share/doc/inboxfs/smb.conf.example')
+    unit = find_installed(installed, 'unit')
+    assert unit in ('/lib/systemd/system/inboxfs@.service',
+                    '/usr/lib/systemd/system/inboxfs@.service'), unit
+    with open(build / 'dist' / 'inboxfs@.service') as f:
+        assert unit_exec(f.read(), 'ExecStart')[0] == '/usr/sbin/inboxfs'
+
+
+# ------------------------------------------------------------------ man page
+
+def render_man(path):
+    need_tools('man')
+    env = dict(os.environ, MANWIDTH='80', LC_ALL='C.UTF-8')
+    for var in ('MANPAGER', 'PAGER', 'MAN_KEEP_FORMATTING', 'MANOPT'):
+        env.pop(var, None)
+    proc = run(['man', '--warnings', '-l', path], env=env)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def man_sections(text):
+    """Rendered man page -> {SECTION: body}."""
+    sections, name = {}, None
+    for line in text.splitlines():
+        if re.match(r'^[A-Z][A-Z ]+$', line):
+            name = line.strip()
+            sections[name] = ''
+        elif name:
+            sections[name] += line + '\n'
+    return sections
+
+
+def test_man_page_renders_without_warnings(install):
+    proc = render_man(install.path('man'))
+    assert proc.stderr == ''
+    assert proc.stdout.strip()
+    sections = man_sections(proc.stdout)
+    for name in ('NAME', 'SYNOPSIS', 'DESCRIPTION', 'OPTIONS', 'FSTAB', 'SYSTEMD',
+                 'SAMBA', 'FILES', 'EXIT STATUS', 'SEE ALSO'):
+        assert sections.get(name, '').strip(), f'section {name} missing or empty'
+    if shutil.which('groff'):
+        strict = run(['groff', '-man', '-ww', '-z', install.path('man')])
+        assert strict.returncode == 0 and strict.stderr == '', strict.stderr
+
+
+def help_options(text):
+    """inboxfs --help -> ({NAME: help text} for each `-o NAME=`,
+    [flags such as -f, --help])."""
+    named, flags, current = {}, [], None
+    for line in text.splitlines():
+        m = re.match(r'^\s+-o ([a-z_]+)=\S*\s*(.*)$', line)
+        if m:
+            current = m.group(1)
+            named[current] = m.group(2)
+            continue
+        m = re.match(r'^\s+(-[A-Za-z](?:, --[a-z-]+)?)\s\s', line)
+        if m:
+            current = None
+            flags += m.group(1).split(', ')
+            continue
+        if current and line.startswith(' ' * 8):
+            named[current] += ' ' + line.strip()
+        else:
+            current = None
+    return named, flags
+
+
+def man_option_entries(options_text):
+    """The OPTIONS section -> {tag line: body}."""
+    entries, tag = {}, None
+    for line in options_text.splitlines():
+        m = re.match(r'^ {7}(-\S.*?)(?:\s{2,}(.*))?$', line)
+        if m:
+            tag = m.group(1).strip()
+            entries[tag] = (m.group(2) or '') + '\n'
+        elif tag and line.startswith(' ' * 14):
+            entries[tag] += line.strip() + '\n'
+        elif line.strip():
+            tag = None      # a paragraph after the list
+    return entries
+
+
+def test_man_page_documents_every_option_of_help(install, run_inboxfs):
+    proc = run_inboxfs('--help')
+    assert proc.returncode == 0, proc.stderr
+    named, flags = help_options(proc.stdout)
+    assert {'observers', 'staging', 'sync', 'names', 'linger'} <= set(named), named
+    assert {'-f', '-d', '-s', '-h', '--help', '-V', '--version'} <= set(flags), flags
+
+    entries = man_option_entries(man_sections(render_man(install.path('man')).stdout)
+                                 ['OPTIONS'])
+    for name, text in named.items():
+        tags = [t for t in entries if t.startswith(f'-o {name}=')]
+        assert tags, f'-o {name}= is not in the man page OPTIONS'
+        body = ' '.join(entries[tags[0]].split())
+        assert 'Default:' in body, f'-o {name}=: no default in the man page'
+        # The default --help states must be the one the man page states.
+        m = re.search(r'\(default ([^);]+)', text)
+        if m:
+            assert m.group(1).strip() in body, \
+                f'-o {name}=: --help says default {m.group(1)!r}, man page: {body}'
+    for flag in flags:
+        assert any(re.search(rf'(^|, ){re.escape(flag)}(,|$)', t) for t in entries), \
+            f'{flag} is not in the man page OPTIONS'
+
+
+# ---------------------------------------------------------------- systemd unit
+
+def unit_settings(text):
+    """A unit file -> {(section, key): [values in order]}."""
+    settings, section = {}, None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line[0] in '#;':
+            continue
+        if line.startswith('['):
+            section = line.strip('[]')
+            continue
+        key, _, value = line.partition('=')
+        settings.setdefault((section, key.strip()), []).append(value.strip())
+    return settings
+
+
+def unit_exec(text, key):
+    """The argv of an Exec*= line, with its '-' prefix kept apart:
+    ExecStopPost=-/bin/sh -> ['-', '/bin/sh', ...]."""
+    values = unit_settings(text)[('Service', key)]
+    assert len(values) == 1, values
+    value = values[0]
+    prefix = []
+    if value.startswith('-'):
+        prefix, value = ['-'], value[1:]
+    return prefix + shlex.split(value)
+
+
+def expand(argv, path, mainpid=None):
+    """What systemd would run for instance PATH: specifiers and $$."""
+    out = []
+    for arg in argv:
+        arg = arg.replace('%f', path).replace('$$', '$')
+        if mainpid is not None:
+            arg = arg.replace('${MAINPID}', str(mainpid))
+        out.append(arg)
+    return out
+
+
+def test_unit_file_settings(install):
+    with open(install.path('unit')) as f:
+        text = f.read()
+    s = unit_settings(text)
+    assert s[('Service', 'Type')] == ['simple']
+    assert s[('Service', 'Restart')] == ['on-failure']
+    assert s[('Service', 'KillMode')] == ['mixed']
+    assert '-/etc/default/inboxfs' in s[('Service', 'EnvironmentFile')]
+    assert 'smbd.service' in ' '.join(s[('Unit', 'Before')]).split()
+    assert 'local-fs.target' in ' '.join(s[('Unit', 'After')]).split()
+    assert s[('Install', 'WantedBy')] == ['multi-user.target']
+    # inboxfs refuses an empty -o: the unit has a default.
+    assert any(re.fullmatch(r'INBOXFS_OPTIONS=\S+', e)
+               for e in s[('Service', 'Environment')])
+    assert 'recover' in text   # the comment on recovery at every start
+
+    assert unit_exec(text, 'ExecStart') == [
+        install.target('binary'), '-f', '-o', '${INBOXFS_OPTIONS}', '%f', '%f']
+    stop = unit_exec(text, 'ExecStopPost')
+    assert stop[0] == '-' and 'fusermount3 -uz' in ' '.join(stop)
+
+
+def test_unit_file_passes_systemd_analyze_verify(install, tmp_path):
+    need_tools('systemd-analyze')
+    with open(install.path('unit')) as f:
+        text = f.read()
+    # An instance (a template alone cannot be verified), its ExecStart
+    # pointing at the binary in the DESTDIR (the host has none installed).
+    binary = install.target('binary')
+    text = text.replace(f'ExecStart={binary} ', f'ExecStart={install.path("binary")} ')
+    assert install.path('binary') in text
+    instance = tmp_path / 'inboxfs@srv-inbox.service'
+    instance.write_text(text)
+    proc = run(['systemd-analyze', 'verify', '--man=no', instance])
+    assert proc.returncode == 0 and proc.stdout + proc.stderr == '', \
+        proc.stdout + proc.stderr
+
+
+def test_unit_start_post_waits_for_the_mount(install, mount_inboxfs):
+    with open(install.path('unit')) as f:
+        wait = unit_exec(f.read(), 'ExecStartPost')
+
+    # The daemon is gone and nothing is mounted: give up at once.
+    base = make_base_dir('inboxfs-unit-')
+    try:
+        with open('/proc/sys/kernel/pid_max') as f:
+            dead = int(f.read()) + 1    # no such process
+        proc = run(expand(wait, base, dead), timeout=TIMEOUT)
+        assert proc.returncode != 0
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+    # What ExecStart runs (inboxfs -f -o observers=root INBOX INBOX): the
+    # start is complete once the mount is there.
+    mount = mount_inboxfs(overmount=True, observers='root', wait=False)
+    proc = run(expand(wait, mount.inbox, mount.run.proc.pid), timeout=TIMEOUT * 2)
+    assert proc.returncode == 0, proc.stderr
+    assert [m[1] for m in helpers.mountinfo(mount.inbox)][-1] == 'fuse.inboxfs'
+
+
+def test_unit_stop_post_removes_a_stale_mount_only(install, mount_inboxfs, tmp_path):
+    need_tools('unshare', 'findmnt')
+    with open(install.path('unit')) as f:
+        stop = unit_exec(f.read(), 'ExecStopPost')[1:]   # without the '-'
+
+    mount = mount_inboxfs(overmount=True, observers='root')
+    mount.crash()
+    assert any(m[1] == 'fuse.inboxfs' for m in helpers.mountinfo(mount.inbox))
+    proc = run(expand(stop, mount.inbox), timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stderr
+    wait_until(lambda: not helpers.mountinfo(mount.inbox), what='stale mount removed')
+
+    # An inbox that is a volume of its own stays mounted (in a private mount
+    # namespace: a tmpfs standing in for the volume).
+    vol = tmp_path / 'volume'
+    vol.mkdir()
+    script = ('mount -t tmpfs inboxfs-test "$1" || exit 2; shift; "$@" || exit 3; '
+              'findmnt --types tmpfs --mountpoint "$VOLUME" >/dev/null || exit 4')
+    proc = run(['unshare', '--mount', '--propagation', 'private', '--',
+                'sh', '-c', script, 'sh', vol] + expand(stop, str(vol)),
+               env=dict(os.environ, VOLUME=str(vol)), timeout=TIMEOUT)
+    assert proc.returncode == 0, f'status {proc.returncode}: {proc.stderr}'
+
+
+# ------------------------------------------------------------------ mount(8)
+
+# Run inside the namespace: detach the copies of other FUSE mounts (a copy
+# would keep that filesystem alive, so its daemon would not exit when its
+# owner unmounts it), bind SHADOW over TARGET, then live until stdin closes.
+HOLDER = r'''
+import ctypes, re, sys
+libc = ctypes.CDLL(None, use_errno=True)
+shadow, target = sys.argv[1:3]
+points = []
+for line in open('/proc/self/mountinfo'):
+    left, _, right = line.partition(' - ')
+    fstype = right.split()[0]
+    if fstype in ('fuse', 'fuseblk') or fstype.startswith('fuse.'):
+        points.append(re.sub(r'\\([0-7]{3})', lambda m: chr(int(m.group(1), 8)),
+                             left.split()[4]))
+for point in reversed(points):
+    libc.umount2(point.encode(), 2)                      # MNT_DETACH
+if libc.mount(shadow.encode(), target.encode(), None, 4096, None) != 0:   # MS_BIND
+    sys.exit('bind mount failed: errno %d' % ctypes.get_errno())
+print('ready', flush=True)
+sys.stdin.read()
+'''
+
+
+def shell_default_path():
+    """The search path of /bin/sh without PATH: what mount.fuse3's shell
+    uses, since mount(8) drops PATH from its helpers' environment."""
+    proc = run(['env', '-i', '/bin/sh', '-c', 'echo "$PATH"'])
+    return [d for d in proc.stdout.strip().split(':') if d]
+
+
+def mount_daemons(mnt):
+    """Pids of inboxfs processes serving MNT (by their command line)."""
+    pids = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f'/proc/{entry}/cmdline', 'rb') as f:
+                argv = f.read().split(b'\0')
+        except OSError:
+            continue
+        if (argv and os.path.basename(argv[0]) == b'inboxfs'
+                and os.fsencode(mnt) in argv):
+            pids.append(int(entry))
+    return pids
+
+
+class Namespace:
+    """A private mount namespace in which `inboxfs` resolves to INBOXFS_BIN
+    for mount.fuse3. run() runs a command inside it."""
+
+    def __init__(self, base):
+        path = shell_default_path()
+        dirs = [d for d in path if os.path.isdir(d)]
+        if not dirs:
+            pytest.skip(f'no directory of /bin/sh default PATH {path} exists')
+        self.target = dirs[0]
+        # The shadow keeps the directory's other entries.
+        self.shadow = os.path.join(base, 'sbin')
+        os.mkdir(self.shadow)
+        for name in os.listdir(self.target):
+            if name != 'inboxfs':
+                os.symlink(os.path.join(self.target, name), os.path.join(self.shadow, name))
+        os.symlink(os.path.realpath(helpers.INBOXFS_BIN),
+                   os.path.join(self.shadow, 'inboxfs'))
+        self.mountpoints = []
+        self.holder = subprocess.Popen(
+            ['unshare', '--mount', '--propagation', 'private', '--',
+             sys.executable, '-c', HOLDER, self.shadow, self.target],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        ready, _, _ = select.select([self.holder.stdout], [], [], TIMEOUT)
+        line = self.holder.stdout.readline() if ready else b''
+        if line != b'ready\n':
+            self.close()
+            raise AssertionError(f'mount namespace not set up: {line!r} '
+                                 f'{self.holder.stderr.read()!r}')
+
+    def run(self, argv, **kw):
+        return run(['nsenter', f'--mount=/proc/{self.holder.pid}/ns/mnt', '--']
+                   + list(argv), **kw)
+
+    def mountinfo(self, path):
+        """(fstype, source) of the mounts at PATH inside the namespace."""
+        found = []
+        with open(f'/proc/{self.holder.pid}/mountinfo') as f:
+            for line in f:
+                left, _, right = line.partition(' - ')
+                unescape = lambda s: re.sub(r'\\([0-7]{3})',  # noqa: E731
+                                            lambda m: chr(int(m.group(1), 8)), s)
+                if unescape(left.split()[4]) == path:
+                    fstype, source = right.split()[:2]
+                    found.append((fstype, unescape(source)))
+        return found
+
+    def close(self):
+        """Stop what is left: daemons of our mount points (ours: their paths
+        are fresh temporary directories), then the namespace."""
+        leftovers = [pid for mnt in self.mountpoints for pid in mount_daemons(mnt)]
+        if leftovers and self.holder.poll() is None:
+            for mnt in self.mountpoints:
+                self.run(['umount', '-l', mnt], timeout=TIMEOUT)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for mnt in self.mountpoints:
+                for pid in mount_daemons(mnt):
+                    try:
+                        os.kill(pid, sig)
+                    except ProcessLookupError:
+                        pass
+            try:
+                wait_until(lambda: not any(mount_daemons(m) for m in self.mountpoints),
+                           TIMEOUT, what='leftover daemons to exit')
+                break
+            except TimeoutError:
+                continue
+        self.holder.stdin.close()
+        try:
+            self.holder.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.holder.kill()
+            self.holder.wait()
+        self.holder.stdout.close()
+        self.holder.stderr.close()
+        return leftovers
+
+
+@pytest.fixture
+def namespace():
+    reason = helpers.fuse_prerequisites()
+    if reason:
+        pytest.skip(reason)
+    need_tools('unshare', 'nsenter')
+    if not (shutil.which('mount.fuse3') or os.path.exists('/sbin/mount.fuse3')):
+        pytest.skip('mount.fuse3 is missing (apt-get install fuse3)')
+    base = make_base_dir('inboxfs-mount-')
+    ns = Namespace(base)
+    ns.base = base
+    yield ns
+    leftovers = ns.close()
+    if not any(m[4].startswith(base) for m in
+               (line.split() for line in open('/proc/self/mountinfo'))):
+        shutil.rmtree(base, ignore_errors=True)
+    assert not leftovers, f'inboxfs daemons left running: {leftovers}'
+
+
+def check_served_by_mount(ns, inbox, mnt):
+    """The mount at MNT is inboxfs over INBOX, run by mount.fuse3 from the
+    built binary, and a file written through it as root lands in INBOX."""
+    assert ns.mountinfo(mnt)[-1] == ('fuse.inboxfs', inbox), ns.mountinfo(mnt)
+    pids = mount_daemons(mnt)
+    assert len(pids) == 1, pids
+    assert os.path.realpath(f'/proc/{pids[0]}/exe') == os.path.realpath(helpers.INBOXFS_BIN)
+
+    payload = os.urandom(16).hex()
+    proc = ns.run(['sh', '-c', 'set -C; printf %s "$2" > "$1"', 'sh',
+                   os.path.join(mnt, 'Q7WX2K9A.SVF'), payload])
+    assert proc.returncode == 0, proc.stderr
+    with open(os.path.join(inbox, 'Q7WX2K9A.SVF')) as f:   # the host's view: INBOX itself
+        assert f.read() == payload
+    return pids[0]
+
+
+def wait_gone(pid, mnt):
+    wait_until(lambda: pid not in mount_daemons(mnt), TIMEOUT,
+               what=f'inboxfs {pid} to exit after the unmount')
+
+
+def test_mount_type_fuse_inboxfs(namespace):
+    inbox = os.path.join(namespace.base, 'inbox')
+    mnt = os.path.join(namespace.base, 'mnt')
+    os.mkdir(inbox)
+    os.mkdir(mnt)
+    namespace.mountpoints.append(mnt)
+
+    proc = namespace.run(['mount', '-t', 'fuse.inboxfs', inbox, mnt, '-o', 'observers=root'])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    pid = check_served_by_mount(namespace, inbox, mnt)
+
+    proc = namespace.run(['fusermount3', '-u', mnt])
+    assert proc.returncode == 0, proc.stderr
+    wait_gone(pid, mnt)
+    assert namespace.mountinfo(mnt) == []
+    assert not helpers.mountinfo(mnt)   # never visible outside the namespace
+
+
+def test_mount_from_an_fstab_line(namespace):
+    """An over-mount, as the man page shows it, on a path with a space (fstab
+    writes it \\040), with the options an fstab line typically carries."""
+    inbox = os.path.join(namespace.base, 'in box')
+    os.mkdir(inbox)
+    namespace.mountpoints.append(inbox)
+    field = inbox.replace(' ', r'\040')
+    fstab = os.path.join(namespace.base, 'fstab')
+    with open(fstab, 'w') as f:
+        f.write('# inboxfs test fstab\n'
+                f'{field} {field} fuse.inboxfs '
+                'observers=root,sync=close,noatime,nofail,_netdev 0 0\n')
+
+    proc = namespace.run(['mount', '-T', fstab, inbox])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    pid = check_served_by_mount(namespace, inbox, inbox)
+    # Observers see the inbox, but never the staging directory.
+    proc = namespace.run(['ls', '-A', inbox])
+    listing = proc.stdout.split()
+    assert 'Q7WX2K9A.SVF' in listing and '.inboxfs' not in listing, listing
+    assert os.path.isdir(os.path.join(inbox, '.inboxfs'))
+
+    proc = namespace.run(['umount', inbox])
+    assert proc.returncode == 0, proc.stderr
+    wait_gone(pid, inbox)
+    assert namespace.mountinfo(inbox) == []
