@@ -12,6 +12,7 @@
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -100,12 +101,13 @@ static void usage(FILE *f, const char *prog)
 "    -V, --version          print version\n", prog);
 }
 
-/* A stale mount left by a crashed daemon answers ENOTCONN: unmount it. */
+/* A stale mount left by a crashed daemon answers ENOTCONN: unmount it.
+ * statfs(), because stat() may still be answered from the kernel's cache. */
 static void clean_stale_mount(const char *path)
 {
-	struct stat st;
+	struct statfs sf;
 
-	if (stat(path, &st) == 0 || errno != ENOTCONN)
+	if (statfs(path, &sf) == 0 || errno != ENOTCONN)
 		return;
 	if (umount2(path, MNT_DETACH) == 0)
 		log_warnx("removed a stale mount at %s", path);

@@ -440,6 +440,10 @@ static void remove_name(fuse_req_t req, fuse_ino_t parent, const char *name, int
 	int dfd, ret;
 
 	WHO_OR_REPLY(req, w);
+	if (w.observer && parent == FUSE_ROOT_ID && strcmp(name, STATS_FILE) == 0) {
+		fuse_reply_err(req, EPERM);	/* the virtual file, not what it shadows */
+		goto out;
+	}
 	if (!w.observer) {
 		if (flags & AT_REMOVEDIR)
 			fuse_reply_err(req, client_may_use(&w, dir) ? EPERM : ENOENT);	/* R7 */
@@ -502,6 +506,11 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	WHO_OR_REPLY(req, w);
 	if (!w.observer) {
 		client_rename(req, &w, dir, name, newdir, newname, flags);
+		goto out;
+	}
+	if ((parent == FUSE_ROOT_ID && strcmp(name, STATS_FILE) == 0) ||
+	    (newparent == FUSE_ROOT_ID && strcmp(newname, STATS_FILE) == 0)) {
+		fuse_reply_err(req, EPERM);	/* the virtual file, not what it shadows */
 		goto out;
 	}
 	struct rename_arg a = { dir_get(dir), dir_get(newdir), name };
