@@ -18,8 +18,9 @@
 int staging_open(struct staging *st, int inbox_fd, int dirfd, const char *path)
 {
 	struct stat in, sg;
+	bool created = mkdirat(dirfd, path, 0700) == 0;
 
-	if (mkdirat(dirfd, path, 0700) < 0 && errno != EEXIST)
+	if (!created && errno != EEXIST)
 		return -errno;
 	st->dirfd = openat(dirfd, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (st->dirfd < 0)
@@ -28,6 +29,8 @@ int staging_open(struct staging *st, int inbox_fd, int dirfd, const char *path)
 		goto fail_errno;
 	if (in.st_dev != sg.st_dev) {
 		close(st->dirfd);
+		if (created)	/* leave nothing behind on a refused start */
+			unlinkat(dirfd, path, AT_REMOVEDIR);
 		return -EXDEV;
 	}
 	if (mkdirat(st->dirfd, INCOMPLETE_DIR, 0700) < 0 && errno != EEXIST)

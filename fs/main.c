@@ -246,6 +246,21 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "inboxfs: INBOX %s is itself an inboxfs mount\n", c.inbox);
 		goto out;
 	}
+	/* libfuse checks its own options here: before anything is created. */
+	char fsname[PATH_MAX + 16];
+	snprintf(fsname, sizeof(fsname), "-ofsname=%s", c.inbox);
+	if (fuse_opt_add_arg(&args, "-oallow_other,default_permissions,subtype=inboxfs") < 0 ||
+	    fuse_opt_insert_arg(&args, 1, fsname) < 0)
+		goto out;
+	fs.se = fuse_session_new(&args, &inboxfs_ops, sizeof(inboxfs_ops), NULL);
+	if (fs.se == NULL)
+		goto out;
+	sret = inode_init(fd);
+	if (sret < 0) {
+		fprintf(stderr, "inboxfs: INBOX %s: %s\n", c.inbox, sret == -EOPNOTSUPP ?
+			"its filesystem does not support file handles" : strerror(-sret));
+		goto out_session;
+	}
 	fs.staging.sync = fs.cfg.sync == SYNC_CLOSE;
 	fs.staging.names = &fs.cfg.names;
 	sret = c.staging ? staging_open(&fs.staging, fd, AT_FDCWD, c.staging)
@@ -253,23 +268,10 @@ int main(int argc, char *argv[])
 	if (sret < 0) {
 		fprintf(stderr, "inboxfs: staging=%s: %s\n", c.staging ? c.staging : STAGING_DIR,
 			sret == -EXDEV ? "not on the filesystem of INBOX" : strerror(-sret));
-		goto out;
+		goto out_inodes;
 	}
 	fstat(fs.staging.dirfd, &st);
 	fs.staging_ino = st.st_ino;
-	if (inode_init(fd) < 0) {
-		fprintf(stderr, "inboxfs: INBOX %s: %s\n", c.inbox, strerror(errno));
-		goto out_staging;
-	}
-	{
-		struct node *probe;
-
-		if (node_lookup_at(fd, ".", &st, &probe) < 0 && errno == EOPNOTSUPP) {
-			fprintf(stderr, "inboxfs: INBOX %s: filesystem does not support file handles\n",
-				c.inbox);
-			goto out_inodes;
-		}
-	}
 	statsfile_init();
 	{
 		struct recovery r;
@@ -286,16 +288,8 @@ int main(int argc, char *argv[])
 	}
 	raise_fd_limit();
 
-	char fsname[PATH_MAX + 16];
-	snprintf(fsname, sizeof(fsname), "-ofsname=%s", c.inbox);
-	if (fuse_opt_add_arg(&args, "-oallow_other,default_permissions,subtype=inboxfs") < 0 ||
-	    fuse_opt_insert_arg(&args, 1, fsname) < 0)
-		goto out_inodes;
-	fs.se = fuse_session_new(&args, &inboxfs_ops, sizeof(inboxfs_ops), NULL);
-	if (fs.se == NULL)
-		goto out_inodes;
 	if (fuse_set_signal_handlers(fs.se) != 0)
-		goto out_session;
+		goto out_staging;
 	if (fuse_session_mount(fs.se, opts.mountpoint) != 0)
 		goto out_signals;
 	if (fuse_daemonize(opts.foreground) != 0)
@@ -326,12 +320,12 @@ out_unmount:
 	fuse_session_unmount(fs.se);
 out_signals:
 	fuse_remove_signal_handlers(fs.se);
-out_session:
-	fuse_session_destroy(fs.se);
-out_inodes:
-	inode_shutdown();
 out_staging:
 	staging_close(&fs.staging);
+out_inodes:
+	inode_shutdown();
+out_session:
+	fuse_session_destroy(fs.se);
 out:
 	if (fd >= 0)
 		close(fd);
