@@ -174,6 +174,9 @@ static int new_drop(struct who *w, struct node *dir, const char *name, mode_t mo
 
 	if (d == NULL)
 		return -ENOMEM;
+	/* Note the TCP connection this session serves, if any, while it is
+	 * up: a drop closed after it died is a dead writer's (R6). */
+	session_connection_lost(w->s);
 	ret = stage_create(&fs.staging, mode, w->uid, w->gid, d->stage_name, fd);
 	if (ret < 0)
 		goto fail;
@@ -549,9 +552,10 @@ int drop_flush(struct handle *h, pid_t tid)
 
 	if (d == NULL)
 		return 0;
-	/* A writer killed mid-copy has its files closed by the kernel: that
-	 * close is no acknowledgement, the drop is incomplete (R6). */
-	killed = task_killed(tid);
+	/* A writer killed mid-copy has its files closed by the kernel, and
+	 * smbd closes a dropped connection's files itself: neither close is an
+	 * acknowledgement, the drop is incomplete (R6). */
+	killed = task_killed(tid) || session_connection_lost(d->owner);
 
 	session_lock();
 	if (!h->flushed) {
