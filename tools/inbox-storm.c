@@ -52,7 +52,7 @@
 #define FIXED_STEM "INBOXMSG"
 #define ERRORS_SHOWN 3		/* per client, and corrupt files in the scan */
 
-enum name_mode { NAMES_CLOCK, NAMES_FIXED };
+enum name_mode { NAMES_CLOCK, NAMES_FIXED, NAMES_UNIQUE };
 
 /* What the clients share with the parent. Each client writes only its own
  * slot and its own acknowledgement bits; the parent reads the counters for
@@ -445,6 +445,9 @@ static void client_drop(struct client *c, const struct backend *be, uint32_t *rn
 
 	if (st->opt.names == NAMES_FIXED)
 		snprintf(name, sizeof(name), FIXED_STEM "%s", st->opt.ext);
+	else if (st->opt.names == NAMES_UNIQUE)
+		snprintf(name, sizeof(name), "%s-%u-%" PRIu64 "%s", st->opt.run_id, c->id, seq,
+			 st->opt.ext);
 	else
 		clock_name(rng, st->opt.ext, name, sizeof(name));
 
@@ -722,7 +725,9 @@ static void usage(FILE *out)
 "      --duration SECS    run for SECS seconds instead of -n\n"
 "  -s, --size BYTES       message size (default 2048, at least %d)\n"
 "      --names MODE       clock: 8 hex digits from a PRNG seeded with the\n"
-"                         current second (default); fixed: one name for all\n"
+"                         current second (default); fixed: one name for all;\n"
+"                         unique: RUNID-CLIENT-SEQ, never colliding (not what\n"
+"                         legacy clients do: for measuring throughput)\n"
 "      --ext EXT          extension of the names (default .SVF)\n"
 "      --retry            on a collision retry under a new name (default: give\n"
 "                         the message up, as legacy clients do)\n"
@@ -885,8 +890,10 @@ static void parse_options(int argc, char **argv, struct storm *st)
 				o->names = NAMES_CLOCK;
 			else if (strcmp(optarg, "fixed") == 0)
 				o->names = NAMES_FIXED;
+			else if (strcmp(optarg, "unique") == 0)
+				o->names = NAMES_UNIQUE;
 			else
-				usage_error("--names is clock or fixed, not '%s'", optarg);
+				usage_error("--names is clock, fixed or unique, not '%s'", optarg);
 			break;
 		case OPT_EXT:
 			if (strlen(optarg) > 32 || strchr(optarg, '/') ||
@@ -997,7 +1004,8 @@ static void report(const struct storm *st, const struct totals *t,
 		printf(", \"clients\": %u, \"messages_per_client\": %" PRIu64
 		       ", \"duration\": %g, \"size\": %zu, \"names\": \"%s\", \"ext\": ",
 		       o->clients, o->messages, o->duration, o->size,
-		       o->names == NAMES_FIXED ? "fixed" : "clock");
+		       o->names == NAMES_FIXED ? "fixed" : o->names == NAMES_UNIQUE ? "unique"
+		       : "clock");
 		json_string(stdout, o->ext);
 		printf(", \"retry\": %s, \"sent\": %" PRIu64 ", \"acked\": %" PRIu64
 		       ", \"collisions\": %" PRIu64 ", \"retries\": %" PRIu64
