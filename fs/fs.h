@@ -18,6 +18,7 @@ struct inboxfs {
 	struct staging staging;
 	uint64_t staging_ino;		/* hidden from every view */
 	struct fuse_session *se;
+	unsigned connection;		/* FUSE connection number + 1, 0 if unknown */
 };
 
 extern struct inboxfs fs;

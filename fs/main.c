@@ -115,30 +115,56 @@ static void clean_stale_mount(const char *path)
 		log_warn("stale mount at %s could not be removed", path);
 }
 
-/* 1 if PATH is already the mountpoint of a live inboxfs. */
-static int mounted_inboxfs(const char *path)
+/* mountinfo writes a space as \040 (and tab, newline, backslash alike). */
+static void unescape_octal(char *s)
 {
-	char real[PATH_MAX], line[4096];
-	int found = 0;
-	FILE *f;
+	char *o = s;
 
-	if (realpath(path, real) == NULL)
-		return 0;
-	f = fopen("/proc/self/mountinfo", "re");
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '7' && s[2] >= '0' && s[2] <= '7' &&
+		    s[3] >= '0' && s[3] <= '7') {
+			*o++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
+			s += 3;
+		} else {
+			*o++ = *s;
+		}
+	}
+	*o = '\0';
+}
+
+/* The FUSE connection number (the device minor) + 1 of the inboxfs mounted
+ * at REAL, an absolute path without symlinks; 0 if the topmost mount there
+ * is not an inboxfs. Reads mountinfo only: no request reaches a mount. */
+static unsigned inboxfs_connection(const char *real)
+{
+	char line[4096];
+	unsigned found = 0;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+
 	if (f == NULL)
 		return 0;
 	while (fgets(line, sizeof(line), f)) {
 		char mnt[PATH_MAX], *dash = strstr(line, " - ");
 		char fstype[64];
+		unsigned major, minor;
 
-		if (dash == NULL || sscanf(line, "%*s %*s %*s %*s %4095s", mnt) != 1 ||
+		if (dash == NULL || sscanf(line, "%*s %*s %u:%u %*s %4095s", &major, &minor, mnt) != 3 ||
 		    sscanf(dash + 3, "%63s", fstype) != 1)
 			continue;
+		unescape_octal(mnt);
 		if (strcmp(mnt, real) == 0)
-			found = strcmp(fstype, "fuse.inboxfs") == 0;
+			found = strcmp(fstype, "fuse.inboxfs") == 0 ? minor + 1 : 0;
 	}
 	fclose(f);
 	return found;
+}
+
+/* 1 if PATH is already the mountpoint of a live inboxfs. */
+static int mounted_inboxfs(const char *path)
+{
+	char real[PATH_MAX];
+
+	return realpath(path, real) != NULL && inboxfs_connection(real) != 0;
 }
 
 static int open_dir_arg(const char *what, const char *path)
@@ -295,6 +321,9 @@ int main(int argc, char *argv[])
 	if (fuse_daemonize(opts.foreground) != 0)
 		goto out_unmount;
 	log_init(opts.foreground, opts.debug);
+	/* libfuse made the mountpoint absolute: no realpath() on our own
+	 * mount before it is served. */
+	fs.connection = inboxfs_connection(opts.mountpoint);
 	if (sessions_init(NULL) < 0 || notify_start(fs.se) < 0 || linger_start() < 0) {
 		log_warnx("cannot start worker threads");
 		goto out_unmount;

@@ -3,12 +3,17 @@
  * forgotten and the daemon's node freed (else memory grows per drop). A
  * worker thread sends them, since a handler must not block on the kernel's
  * directory lock. */
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "fs.h"
+#include "log.h"
 
 struct note {
 	fuse_ino_t parent;
@@ -54,8 +59,31 @@ int notify_start(struct fuse_session *se)
 	return 0;
 }
 
+/* The worker may be blocked in the kernel on a directory lock held by a
+ * process that waits for a request this daemon will no longer answer (the
+ * loop ended on a signal while the mount is busy). Aborting the connection
+ * fails those requests and lets everyone go. */
+static void abort_connection(void)
+{
+	char path[64];
+	int fd;
+
+	if (fs.connection == 0)
+		return;
+	snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%u/abort", fs.connection - 1);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write(fd, "1", 1) != 1)
+		log_warn("cannot abort FUSE connection %u", fs.connection - 1);
+	else
+		log_warnx("aborted FUSE connection %u: requests were left unanswered", fs.connection - 1);
+	if (fd >= 0)
+		close(fd);
+}
+
 void notify_stop(void)
 {
+	struct timespec until;
+
 	if (!started)
 		return;
 	pthread_mutex_lock(&lock);
@@ -69,7 +97,12 @@ void notify_stop(void)
 	tail = &head;
 	pthread_cond_signal(&cond);
 	pthread_mutex_unlock(&lock);
-	pthread_join(worker, NULL);
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 2;
+	if (pthread_timedjoin_np(worker, NULL, &until) != 0) {
+		abort_connection();
+		pthread_join(worker, NULL);
+	}
 	started = false;
 }
 
