@@ -293,7 +293,7 @@ void client_mknod(fuse_req_t req, struct who *w, struct node *dir, const char *n
 	h.drop->nopen = 1;
 	h.drop->nlive = 1;
 	session_unlock();
-	ret = drop_flush(&h, w->pid);
+	ret = drop_flush(&h, w->pid, w->s);
 	drop_release(&h);
 	close(fd);
 	if (ret < 0) {
@@ -543,14 +543,18 @@ fail:
 	return ret;
 }
 
-int drop_flush(struct handle *h, pid_t tid)
+int drop_flush(struct handle *h, pid_t tid, struct session *s)
 {
 	struct drop *d = h->drop;
 	bool last, publish_now, ack, linger, killed;
 	char *gone = NULL;
 	fuse_ino_t parent = 0;
 
-	if (d == NULL)
+	/* Only its writer's close counts: a child that inherited the
+	 * descriptor (`{ echo; /bin/echo; } > f`) closes its copy when it
+	 * exits, while the writer goes on. If the writer leaves first, the
+	 * last release publishes. */
+	if (d == NULL || s != d->owner)
 		return 0;
 	/* A writer killed mid-copy has its files closed by the kernel, and
 	 * smbd closes a dropped connection's files itself: neither close is an
@@ -609,6 +613,13 @@ int drop_flush(struct handle *h, pid_t tid)
 	if (!publish_now)
 		return killed && last ? -EIO : 0;
 	return publish(d, h->fd);
+}
+
+void drop_fail(struct handle *h)
+{
+	session_lock();
+	h->drop->failed = true;
+	session_unlock();
 }
 
 void drop_release(struct handle *h)

@@ -247,7 +247,21 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 
 void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	fuse_reply_err(req, -drop_flush(handle_of(fi), fuse_req_ctx(req)->pid));
+	struct handle *h = handle_of(fi);
+	struct who w;
+	int ret = 0;
+
+	if (h->drop) {
+		ret = who_get(req, &w);
+		if (ret == 0) {
+			ret = drop_flush(h, w.pid, w.s);
+			who_put(&w);
+		} else {
+			/* A closer we cannot even place is no writer we trust. */
+			drop_fail(h);
+		}
+	}
+	fuse_reply_err(req, -ret);
 }
 
 void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

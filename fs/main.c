@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -341,7 +342,8 @@ int main(int argc, char *argv[])
 		ret = fuse_session_loop_mt(fs.se, loop);
 		fuse_loop_cfg_destroy(loop);
 	}
-	ret = ret != 0;
+	/* libfuse returns the signal that ended the loop: a requested stop. */
+	ret = !(ret == 0 || ret == SIGTERM || ret == SIGINT || ret == SIGHUP);
 	linger_stop();
 	notify_stop();
 	sessions_shutdown();

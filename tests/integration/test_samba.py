@@ -1,0 +1,363 @@
+"""inboxfs behind a real Samba on loopback (issue 3, DESIGN §2, §3, R1, R2,
+R4): the private smbd of the `samba` fixture exports the inboxfs MOUNT, SMB
+users are mapped to a non-root account (a client: one smbd process per
+connection, one inboxfs session), and real SMB clients (smbclient,
+impacket) drop messages with create-new. Everything is checked in the
+BACKING inbox, by content. The controls run the same traffic against Samba
+over a plain directory and must lose messages: the tests can fail."""
+
+import datetime
+import os
+import threading
+import time
+
+import pytest
+
+import helpers
+from helpers import (SMB_FORCE_USER, STATUS_OBJECT_NAME_COLLISION, STATUS_SUCCESS,
+                     TIMEOUT, nt_status_name, wait_until)
+
+s3 = pytest.importorskip('impacket.smb3structs')
+from impacket.smbconnection import SessionError  # noqa: E402
+
+STATUS_OBJECT_NAME_NOT_FOUND = 0xC0000034
+
+ACCESS = (s3.FILE_READ_DATA | s3.FILE_WRITE_DATA | s3.FILE_READ_ATTRIBUTES
+          | s3.FILE_WRITE_ATTRIBUTES | s3.DELETE)
+
+
+# ------------------------------------------------------------------ helpers
+
+def inbox_contents(inbox, sub=''):
+    """{name: bytes} of the regular files the consumer would pick up."""
+    top = os.path.join(inbox, sub)
+    found = {}
+    for e in os.scandir(top):
+        if e.is_file(follow_symlinks=False) and e.name != '.inboxfs':
+            with open(e.path, 'rb') as f:
+                found[e.name] = f.read()
+    return found
+
+
+def staged(inbox):
+    top = os.path.join(inbox, '.inboxfs')
+    return sorted(n for n in os.listdir(top) if n.startswith('d.'))
+
+
+def assert_delivered_once(inbox, payloads, ext=None, others=()):
+    """Each payload is in the inbox exactly once, intact; nothing else is
+    but the files named in OTHERS; every new name keeps the extension."""
+    found = inbox_contents(inbox)
+    for name in others:
+        found.pop(name)
+    counts = {}
+    for data in found.values():
+        counts[data] = counts.get(data, 0) + 1
+    missing = sum(1 for p in payloads if p not in counts)
+    assert missing == 0, f'{missing} of {len(payloads)} payloads not delivered'
+    assert all(n == 1 for n in counts.values()), 'a payload was delivered twice'
+    assert len(found) == len(payloads), f'unexpected files: {sorted(found)[:10]}'
+    if ext:
+        bad = [n for n in found if not n.endswith(ext)]
+        assert not bad, f'names that lost {ext}: {bad[:10]}'
+    return found
+
+
+def smb_status(fn, *args, **kw):
+    """STATUS_SUCCESS, or the NTSTATUS of the SessionError fn raised."""
+    try:
+        fn(*args, **kw)
+        return STATUS_SUCCESS
+    except SessionError as e:
+        return e.getErrorCode()
+
+
+def create_new_storm(server, name, connections, per_connection):
+    """CONNECTIONS SMB connections (one thread each, its own connection:
+    its own smbd process) start together and each does PER_CONNECTION
+    create-new of NAME, write, close. Returns (payloads, statuses)."""
+    conns = [server.connect() for _ in range(connections)]
+    barrier = threading.Barrier(connections, timeout=TIMEOUT * 3)
+    payloads = [[f'conn {c} msg {m} '.encode() + os.urandom(200)
+                 for m in range(per_connection)] for c in range(connections)]
+    statuses = [[] for _ in range(connections)]
+    errors = []
+
+    def run(c):
+        try:
+            barrier.wait()
+            for data in payloads[c]:
+                statuses[c].append(conns[c].create_new(name, data))
+        except BaseException as e:  # noqa: B902 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in range(connections)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + TIMEOUT * 12
+    for t in threads:
+        t.join(max(0.1, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), 'SMB clients did not finish in time'
+    assert not errors, errors[0]
+    return ([p for ps in payloads for p in ps], [s for ss in statuses for s in ss])
+
+
+def status_summary(statuses):
+    counts = {}
+    for s in statuses:
+        counts[nt_status_name(s)] = counts.get(nt_status_name(s), 0) + 1
+    return counts
+
+
+@pytest.fixture
+def smb(mounted, samba):
+    """Samba exporting a fresh inboxfs mount: (mount, server)."""
+    return mounted, samba(mounted.mnt)
+
+
+# ------------------------------------------------------------ smbclient
+
+def test_smbclient_put_same_name_twice(smb, tmp_path):
+    mount, server = smb
+    # Megabytes: smbd writes them from its pool of aio threads.
+    first, second, third = (os.urandom(3_000_000) + bytes([i]) for i in range(3))
+    for i, data in enumerate((first, second, third)):
+        (tmp_path / f'local{i}').write_bytes(data)
+
+    # Two connections, one after the other...
+    server.smbclient_put(tmp_path / 'local0', 'Q7WX2K9A.SVF')
+    server.smbclient_put(tmp_path / 'local1', 'Q7WX2K9A.SVF')
+    # ... and two puts in one session (one smbd process).
+    proc = server.smbclient(f'put "{tmp_path}/local2" X.SVF; put "{tmp_path}/local0" X.SVF')
+    assert proc.returncode == 0 and 'NT_STATUS' not in proc.stdout + proc.stderr, \
+        proc.stdout + proc.stderr
+
+    found = inbox_contents(mount.inbox)
+    assert sorted(found.values()) == sorted([first, second, third, first])
+    assert sum(1 for n in found if n.startswith('Q7WX2K9A')) == 2
+    assert sum(1 for n in found if n.startswith('X')) == 2
+    assert all(n.endswith('.SVF') for n in found)
+    for name in found:
+        assert os.stat(os.path.join(mount.inbox, name)).st_uid == \
+            helpers.ensure_system_user(SMB_FORCE_USER).pw_uid
+    assert staged(mount.inbox) == []
+
+
+# ------------------------------------------------------- create-new (R1)
+
+@pytest.mark.parametrize('case_sensitive', ['yes', 'no'])
+def test_concurrent_create_new_from_8_connections(mounted, samba, case_sensitive):
+    """On a case-insensitive share smbd scans the directory before it
+    creates: the private readdir must not show it the others' drops."""
+    server = samba(mounted.mnt, case_sensitive=case_sensitive)
+    payloads, statuses = create_new_storm(server, 'K3J9QZ1M.SVF', 8, 1)
+
+    assert statuses == [STATUS_SUCCESS] * 8, status_summary(statuses)
+    assert_delivered_once(mounted.inbox, payloads, ext='.SVF')
+    assert staged(mounted.inbox) == []
+
+
+def test_create_new_storm_16_connections_50_each(smb):
+    """Issue 3 acceptance 4: 800 create-new of one name, 0 collisions."""
+    mount, server = smb
+    payloads, statuses = create_new_storm(server, 'STORM.SVF', 16, 50)
+
+    assert status_summary(statuses) == {nt_status_name(STATUS_SUCCESS): 800}
+    assert_delivered_once(mount.inbox, payloads, ext='.SVF')
+
+
+def test_create_new_same_name_in_a_row_on_one_connection(smb):
+    mount, server = smb
+    conn = server.connect()
+    payloads = [f'message {i} '.encode() + os.urandom(100) for i in range(50)]
+
+    statuses = [conn.create_new('AGAIN.SVF', data) for data in payloads]
+
+    assert statuses == [STATUS_SUCCESS] * 50, status_summary(statuses)
+    assert_delivered_once(mount.inbox, payloads, ext='.SVF')
+    # Closed drops leave the connection's view: its listing is empty.
+    assert conn.listdir() == []
+
+
+@pytest.mark.parametrize('disposition', ['FILE_OVERWRITE_IF', 'FILE_SUPERSEDE',
+                                         'FILE_OPEN_IF', 'FILE_CREATE'])
+def test_creating_dispositions_never_touch_an_existing_file(smb, disposition):
+    mount, server = smb
+    old = os.path.join(mount.inbox, 'EXIST.SVF')
+    with open(old, 'wb') as f:
+        f.write(b'the consumer has not picked this up yet')
+    before = os.stat(old)
+    conn = server.connect()
+
+    status, _ = conn.create('EXIST.SVF', getattr(s3, disposition), b'new payload')
+
+    assert status == STATUS_SUCCESS, nt_status_name(status)
+    found = inbox_contents(mount.inbox)
+    assert found.pop('EXIST.SVF') == b'the consumer has not picked this up yet'
+    after = os.stat(old)
+    assert (after.st_ino, after.st_mtime_ns, after.st_size) == \
+        (before.st_ino, before.st_mtime_ns, before.st_size)
+    [(name, data)] = found.items()
+    assert data == b'new payload'
+    assert name.startswith('EXIST~') and name.endswith('.SVF')
+
+
+def test_connections_see_only_their_own_open_files(smb):
+    """R2 over SMB: open of another connection's file (open or delivered)
+    is 'not found', and listings show only the connection's own."""
+    mount, server = smb
+    a, b = server.connect(), server.connect()
+    status, fid = a.create('HELD.SVF', s3.FILE_CREATE, b'held open by a', close=False)
+    assert status == STATUS_SUCCESS, nt_status_name(status)
+    with open(os.path.join(mount.inbox, 'OLD.SVF'), 'wb') as f:
+        f.write(b'delivered earlier')
+    try:
+        assert a.listdir() == ['HELD.SVF']
+        assert b.listdir() == []
+        for name in ('HELD.SVF', 'OLD.SVF'):
+            assert b.create(name, s3.FILE_OPEN)[0] == STATUS_OBJECT_NAME_NOT_FOUND
+            assert smb_status(b.read, name) == STATUS_OBJECT_NAME_NOT_FOUND
+            assert smb_status(b.conn.deleteFile, helpers.SMB_SHARE, name) == \
+                STATUS_OBJECT_NAME_NOT_FOUND
+        assert mount.backing_files() == ['OLD.SVF']
+    finally:
+        a.close(fid)
+    assert inbox_contents(mount.inbox) == {'HELD.SVF': b'held open by a',
+                                           'OLD.SVF': b'delivered earlier'}
+
+
+# --------------------------------------- Samba's bookkeeping on drops
+
+def test_delete_on_close_delivers_nothing(smb):
+    mount, server = smb
+    conn = server.connect()
+    fid = conn.conn.createFile(
+        conn.tid, 'DOC.SVF', desiredAccess=ACCESS, shareMode=s3.FILE_SHARE_READ,
+        creationOption=s3.FILE_NON_DIRECTORY_FILE | s3.FILE_DELETE_ON_CLOSE,
+        creationDisposition=s3.FILE_CREATE)
+    conn.conn.writeFile(conn.tid, fid, b'scratch data')
+    assert staged(mount.inbox)
+    conn.close(fid)
+
+    wait_until(lambda: staged(mount.inbox) == [], what='the deleted drop to leave staging')
+    assert mount.backing_files() == []
+    assert os.listdir(os.path.join(mount.inbox, '.inboxfs', 'incomplete')) == []
+    # The name is free again.
+    assert conn.create_new('DOC.SVF', b'kept') == STATUS_SUCCESS
+    assert inbox_contents(mount.inbox) == {'DOC.SVF': b'kept'}
+
+
+def test_delete_pending_by_set_info_delivers_nothing(smb):
+    mount, server = smb
+    conn = server.connect()
+    status, fid = conn.create('PEND.SVF', s3.FILE_CREATE, b'to be deleted', close=False)
+    assert status == STATUS_SUCCESS, nt_status_name(status)
+    conn.conn.getSMBServer().setInfo(conn.tid, fid, inputBlob=b'\x01',
+                                     infoType=s3.SMB2_0_INFO_FILE,
+                                     fileInfoClass=s3.SMB2_FILE_DISPOSITION_INFO)
+    conn.close(fid)
+
+    wait_until(lambda: staged(mount.inbox) == [], what='the deleted drop to leave staging')
+    assert mount.backing_files() == []
+
+
+def smb_rename(conn, fid, new_name, replace=False):
+    info = s3.FILE_RENAME_INFORMATION_TYPE_2()
+    info['ReplaceIfExists'] = int(replace)
+    info['RootDirectory'] = 0
+    info['FileNameLength'] = len(new_name) * 2
+    info['FileName'] = new_name.encode('utf-16le')
+    conn.conn.getSMBServer().setInfo(conn.tid, fid, inputBlob=info.getData(),
+                                     infoType=s3.SMB2_0_INFO_FILE,
+                                     fileInfoClass=s3.SMB2_FILE_RENAME_INFO)
+
+
+def test_rename_of_an_open_drop(smb):
+    """A Windows copy engine writes a temporary name and renames it on the
+    open handle before closing."""
+    mount, server = smb
+    with open(os.path.join(mount.inbox, 'TAKEN.SVF'), 'wb') as f:
+        f.write(b'the consumer\'s')
+    conn = server.connect()
+
+    for tmp, final, data, inbox_before in (
+            ('~COPY1.TMP', 'FINAL.SVF', b'first copy', ['TAKEN.SVF']),
+            ('~COPY2.TMP', 'TAKEN.SVF', b'second copy', ['FINAL.SVF', 'TAKEN.SVF'])):
+        status, fid = conn.create(tmp, s3.FILE_CREATE, data, close=False)
+        assert status == STATUS_SUCCESS, nt_status_name(status)
+        smb_rename(conn, fid, final)
+        assert conn.listdir() == [final]
+        assert mount.backing_files() == inbox_before     # nothing before the close
+        conn.close(fid)
+
+    found = inbox_contents(mount.inbox)
+    assert found.pop('FINAL.SVF') == b'first copy'
+    assert found.pop('TAKEN.SVF') == b'the consumer\'s'
+    [(name, data)] = found.items()
+    assert data == b'second copy' and name.startswith('TAKEN~') and name.endswith('.SVF')
+    assert not any(n.endswith('.TMP') for n in os.listdir(mount.inbox))
+
+
+def filetime(dt):
+    return int((dt - datetime.datetime(1601, 1, 1, tzinfo=datetime.timezone.utc))
+               .total_seconds() * 10_000_000)
+
+
+def test_timestamps_and_dos_attributes_set_over_smb(smb):
+    mount, server = smb
+    conn = server.connect()
+    when = datetime.datetime(2021, 3, 4, 5, 6, 7, tzinfo=datetime.timezone.utc)
+    status, fid = conn.create('STAMP.SVF', s3.FILE_CREATE, b'stamped', close=False)
+    assert status == STATUS_SUCCESS, nt_status_name(status)
+
+    info = s3.FILE_BASIC_INFORMATION()
+    info['CreationTime'] = filetime(when)
+    info['LastAccessTime'] = filetime(when)
+    info['LastWriteTime'] = filetime(when)
+    info['ChangeTime'] = 0
+    info['FileAttributes'] = s3.FILE_ATTRIBUTE_HIDDEN | s3.FILE_ATTRIBUTE_ARCHIVE
+    conn.conn.getSMBServer().setInfo(conn.tid, fid, inputBlob=info.getData(),
+                                     infoType=s3.SMB2_0_INFO_FILE,
+                                     fileInfoClass=s3.SMB2_FILE_BASIC_INFO)
+    conn.close(fid)
+
+    stored = os.path.join(mount.inbox, 'STAMP.SVF')
+    with open(stored, 'rb') as f:
+        assert f.read() == b'stamped'
+    assert int(os.stat(stored).st_mtime) == int(when.timestamp())
+    dosattrib = os.getxattr(stored, 'user.DOSATTRIB')
+    assert dosattrib, 'smbd stored no DOS attributes'
+    # The mode bits were not used as a fallback (map archive = no).
+    assert os.stat(stored).st_mode & 0o111 == 0
+
+
+# ---------------------------------------------------- controls (plain dir)
+
+def test_control_plain_directory_loses_concurrent_creates(samba, plain_inbox):
+    """The same 8 concurrent create-new against Samba over the raw
+    directory: only one message survives, the rest collide."""
+    server = samba(plain_inbox)
+    payloads, statuses = create_new_storm(server, 'K3J9QZ1M.SVF', 8, 1)
+
+    summary = status_summary(statuses)
+    assert summary == {nt_status_name(STATUS_SUCCESS): 1,
+                       nt_status_name(STATUS_OBJECT_NAME_COLLISION): 7}, summary
+    found = inbox_contents(plain_inbox)
+    assert list(found) == ['K3J9QZ1M.SVF'] and found['K3J9QZ1M.SVF'] in payloads
+
+
+def test_control_plain_directory_storm_collides(samba, plain_inbox):
+    server = samba(plain_inbox)
+    payloads, statuses = create_new_storm(server, 'STORM.SVF', 16, 50)
+
+    summary = status_summary(statuses)
+    assert summary == {nt_status_name(STATUS_SUCCESS): 1,
+                       nt_status_name(STATUS_OBJECT_NAME_COLLISION): 799}, summary
+    assert len(inbox_contents(plain_inbox)) == 1
+
+
+def test_control_plain_directory_same_connection_collides(samba, plain_inbox):
+    server = samba(plain_inbox)
+    conn = server.connect()
+    assert conn.create_new('AGAIN.SVF', b'1') == STATUS_SUCCESS
+    assert conn.create_new('AGAIN.SVF', b'2') == STATUS_OBJECT_NAME_COLLISION
