@@ -163,6 +163,16 @@ static uint64_t reaper_key(const struct session *s)
 	return (uint64_t)(uint32_t)s->serial << 32 | (uint32_t)s->tgid;
 }
 
+bool session_alive(struct session *s)
+{
+	bool alive;
+
+	pthread_mutex_lock(&lock);
+	alive = s->alive;
+	pthread_mutex_unlock(&lock);
+	return alive && !process_exited(s->pidfd);
+}
+
 static struct session *find_alive(pid_t tgid)
 {
 	for (struct session *s = *bucket_of(tgid); s; s = s->next)

@@ -55,6 +55,8 @@ void sessions_shutdown(void);
 int session_get(pid_t tid, struct session **out);
 void session_put(struct session *s);
 pid_t session_pid(const struct session *s);
+/* False once S's process has exited (even before the reaper noticed). */
+bool session_alive(struct session *s);
 uint64_t session_serial(const struct session *s);
 void session_stats(struct session_stats *out);
 

@@ -552,9 +552,9 @@ int drop_flush(struct handle *h, pid_t tid, struct session *s)
 
 	/* Only its writer's close counts: a child that inherited the
 	 * descriptor (`{ echo; /bin/echo; } > f`) closes its copy when it
-	 * exits, while the writer goes on. If the writer leaves first, the
-	 * last release publishes. */
-	if (d == NULL || s != d->owner)
+	 * exits, while the writer goes on. Once the writer has gone, whoever
+	 * holds it on is the writer. */
+	if (d == NULL || (s != d->owner && session_alive(d->owner)))
 		return 0;
 	/* A writer killed mid-copy has its files closed by the kernel, and
 	 * smbd closes a dropped connection's files itself: neither close is an
@@ -656,7 +656,9 @@ void drop_finish(struct drop *d, int fd)
 	if (d->unlinked) {
 		discard_drop(&fs.staging, d->stage_name);
 		stat_add(STAT_DISCARDED, 1);
-	} else if (d->failed) {
+	} else if (d->failed || (!d->published && !d->acked && session_connection_lost(d->owner))) {
+		/* The second case: published at release, but its writer's
+		 * connection died before any acknowledged close. */
 		if (quarantine_drop(&fs.staging, d->stage_name, d->name,
 				    "its writer never saw a successful close") == 0)
 			stat_add(STAT_QUARANTINED, 1);

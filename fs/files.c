@@ -248,17 +248,21 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct handle *h = handle_of(fi);
-	struct who w;
+	pid_t tid = fuse_req_ctx(req)->pid;
+	struct session *s;
 	int ret = 0;
 
+	/* The closing process, whatever uid it has now: smbd closes a dropped
+	 * connection's files as root. */
 	if (h->drop) {
-		ret = who_get(req, &w);
+		ret = tid > 0 ? session_get(tid, &s) : -ESRCH;
 		if (ret == 0) {
-			ret = drop_flush(h, w.pid, w.s);
-			who_put(&w);
+			ret = drop_flush(h, tid, s);
+			session_put(s);
 		} else {
 			/* A closer we cannot even place is no writer we trust. */
 			drop_fail(h);
+			ret = 0;
 		}
 	}
 	fuse_reply_err(req, -ret);

@@ -98,7 +98,7 @@ int client_snapshot(struct who *w, struct node *dir, struct dirsnap **out);
 
 /* Drop life on handles: called for every open handle of a drop. */
 int drop_written(struct handle *h);	/* -EBADF once delivered */
-/* A close (FLUSH) of H by thread TID of session S (NULL: an observer). */
+/* A close (FLUSH) of H by thread TID of process session S. */
 int drop_flush(struct handle *h, pid_t tid, struct session *s);
 void drop_release(struct handle *h);
 void drop_fail(struct handle *h);	/* never publish it */
