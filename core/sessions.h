@@ -37,6 +37,7 @@ struct drop {
 	bool unlinked;			/* [L] deleted by its owner: never published */
 	bool published;			/* [L] in the inbox now */
 	bool failed;			/* [L] close failed: quarantine, never publish */
+	int error;			/* [L] why, for the writer's close (an errno) */
 	struct drop *next;		/* [L] owner's list */
 };
 

@@ -501,14 +501,14 @@ static int publish(struct drop *d, int fd)
 	struct node *dir;
 	int dfd, ret;
 
-	if (fs.staging.sync && fsync(fd) < 0) {
-		ret = -errno;
-		goto fail;
-	}
 	session_lock();
 	strcpy(name, d->name);
 	dir = node_of(d->parent);
 	session_unlock();
+	if (fs.staging.sync && fsync(fd) < 0) {
+		ret = -errno;
+		goto fail;
+	}
 	dfd = dir_get(dir);
 	if (dfd < 0) {
 		ret = dfd;
@@ -538,6 +538,7 @@ fail:
 	log_warn("publishing \"%s\" (%s)", log_name(name, q1, sizeof(q1)), d->stage_name);
 	session_lock();
 	d->failed = true;
+	d->error = -ret;
 	d->publishing = false;
 	session_unlock();
 	return ret;
@@ -547,8 +548,6 @@ int drop_flush(struct handle *h, pid_t tid, struct session *s)
 {
 	struct drop *d = h->drop;
 	bool last, publish_now, ack, linger, killed;
-	char *gone = NULL;
-	fuse_ino_t parent = 0;
 
 	/* Only its writer's close counts: a child that inherited the
 	 * descriptor (`{ echo; /bin/echo; } > f`) closes its copy when it
@@ -570,12 +569,12 @@ int drop_flush(struct handle *h, pid_t tid, struct session *s)
 	if (last && killed)
 		d->failed = true;
 	linger = last && fs.cfg.linger > 0 && !d->unlinked && !d->failed && !d->published;
-	if (last && d->visible && !linger) {
-		/* The name is free for the session again from this close on. */
+	/* The name is free for the session again from this close on. The
+	 * kernel needs no telling: an entry that timed out (all of a client's
+	 * do, at once) is dropped with its last reference, and the node with
+	 * it (FORGET). */
+	if (last && d->visible && !linger)
 		session_hide_drop(d);
-		gone = strdup(d->name);
-		parent = d->parent;
-	}
 	publish_now = last && !linger && d->written && !d->unlinked && !d->published &&
 		      !d->failed && !d->publishing;
 	if (publish_now)
@@ -590,10 +589,6 @@ int drop_flush(struct handle *h, pid_t tid, struct session *s)
 	if (linger)
 		d->linger_until = now_ms() + 1000ULL * fs.cfg.linger;
 	session_unlock();
-	if (gone) {
-		notify_entry_gone(parent, gone);
-		free(gone);
-	}
 	if (linger && fs.staging.sync && d->written && fsync(h->fd) < 0) {
 		int err = -errno;
 
@@ -610,15 +605,24 @@ int drop_flush(struct handle *h, pid_t tid, struct session *s)
 		d->acked = false;
 		session_unlock();
 	}
-	if (!publish_now)
-		return killed && last ? -EIO : 0;
+	if (!publish_now) {
+		int err = 0;
+
+		session_lock();
+		if (last && d->failed)	/* the writer learns its drop is lost */
+			err = d->error ? d->error : EIO;
+		session_unlock();
+		return -err;
+	}
 	return publish(d, h->fd);
 }
 
-void drop_fail(struct handle *h)
+void drop_fail(struct handle *h, int error)
 {
 	session_lock();
 	h->drop->failed = true;
+	if (h->drop->error == 0)
+		h->drop->error = error;
 	session_unlock();
 }
 

@@ -237,6 +237,10 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 	out.buf[0].pos = off;
 	res = fuse_buf_copy(&out, in, 0);
 	if (res < 0) {
+		/* A drop its writer could not write whole is not delivered,
+		 * whatever comes next (R11: full disk). */
+		if (h->drop)
+			drop_fail(h, (int)-res);
 		fuse_reply_err(req, (int)-res);
 		return;
 	}
@@ -261,7 +265,7 @@ void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			session_put(s);
 		} else {
 			/* A closer we cannot even place is no writer we trust. */
-			drop_fail(h);
+			drop_fail(h, EIO);
 			ret = 0;
 		}
 	}

@@ -18,7 +18,6 @@ struct inboxfs {
 	struct staging staging;
 	uint64_t staging_ino;		/* hidden from every view */
 	struct fuse_session *se;
-	unsigned connection;		/* FUSE connection number + 1, 0 if unknown */
 };
 
 extern struct inboxfs fs;
@@ -101,7 +100,7 @@ int drop_written(struct handle *h);	/* -EBADF once delivered */
 /* A close (FLUSH) of H by thread TID of process session S. */
 int drop_flush(struct handle *h, pid_t tid, struct session *s);
 void drop_release(struct handle *h);
-void drop_fail(struct handle *h);	/* never publish it */
+void drop_fail(struct handle *h, int error);	/* never publish it */
 
 extern const struct fuse_lowlevel_ops inboxfs_ops;
 
@@ -152,10 +151,5 @@ int linger_start(void);
 void linger_stop(void);
 void linger_add(struct drop *d);	/* with session_lock held */
 uint64_t now_ms(void);
-
-/* notify.c: tell the kernel a name left a view, off the request path. */
-int notify_start(struct fuse_session *se);
-void notify_stop(void);
-void notify_entry_gone(fuse_ino_t parent, const char *name);
 
 #endif

@@ -238,7 +238,8 @@ int dir_get(const struct node *n)
 		return root_fd;
 	if (n->type != S_IFDIR)
 		return -ENOTDIR;
-	return node_open(n, O_PATH | O_DIRECTORY);
+	/* Readable, not O_PATH: publication fsyncs it. */
+	return node_open(n, O_RDONLY | O_DIRECTORY);
 }
 
 void dir_put(const struct node *n, int fd)

@@ -65,7 +65,6 @@ static void finish_all(struct drop *due)
 	while (due) {
 		struct drop *next = due->linger_next;
 
-		notify_entry_gone(due->parent, due->name);
 		drop_finish(due, -1);
 		due = next;
 	}

@@ -322,10 +322,7 @@ int main(int argc, char *argv[])
 	if (fuse_daemonize(opts.foreground) != 0)
 		goto out_unmount;
 	log_init(opts.foreground, opts.debug);
-	/* libfuse made the mountpoint absolute: no realpath() on our own
-	 * mount before it is served. */
-	fs.connection = inboxfs_connection(opts.mountpoint);
-	if (sessions_init(NULL) < 0 || notify_start(fs.se) < 0 || linger_start() < 0) {
+	if (sessions_init(NULL) < 0 || linger_start() < 0) {
 		log_warnx("cannot start worker threads");
 		goto out_unmount;
 	}
@@ -345,7 +342,6 @@ int main(int argc, char *argv[])
 	/* libfuse returns the signal that ended the loop: a requested stop. */
 	ret = !(ret == 0 || ret == SIGTERM || ret == SIGINT || ret == SIGHUP);
 	linger_stop();
-	notify_stop();
 	sessions_shutdown();
 out_unmount:
 	fuse_session_unmount(fs.se);
