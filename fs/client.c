@@ -28,6 +28,24 @@ bool client_may_use(const struct who *w, const struct node *n)
 	return ok;
 }
 
+/* The node of the drop W holds open as NAME in DIR, with a reference taken;
+ * NULL if none. */
+static struct node *held_drop(struct who *w, struct node *dir, const char *name, struct drop **out)
+{
+	struct node *n = NULL;
+	struct drop *d;
+
+	session_lock();
+	d = session_find_drop(w->s, node_id(dir), name);
+	if (d) {
+		n = d->node;
+		node_ref(n);
+	}
+	session_unlock();
+	*out = d;
+	return n;
+}
+
 int client_entry(struct who *w, struct node *dir, const char *name, struct fuse_entry_param *e)
 {
 	struct node *n = NULL;
@@ -37,13 +55,7 @@ int client_entry(struct who *w, struct node *dir, const char *name, struct fuse_
 
 	if (!client_may_use(w, dir))
 		return -ENOENT;
-	session_lock();
-	d = session_find_drop(w->s, node_id(dir), name);
-	if (d) {
-		n = d->node;
-		node_ref(n);
-	}
-	session_unlock();
+	n = held_drop(w, dir, name, &d);
 	if (n) {
 		ret = node_stat(n, &st);
 		if (ret < 0) {
@@ -219,13 +231,7 @@ void client_create(fuse_req_t req, struct who *w, struct node *dir, const char *
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	session_lock();
-	d = session_find_drop(w->s, node_id(dir), name);
-	if (d) {
-		n = d->node;
-		node_ref(n);
-	}
-	session_unlock();
+	n = held_drop(w, dir, name, &d);
 	if (d) {
 		/* The session holds this name open already (the kernel's lookup
 		 * raced with it): create-new fails, a plain create opens it. */
