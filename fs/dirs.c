@@ -247,6 +247,40 @@ void op_statfs(fuse_req_t req, fuse_ino_t ino)
 
 enum xattr_op { XA_GET, XA_LIST, XA_SET, XA_REMOVE };
 
+/* A client is not root: like ext4 for an unprivileged caller, list no
+ * trusted.* names (inboxfs keeps a drop's origin in one). Lists all into a
+ * buffer of its own, then filters into *BUF (SIZE 0: only the length). */
+static ssize_t client_listxattr(const char *proc, char **buf, size_t size)
+{
+	ssize_t len = listxattr(proc, NULL, 0), kept = 0;
+	char *all;
+
+	if (len <= 0)
+		return len < 0 ? -1 : 0;
+	all = malloc((size_t)len);
+	if (all == NULL) {
+		errno = ENOMEM;
+		return -1;
+	}
+	len = listxattr(proc, all, (size_t)len);	/* ERANGE if it grew: the caller retries */
+	for (ssize_t i = 0; len > 0 && i < len; i += (ssize_t)strlen(all + i) + 1) {
+		size_t n = strlen(all + i) + 1;
+
+		if (strncmp(all + i, "trusted.", 8) == 0)
+			continue;
+		if (size > 0 && (size_t)kept + n > size) {
+			free(all);
+			errno = ERANGE;
+			return -1;
+		}
+		if (size > 0)
+			memcpy(*buf + kept, all + i, n);
+		kept += (ssize_t)n;
+	}
+	free(all);
+	return len < 0 ? -1 : kept;
+}
+
 static void do_xattr(fuse_req_t req, fuse_ino_t ino, enum xattr_op op, const char *name,
 		     const char *value, size_t size, int flags)
 {
@@ -282,7 +316,7 @@ static void do_xattr(fuse_req_t req, fuse_ino_t ino, enum xattr_op op, const cha
 		ret = getxattr(proc, name, buf, size);
 		break;
 	case XA_LIST:
-		ret = listxattr(proc, buf, size);
+		ret = w.observer ? listxattr(proc, buf, size) : client_listxattr(proc, &buf, size);
 		break;
 	case XA_SET:
 		ret = setxattr(proc, name, value, size, flags);

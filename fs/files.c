@@ -298,8 +298,13 @@ void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len
 	struct handle *h = handle_of(fi);
 	int ret = drop_written(h);
 
-	if (ret == 0)
-		ret = fallocate(h->fd, mode, off, len) < 0 ? -errno : 0;
+	if (ret == 0 && fallocate(h->fd, mode, off, len) < 0) {
+		ret = -errno;
+		/* Out of space mid-file, as a failed write: the writer cannot
+		 * trust it. (An unsupported mode is only a question answered.) */
+		if (h->drop && (ret == -ENOSPC || ret == -EDQUOT || ret == -EIO || ret == -EFBIG))
+			drop_fail(h, -ret);
+	}
 	fuse_reply_err(req, -ret);
 }
 
