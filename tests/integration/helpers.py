@@ -148,6 +148,15 @@ def mountinfo(path):
     return found
 
 
+def _answers(path):
+    """True if the mount at PATH is served (statfs is never cached)."""
+    try:
+        os.statvfs(path)
+        return True
+    except OSError:
+        return False
+
+
 def fuse_prerequisites():
     """Why integration mounts cannot run here, or None."""
     if not os.path.exists('/dev/fuse'):
@@ -248,8 +257,13 @@ class Mount:
         run = self.run
         deadline = time.monotonic() + timeout
         while True:
-            fresh = [m for m in mountinfo(self.mnt) if m[0] not in before]
+            entries = mountinfo(self.mnt)
+            fresh = [m for m in entries if m[0] not in before]
             if any(m[1] == 'fuse.inboxfs' for m in fresh):
+                return
+            # After a crash the kernel may give the new mount the id of the
+            # stale one it replaces: then a live answer is what tells.
+            if entries and entries[-1][1] == 'fuse.inboxfs' and _answers(self.mnt):
                 return
             status = run.proc.poll()
             if status is not None:
