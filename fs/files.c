@@ -122,8 +122,11 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, -fd);
 		goto out;
 	}
-	/* The kernel's inode is the old file's: keep its page cache out. */
+	/* The kernel's inode is the old file's: keep its page cache out. Else
+	 * keep what it cached: attributes time out at once, so a file changed
+	 * behind the mount is noticed (mtime, size) and its cache dropped. */
 	fi->direct_io = redirected;
+	fi->keep_cache = !redirected;
 	if (new_handle(fi, n, fd) < 0) {
 		close(fd);
 		fuse_reply_err(req, ENOMEM);

@@ -561,6 +561,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
 	if (conn->capable & FUSE_CAP_SPLICE_READ)
 		conn->want |= FUSE_CAP_SPLICE_READ;
+	/* Large sequential reads: the kernel reads ahead as far as we let it. */
+	conn->max_readahead = 1024 * 1024;
 }
 
 const struct fuse_lowlevel_ops inboxfs_ops = {
