@@ -103,7 +103,11 @@ int publish_drop(struct staging *st, const char *name, int dirfd,
 		 const char *requested, char *final)
 {
 	struct publish_arg a = { st, name, dirfd };
-	int ret = place_name(st->names, requested, true, publish_attempt, &a, final);
+	struct stat sb;
+	/* The reserved name (the stats file's) would hide the message. */
+	bool free_name = !st->reserved || strcmp(requested, st->reserved) != 0 ||
+			 fstat(dirfd, &sb) < 0 || sb.st_ino != st->top_ino;
+	int ret = place_name(st->names, requested, free_name, publish_attempt, &a, final);
 
 	if (ret >= 0 && st->sync) {
 		/* The new entry and the removal from staging, both durable. */

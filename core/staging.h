@@ -18,6 +18,8 @@ struct staging {
 	int incomplete_fd;	/* STAGING/incomplete, where unfinished drops go */
 	bool sync;		/* fsync data and directories (sync=close) */
 	const struct name_template *names;
+	const char *reserved;	/* a name never published at the inbox's top */
+	ino_t top_ino;		/* the inbox's top directory */
 };
 
 /* Open (creating) the staging directory at DIRFD/PATH, check it is on the

@@ -114,7 +114,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		if (fd < 0)
 			fuse_reply_err(req, -fd);
 		else if (fuse_reply_open(req, fi) != 0)
-			free(handle_of(fi)->text), free(handle_of(fi));
+			free(handle_of(fi));
 		goto out;
 	}
 	fd = observer_open(&w, n, fi->flags, &redirected);
@@ -212,8 +212,8 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
 	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
 
-	if (handle_of(fi)->text) {
-		statsfile_read(req, handle_of(fi), size, off);
+	if (statsfile_is(handle_of(fi)->node)) {
+		statsfile_read(req, size, off);
 		return;
 	}
 	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
@@ -282,7 +282,6 @@ void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	drop_release(h);
 	if (h->fd >= 0)
 		close(h->fd);
-	free(h->text);
 	free(h);
 	fuse_reply_err(req, 0);
 }

@@ -28,8 +28,6 @@ struct handle {
 	struct node *node;
 	struct drop *drop;	/* set when opened by the drop's owner */
 	bool flushed;		/* [session_lock] closed once; a later write revives it (dup'd fds) */
-	char *text;		/* the stats file's snapshot, instead of fd */
-	size_t text_len;
 };
 
 /* Who sent a request: an observer, or a client with its session. */
@@ -140,7 +138,7 @@ struct node *statsfile_node(void);
 bool statsfile_is(const struct node *n);
 void statsfile_attr(struct stat *st);
 int statsfile_open(struct fuse_file_info *fi);
-void statsfile_read(fuse_req_t req, struct handle *h, size_t size, off_t off);
+void statsfile_read(fuse_req_t req, size_t size, off_t off);
 
 /* The end of a drop whose handles are all released: publish, discard or
  * quarantine it and free it. FD is an open descriptor of it, or -1. */

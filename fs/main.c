@@ -290,6 +290,9 @@ int main(int argc, char *argv[])
 	}
 	fs.staging.sync = fs.cfg.sync == SYNC_CLOSE;
 	fs.staging.names = &fs.cfg.names;
+	fs.staging.reserved = STATS_FILE;
+	if (fstat(fd, &st) == 0)
+		fs.staging.top_ino = st.st_ino;
 	sret = c.staging ? staging_open(&fs.staging, fd, AT_FDCWD, c.staging)
 			 : staging_open(&fs.staging, fd, fd, STAGING_DIR);
 	if (sret < 0) {

@@ -83,20 +83,24 @@ int statsfile_open(struct fuse_file_info *fi)
 		return -ENOMEM;
 	h->fd = -1;
 	h->node = &stats_node;
-	h->text = render(&h->text_len);	/* one snapshot per open: reads agree */
-	if (h->text == NULL) {
-		free(h);
-		return -ENOMEM;
-	}
 	fi->fh = (uint64_t)(uintptr_t)h;
 	fi->direct_io = 1;
 	return 0;
 }
 
-void statsfile_read(fuse_req_t req, struct handle *h, size_t size, off_t off)
+/* Rendered afresh for each read and owned by it: a read can still be
+ * answered while its reader, killed, has had its file released. The text
+ * is short enough to be read whole in one go. */
+void statsfile_read(fuse_req_t req, size_t size, off_t off)
 {
-	if ((size_t)off >= h->text_len)
+	size_t len = 0;
+	char *text = render(&len);
+
+	if (text == NULL)
+		fuse_reply_err(req, ENOMEM);
+	else if ((size_t)off >= len)
 		fuse_reply_buf(req, NULL, 0);
 	else
-		fuse_reply_buf(req, h->text + off, size < h->text_len - (size_t)off ? size : h->text_len - (size_t)off);
+		fuse_reply_buf(req, text + off, size < len - (size_t)off ? size : len - (size_t)off);
+	free(text);
 }
