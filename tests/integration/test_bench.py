@@ -1,0 +1,61 @@
+"""tools/bench, the side-by-side benchmark (DESIGN §6): a --quick run finishes
+and reports every section with positive numbers. A long test: it builds
+build-bench/ and takes a minute or two (INBOXFS_LONG=1, tools/test --long)."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from helpers import SOURCE
+
+pytestmark = pytest.mark.long
+
+BENCH = os.path.join(SOURCE, 'tools', 'bench')
+SECTIONS = ['local', 'samba', 'seq', 'ls', 'storm', 'fuse', 'scale', 'daemon']
+
+
+def positive_numbers(row):
+    """The numbers of a result row (samples included), none of them <= 0."""
+    values = [v for k, v in row.items() if isinstance(v, (int, float))
+              and not isinstance(v, bool) and k not in ('lost', 'collisions', 'corrupt',
+                                                         'duplicated', 'errors')]
+    values += row.get('samples', [])
+    return values and all(v > 0 for v in values)
+
+
+def test_quick_bench_reports_every_section(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip('tools/bench runs as root (mounts, client uids, smbd)')
+    out = tmp_path / 'bench.json'
+
+    proc = subprocess.run([BENCH, '--quick', '--out', str(out)], cwd=tmp_path,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=1200)
+
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-5000:]
+    res = json.loads(out.read_text())
+    assert res['errors'] == {}
+    for section in SECTIONS:
+        rows = res[section]['rows']
+        assert rows, section
+        for row in rows:
+            assert positive_numbers(row), (section, row)
+    # Side by side: every configuration ran, with its ratio to the raw directory.
+    configs = {r['config'] for r in res['local']['rows']}
+    assert {'raw directory', 'inboxfs client sync=none', 'inboxfs client sync=close',
+            'inboxfs observer sync=none', 'inboxfs observer sync=close'} <= configs
+    assert {r['writers'] for r in res['local']['rows']} == {1, 4, 16}
+    assert {r['connections'] for r in res['samba']['rows']} == {1, 8}
+    assert all(r['vs_raw'] > 0 for r in res['samba']['rows'])
+    # Correctness under the storm: Samba over inboxfs loses nothing.
+    storm = {r['config']: r for r in res['storm']['rows']}
+    inboxfs = storm['Samba over inboxfs sync=close']
+    assert inboxfs['lost'] == inboxfs['corrupt'] == inboxfs['duplicated'] == 0
+    assert storm['Samba over raw directory']['lost'] > 0
+    assert res['targets']['rows']
+    assert '| raw directory |' in proc.stdout
+    # Nothing left behind: no mount, no loop image.
+    with open('/proc/self/mountinfo') as f:
+        assert 'inboxfs-bench-' not in f.read()
