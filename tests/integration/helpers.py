@@ -809,3 +809,74 @@ class SmbClient:
 def nt_status_name(code):
     from impacket import nt_errors
     return nt_errors.ERROR_MESSAGES.get(code, (hex(code),))[0]
+
+
+def reap(pid, timeout=TIMEOUT):
+    """Wait for a child we forked; SIGKILL it if it lingers. Never blocks
+    for good: a child stuck in a FUSE request is left to the teardown."""
+    for sig in (None, signal.SIGKILL):
+        if sig:
+            os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+            time.sleep(0.01)
+
+
+def run_together(jobs, timeout=TIMEOUT * 6):
+    """Run each job (uid, fn, args) in its own forked process as that uid;
+    all call fn at once (they block on a pipe the parent closes when every
+    child is ready). Returns the results in order; a child's exception is
+    raised here. Every child is reaped (killed when late)."""
+    go_r, go_w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    children = []
+    try:
+        for uid, fn, args in jobs:
+            res_r, res_w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    os.close(go_w)
+                    os.close(ready_r)
+                    os.close(res_r)
+                    Client(uid)._drop()
+                    os.write(ready_w, b'.')
+                    os.read(go_r, 1)                # EOF: the barrier opens
+                    reply = ('ok', fn(*args))
+                except BaseException as e:  # noqa: B902 - report everything
+                    reply = ('err', e, traceback.format_exc())
+                finally:
+                    try:
+                        _send(res_w, reply)
+                    finally:
+                        os._exit(0)
+            os.close(res_w)
+            children.append((pid, res_r))
+        os.close(ready_w)
+        ready_w = None
+        deadline = time.monotonic() + timeout
+        got = 0
+        while got < len(jobs):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([ready_r], [], [], left)[0]:
+                raise TimeoutError(f'only {got} of {len(jobs)} clients got ready')
+            chunk = os.read(ready_r, 4096)
+            if not chunk:
+                raise AssertionError('a client died before the barrier')
+            got += len(chunk)
+        os.close(go_w)
+        go_w = None
+        replies = [_receive(fd, max(deadline - time.monotonic(), 0.1), pid)
+                   for pid, fd in children]
+    finally:
+        for fd in (go_w, ready_w):
+            if fd is not None:
+                os.close(fd)
+        os.close(go_r)
+        os.close(ready_r)
+        for pid, fd in children:
+            os.close(fd)
+            reap(pid)
+    return [_unpack(reply) for reply in replies]

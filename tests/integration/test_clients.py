@@ -19,7 +19,7 @@ import traceback
 import pytest
 
 import helpers
-from helpers import CLIENT_UID, LONG, TIMEOUT, wait_until
+from helpers import CLIENT_UID, LONG, TIMEOUT, reap, run_together, wait_until
 
 OTHER_UID = 60002
 
@@ -114,19 +114,6 @@ def daemon_fd_kinds(pid):
     return kinds
 
 
-def reap(pid, timeout=TIMEOUT):
-    """Wait for a child we forked; SIGKILL it if it lingers. Never blocks
-    for good: a child stuck in a FUSE request is left to the teardown."""
-    for sig in (None, signal.SIGKILL):
-        if sig:
-            os.kill(pid, sig)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if os.waitpid(pid, os.WNOHANG)[0]:
-                return
-            time.sleep(0.01)
-
-
 def _read_reply(fd, deadline, pid):
     buf = b''
     while True:
@@ -140,68 +127,6 @@ def _read_reply(fd, deadline, pid):
     if not buf:
         raise AssertionError(f'client process {pid} died without an answer')
     return pickle.loads(buf)
-
-
-def run_together(jobs, timeout=TIMEOUT * 6):
-    """Run each job (uid, fn, args) in its own forked client process; all
-    start fn at the same moment (they block on one pipe the parent closes
-    once every child is ready). Returns the results in order; a child's
-    exception is raised here. Every child is reaped, killed on timeout."""
-    go_r, go_w = os.pipe()
-    ready_r, ready_w = os.pipe()
-    children = []
-    try:
-        for uid, fn, args in jobs:
-            res_r, res_w = os.pipe()
-            pid = os.fork()
-            if pid == 0:
-                try:
-                    os.close(go_w)
-                    os.close(ready_r)
-                    os.close(res_r)
-                    drop_privileges(uid)
-                    os.write(ready_w, b'.')
-                    os.read(go_r, 1)          # EOF when the parent lets go
-                    reply = ('ok', fn(*args))
-                except BaseException as e:  # noqa: B902
-                    reply = ('err', e, traceback.format_exc())
-                data = pickle.dumps(reply)
-                while data:
-                    data = data[os.write(res_w, data):]
-                os._exit(0)
-            os.close(res_w)
-            children.append((pid, res_r))
-        os.close(ready_w)
-        ready_w = None
-        deadline = time.monotonic() + timeout
-        got = 0
-        while got < len(jobs):
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([ready_r], [], [], left)[0]:
-                raise TimeoutError(f'only {got} of {len(jobs)} clients got ready')
-            chunk = os.read(ready_r, 4096)
-            if not chunk:
-                raise AssertionError('a client died before the barrier')
-            got += len(chunk)
-        os.close(go_w)                      # the barrier opens
-        go_w = None
-        replies = [_read_reply(fd, deadline, pid) for pid, fd in children]
-    finally:
-        for fd in (go_w, ready_w):
-            if fd is not None:
-                os.close(fd)
-        os.close(go_r)
-        os.close(ready_r)
-        for pid, fd in children:
-            os.close(fd)
-            reap(pid)
-    results = []
-    for reply in replies:
-        if reply[0] != 'ok':
-            reply[1].add_note('in the client process:\n' + reply[2])
-            raise reply[1]
-        results.append(reply[1])
-    return results
 
 
 def create_excl(path, data):

@@ -15,7 +15,6 @@ import errno
 import json
 import os
 import re
-import select
 import shlex
 import shutil
 import signal
@@ -23,13 +22,12 @@ import stat
 import subprocess
 import tempfile
 import time
-import traceback
 
 import pytest
 
 import helpers
 from helpers import (CLIENT_UID, SMB_FORCE_USER, SOURCE, TIMEOUT, Client,
-                     mountinfo, process_group, wait_until)
+                     mountinfo, process_group, run_together, wait_until)
 
 STATS = '.inboxfs-stats'
 STAT_TOOL = os.path.join(SOURCE, 'tools', 'inboxfs-stat')
@@ -117,64 +115,6 @@ def create_excl(path, data):
     finally:
         os.close(fd)
     return os.getpid()
-
-
-def run_together(jobs, timeout=TIMEOUT * 6):
-    """Run each job (uid, fn, args) in its own forked process as that uid;
-    all call fn at once (they block on a pipe the parent closes when every
-    child is ready). Returns the results in order; a child's exception is
-    raised here. Every child is reaped (killed when late)."""
-    go_r, go_w = os.pipe()
-    ready_r, ready_w = os.pipe()
-    children = []
-    try:
-        for uid, fn, args in jobs:
-            res_r, res_w = os.pipe()
-            pid = os.fork()
-            if pid == 0:
-                try:
-                    os.close(go_w)
-                    os.close(ready_r)
-                    os.close(res_r)
-                    Client(uid)._drop()
-                    os.write(ready_w, b'.')
-                    os.read(go_r, 1)                # EOF: the barrier opens
-                    reply = ('ok', fn(*args))
-                except BaseException as e:  # noqa: B902 - report everything
-                    reply = ('err', e, traceback.format_exc())
-                finally:
-                    try:
-                        helpers._send(res_w, reply)
-                    finally:
-                        os._exit(0)
-            os.close(res_w)
-            children.append((pid, res_r))
-        os.close(ready_w)
-        ready_w = None
-        deadline = time.monotonic() + timeout
-        got = 0
-        while got < len(jobs):
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([ready_r], [], [], left)[0]:
-                raise TimeoutError(f'only {got} of {len(jobs)} clients got ready')
-            chunk = os.read(ready_r, 4096)
-            if not chunk:
-                raise AssertionError('a client died before the barrier')
-            got += len(chunk)
-        os.close(go_w)
-        go_w = None
-        replies = [helpers._receive(fd, max(deadline - time.monotonic(), 0.1), pid)
-                   for pid, fd in children]
-    finally:
-        for fd in (go_w, ready_w):
-            if fd is not None:
-                os.close(fd)
-        os.close(go_r)
-        os.close(ready_r)
-        for pid, fd in children:
-            os.close(fd)
-            helpers._reap(pid)
-    return [helpers._unpack(reply) for reply in replies]
 
 
 class GroupClient(Client):
