@@ -133,39 +133,29 @@ static void unescape_octal(char *s)
 	*o = '\0';
 }
 
-/* The FUSE connection number (the device minor) + 1 of the inboxfs mounted
- * at REAL, an absolute path without symlinks; 0 if the topmost mount there
- * is not an inboxfs. Reads mountinfo only: no request reaches a mount. */
-static unsigned inboxfs_connection(const char *real)
+/* 1 if PATH is already the mountpoint of a live inboxfs (the topmost mount
+ * there). Reads mountinfo only: no request reaches a mount. */
+static int mounted_inboxfs(const char *path)
 {
-	char line[4096];
-	unsigned found = 0;
-	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char real[PATH_MAX], line[4096];
+	int found = 0;
+	FILE *f;
 
-	if (f == NULL)
+	if (realpath(path, real) == NULL || (f = fopen("/proc/self/mountinfo", "re")) == NULL)
 		return 0;
 	while (fgets(line, sizeof(line), f)) {
 		char mnt[PATH_MAX], *dash = strstr(line, " - ");
 		char fstype[64];
-		unsigned major, minor;
 
-		if (dash == NULL || sscanf(line, "%*s %*s %u:%u %*s %4095s", &major, &minor, mnt) != 3 ||
+		if (dash == NULL || sscanf(line, "%*s %*s %*s %*s %4095s", mnt) != 1 ||
 		    sscanf(dash + 3, "%63s", fstype) != 1)
 			continue;
 		unescape_octal(mnt);
 		if (strcmp(mnt, real) == 0)
-			found = strcmp(fstype, "fuse.inboxfs") == 0 ? minor + 1 : 0;
+			found = strcmp(fstype, "fuse.inboxfs") == 0;
 	}
 	fclose(f);
 	return found;
-}
-
-/* 1 if PATH is already the mountpoint of a live inboxfs. */
-static int mounted_inboxfs(const char *path)
-{
-	char real[PATH_MAX];
-
-	return realpath(path, real) != NULL && inboxfs_connection(real) != 0;
 }
 
 static int open_dir_arg(const char *what, const char *path)
