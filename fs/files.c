@@ -127,6 +127,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	 * behind the mount is noticed (mtime, size) and its cache dropped. */
 	fi->direct_io = redirected;
 	fi->keep_cache = !redirected;
+	fi->noflush = 1;	/* an observer's close has nothing to do */
 	if (new_handle(fi, n, fd) < 0) {
 		close(fd);
 		fuse_reply_err(req, ENOMEM);
@@ -192,6 +193,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 	if (!redirected)
 		node_set_name(n, dir, name);
 	fill_entry(&e, n, &st);
+	fi->noflush = 1;
 	if (new_handle(fi, n, fd) < 0) {
 		close(fd);
 		node_forget(n, 1);
