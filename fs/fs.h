@@ -132,6 +132,9 @@ void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
 
 /* statsfile.c: the counters as a read-only file at the root, observers only. */
 #define STATS_FILE ".inboxfs-stats"
+
+/* How far the kernel reads ahead (op_init(), and the mount's bdi). */
+#define READAHEAD_BYTES (1024 * 1024)
 #define STATS_INO ((uint64_t)-2)	/* beyond any backing inode number */
 void statsfile_init(void);
 struct node *statsfile_node(void);

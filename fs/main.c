@@ -13,6 +13,7 @@
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
@@ -133,29 +134,64 @@ static void unescape_octal(char *s)
 	*o = '\0';
 }
 
-/* 1 if PATH is already the mountpoint of a live inboxfs (the topmost mount
- * there). Reads mountinfo only: no request reaches a mount. */
-static int mounted_inboxfs(const char *path)
+/* True if the topmost mount at REAL (a resolved path) is an inboxfs; its
+ * device in *DEV. Reads mountinfo only: no request reaches a mount. */
+static bool topmost_inboxfs(const char *real, dev_t *dev)
 {
-	char real[PATH_MAX], line[4096];
-	int found = 0;
-	FILE *f;
+	char line[4096];
+	bool found = false;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
 
-	if (realpath(path, real) == NULL || (f = fopen("/proc/self/mountinfo", "re")) == NULL)
-		return 0;
+	if (f == NULL)
+		return false;
 	while (fgets(line, sizeof(line), f)) {
 		char mnt[PATH_MAX], *dash = strstr(line, " - ");
 		char fstype[64];
+		unsigned major, minor;
 
-		if (dash == NULL || sscanf(line, "%*s %*s %*s %*s %4095s", mnt) != 1 ||
+		if (dash == NULL ||
+		    sscanf(line, "%*s %*s %u:%u %*s %4095s", &major, &minor, mnt) != 3 ||
 		    sscanf(dash + 3, "%63s", fstype) != 1)
 			continue;
 		unescape_octal(mnt);
-		if (strcmp(mnt, real) == 0)
+		if (strcmp(mnt, real) == 0) {
 			found = strcmp(fstype, "fuse.inboxfs") == 0;
+			*dev = makedev(major, minor);
+		}
 	}
 	fclose(f);
 	return found;
+}
+
+/* True if PATH is already the mountpoint of a live inboxfs. */
+static bool mounted_inboxfs(const char *path)
+{
+	char real[PATH_MAX];
+	dev_t dev;
+
+	return realpath(path, real) != NULL && topmost_inboxfs(real, &dev);
+}
+
+/* A FUSE mount starts with the kernel's default readahead (128 KiB), and
+ * INIT can only lower it: raise it to what op_init() asks, so that a
+ * sequential read is one request per MiB, not eight. REAL was resolved
+ * before the mount (resolving it now would ask the daemon, not serving
+ * yet). */
+static void raise_readahead(const char *real)
+{
+	char path[64], kb[16];
+	dev_t dev;
+	int fd, n;
+
+	if (!topmost_inboxfs(real, &dev))
+		return;
+	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", major(dev), minor(dev));
+	n = snprintf(kb, sizeof(kb), "%d", READAHEAD_BYTES / 1024);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write(fd, kb, (size_t)n) != n)
+		log_debug("readahead: %s: %s", path, strerror(errno));
+	if (fd >= 0)
+		close(fd);
 }
 
 static int open_dir_arg(const char *what, const char *path)
@@ -219,6 +255,7 @@ int main(int argc, char *argv[])
 	struct fuse_cmdline_opts opts = { 0 };
 	struct fuse_loop_config *loop = NULL;
 	struct cmdline c = { 0 };
+	char real_mnt[PATH_MAX];
 	struct stat st;
 	int ret = 1, fd = -1, sret;
 
@@ -310,8 +347,11 @@ int main(int argc, char *argv[])
 
 	if (fuse_set_signal_handlers(fs.se) != 0)
 		goto out_staging;
+	if (realpath(opts.mountpoint, real_mnt) == NULL)
+		real_mnt[0] = '\0';
 	if (fuse_session_mount(fs.se, opts.mountpoint) != 0)
 		goto out_signals;
+	raise_readahead(real_mnt);
 	if (fuse_daemonize(opts.foreground) != 0)
 		goto out_unmount;
 	log_init(opts.foreground, opts.debug);

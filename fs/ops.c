@@ -562,7 +562,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->capable & FUSE_CAP_SPLICE_READ)
 		conn->want |= FUSE_CAP_SPLICE_READ;
 	/* Large sequential reads: the kernel reads ahead as far as we let it. */
-	conn->max_readahead = 1024 * 1024;
+	conn->max_readahead = READAHEAD_BYTES;
 }
 
 const struct fuse_lowlevel_ops inboxfs_ops = {

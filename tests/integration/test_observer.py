@@ -7,6 +7,7 @@ import ctypes
 import errno
 import fcntl
 import hashlib
+import mmap
 import os
 import re
 import shutil
@@ -920,6 +921,43 @@ def test_1gib_file_checksum(m):
     if shutil.disk_usage(m.inbox).free < size + GiB:
         pytest.skip(f'less than {(size + GiB) // MiB} MiB free for the big file')
     _big_file(m, size)
+
+
+def test_write_only_descriptor_and_cached_readers_agree(m):
+    """A write-only descriptor writes past the page cache (direct I/O); a
+    reader holding the file open, and a shared mapping of it, still see
+    every write at once."""
+    path = os.path.join(m.mnt, 'shared.txt')
+    with open(os.path.join(m.inbox, 'shared.txt'), 'wb') as f:
+        f.write(b'old data here\n')
+    reader = os.open(path, os.O_RDONLY)
+    try:
+        assert os.pread(reader, 100, 0) == b'old data here\n'     # now cached
+        mapped = mmap.mmap(reader, 0, mmap.MAP_SHARED, mmap.PROT_READ)
+        for data in (b'NEW', b'ZZZ'):
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                assert os.pwrite(fd, data, 0) == 3
+            finally:
+                os.close(fd)
+            assert os.pread(reader, 100, 0) == data + b' data here\n'
+            assert mapped[:3] == data
+        mapped.close()
+    finally:
+        os.close(reader)
+    with open(os.path.join(m.inbox, 'shared.txt'), 'rb') as f:
+        assert f.read() == b'ZZZ data here\n'
+
+
+def test_readahead_raised_to_one_mib(m):
+    """The kernel starts a FUSE mount at 128 KiB of readahead; inboxfs
+    raises its mount's to 1 MiB (one READ per MiB of a sequential read)."""
+    with open('/proc/self/mountinfo') as f:
+        devs = [line.split()[2] for line in f
+                if line.split()[4] == os.path.realpath(m.mnt)]
+    assert devs, 'the mount is not in mountinfo'
+    with open(f'/sys/class/bdi/{devs[-1]}/read_ahead_kb') as f:
+        assert int(f.read()) == 1024
 
 
 def test_inode_numbers_equal_backing(m):
