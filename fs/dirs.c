@@ -281,6 +281,8 @@ static ssize_t client_listxattr(const char *proc, char **buf, size_t size)
 	return len < 0 ? -1 : kept;
 }
 
+#define XATTR_SELINUX "security.selinux"
+
 static void do_xattr(fuse_req_t req, fuse_ino_t ino, enum xattr_op op, const char *name,
 		     const char *value, size_t size, int flags)
 {
@@ -328,6 +330,13 @@ static void do_xattr(fuse_req_t req, fuse_ino_t ino, enum xattr_op op, const cha
 	if (ret < 0)
 		ret = -errno;
 	close(fd);
+	/* SELinux labels a FUSE mount by its mount context, not by xattrs:
+	 * where the backing file has no label, say labels are not supported
+	 * here. Tools ask once per filesystem then (ls -l asks per file,
+	 * costing a LOOKUP and a GETXATTR each), and a label set through the
+	 * mount still reads back. */
+	if (op == XA_GET && ret == -ENODATA && strcmp(name, XATTR_SELINUX) == 0)
+		ret = -EOPNOTSUPP;
 	if (ret < 0)
 		fuse_reply_err(req, (int)-ret);
 	else if (op == XA_SET || op == XA_REMOVE)

@@ -62,7 +62,7 @@ static inline struct handle *handle_of(struct fuse_file_info *fi)
 
 /* Fill an entry reply for N with attributes ST and what the kernel may
  * cache of them. */
-double attr_timeout(struct node *n, const struct stat *st);
+double attr_timeout(struct node *n);
 void fill_entry(struct fuse_entry_param *e, struct node *n, const struct stat *st);
 
 /* client.c: the private view of a client session (R1, R2, R4, R7, R8). */

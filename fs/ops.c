@@ -70,22 +70,18 @@ int own_new(int fd, const struct who *w, const struct node *parent)
 	return 0;
 }
 
-/* What the kernel may cache (issue: every round trip counts). Names and
- * attributes of files differ per view, so they are never cached, with two
- * exceptions: directories look the same to everyone, and a drop can be
- * reached by its owner only. Everything else times out at once. */
+/* What the kernel may cache (issue: every round trip counts). A file's
+ * name differs per view (a client sees only its own drops, under the names
+ * it asked for), so no file's entry is cached: the dentry cache is one for
+ * all processes. An inode looks the same to everyone who can reach it, so
+ * attributes are cached for a second, like directories' entries; changes
+ * made through the mount update them at once, changes made behind it are
+ * seen within the second. The stats file changes with every read. */
 #define SHARED_TIMEOUT 1.0
 
-double attr_timeout(struct node *n, const struct stat *st)
+double attr_timeout(struct node *n)
 {
-	bool drop;
-
-	if (S_ISDIR(st->st_mode))
-		return SHARED_TIMEOUT;
-	session_lock();
-	drop = n->drop != NULL;
-	session_unlock();
-	return drop ? SHARED_TIMEOUT : 0;
+	return statsfile_is(n) ? 0 : SHARED_TIMEOUT;
 }
 
 void fill_entry(struct fuse_entry_param *e, struct node *n, const struct stat *st)
@@ -93,7 +89,7 @@ void fill_entry(struct fuse_entry_param *e, struct node *n, const struct stat *s
 	memset(e, 0, sizeof(*e));
 	e->ino = node_id(n);
 	e->attr = *st;
-	e->attr_timeout = attr_timeout(n, st);
+	e->attr_timeout = attr_timeout(n);
 	e->entry_timeout = S_ISDIR(st->st_mode) ? SHARED_TIMEOUT : 0;
 }
 
@@ -195,7 +191,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	if (ret < 0)
 		fuse_reply_err(req, -ret);
 	else
-		fuse_reply_attr(req, &st, statsfile_is(n) ? 0 : attr_timeout(n, &st));
+		fuse_reply_attr(req, &st, attr_timeout(n));
 out:
 	who_put(&w);
 }
@@ -264,7 +260,7 @@ done:
 	if (ret < 0)
 		fuse_reply_err(req, -ret);
 	else
-		fuse_reply_attr(req, &st, attr_timeout(n, &st));
+		fuse_reply_attr(req, &st, attr_timeout(n));
 out:
 	who_put(&w);
 }

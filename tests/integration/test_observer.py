@@ -693,6 +693,44 @@ def test_fsyncdir(m):
             os.close(fd)
 
 
+def test_attributes_cached_for_a_second_at_most(m):
+    """Attributes are cached (one GETATTR fewer per stat): a write through
+    the mount shows at once, a change made behind it within the second."""
+    path = os.path.join(m.mnt, 'grow.svf')
+    backing = os.path.join(m.inbox, 'grow.svf')
+    write(path, b'1234')
+    assert os.stat(path).st_size == 4
+    with open(path, 'ab') as f:
+        f.write(b'5678')
+    assert os.stat(path).st_size == 8
+    with open(backing, 'ab') as f:
+        f.write(b'behind the mount')
+    start = time.monotonic()
+    wait_until(lambda: os.stat(path).st_size == 24, timeout=5,
+               what='the size changed behind the mount')
+    assert time.monotonic() - start < 2.5
+
+
+def test_selinux_label_absent_reads_as_unsupported(m):
+    """No security.selinux on the backing file: the mount says labels are
+    not supported (ls -l then stops asking, one LOOKUP and GETXATTR per
+    file fewer); a label stored on the backing file still reads back."""
+    path = os.path.join(m.mnt, 'label.svf')
+    backing = os.path.join(m.inbox, 'label.svf')
+    write(path, b'x')
+    with pytest.raises(OSError) as e:
+        os.getxattr(backing, 'security.selinux')
+    assert e.value.errno == errno.ENODATA
+    with pytest.raises(OSError) as e:
+        os.getxattr(path, 'security.selinux')
+    assert e.value.errno == errno.EOPNOTSUPP
+    try:
+        os.setxattr(backing, 'security.selinux', b'system_u:object_r:inbox_t:s0\0')
+    except OSError as err:
+        pytest.skip(f'the backing filesystem takes no security.selinux here: {err}')
+    assert os.getxattr(path, 'security.selinux') == b'system_u:object_r:inbox_t:s0\0'
+
+
 def test_xattrs(m):
     path = os.path.join(m.mnt, 'f.svf')
     backing = os.path.join(m.inbox, 'f.svf')
