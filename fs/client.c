@@ -413,6 +413,21 @@ static int snap_add(struct dirsnap *snap, const char *name, ino_t ino, unsigned 
 	return 0;
 }
 
+/* A directory's link count is 2 plus its subdirectories on ext4, XFS and
+ * tmpfs (1 where not counted: btrfs, or ext4 past 65,000). When it shows
+ * none but the hidden staging directory, a client's listing need not read
+ * a directory of a million files to find no subdirectory in it. */
+static bool no_visible_subdirs(int dirfd)
+{
+	struct stat st;
+	nlink_t hidden;
+
+	if (fstat(dirfd, &st) < 0 || st.st_nlink < 2)
+		return false;
+	hidden = st.st_ino == fs.staging_parent_ino ? 1 : 0;
+	return st.st_nlink == 2 + hidden;
+}
+
 int client_snapshot(struct who *w, struct node *dir, struct dirsnap **out)
 {
 	struct dirsnap *snap = calloc(1, sizeof(*snap));
@@ -427,6 +442,10 @@ int client_snapshot(struct who *w, struct node *dir, struct dirsnap **out)
 	if (fd < 0) {
 		ret = fd;
 		goto fail;
+	}
+	if (no_visible_subdirs(fd)) {
+		close(fd);
+		goto drops;
 	}
 	dp = fdopendir(fd);
 	if (dp == NULL) {
@@ -447,6 +466,7 @@ int client_snapshot(struct who *w, struct node *dir, struct dirsnap **out)
 			ret = snap_add(snap, de->d_name, de->d_ino, DT_DIR);
 	}
 	closedir(dp);
+drops:
 	session_lock();
 	for (struct drop *d = session_next_drop(w->s, node_id(dir), NULL); d && ret == 0;
 	     d = session_next_drop(w->s, node_id(dir), d))

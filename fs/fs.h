@@ -17,6 +17,7 @@ struct inboxfs {
 	struct inboxfs_config cfg;
 	struct staging staging;
 	uint64_t staging_ino;		/* hidden from every view */
+	uint64_t staging_parent_ino;	/* the directory it is in (0: not known) */
 	struct fuse_session *se;
 };
 

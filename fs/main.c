@@ -329,6 +329,8 @@ int main(int argc, char *argv[])
 	}
 	fstat(fs.staging.dirfd, &st);
 	fs.staging_ino = st.st_ino;
+	if (fstatat(fs.staging.dirfd, "..", &st, 0) == 0)
+		fs.staging_parent_ino = st.st_ino;
 	statsfile_init();
 	{
 		struct recovery r;

@@ -453,6 +453,25 @@ def test_directories_for_clients(mounted, as_client):
         assert f.read() == b'deep'
 
 
+def test_client_listing_finds_subdirectories_by_link_count(mounted, as_client):
+    """A client's listing reads the backing directory only when its link
+    count shows a visible subdirectory (the hidden staging directory is
+    one link): files alone list as nothing; a directory made behind the
+    mount shows at once, and is gone once removed."""
+    for i in range(50):
+        with open(os.path.join(mounted.inbox, f'F{i}.SVF'), 'wb') as f:
+            f.write(b'foreign')
+    client = as_client(CLIENT_UID)
+    assert client.call(os.listdir, mounted.mnt) == []
+    os.mkdir(os.path.join(mounted.inbox, 'late'))
+    assert client.call(os.listdir, mounted.mnt) == ['late']
+    os.mkdir(os.path.join(mounted.inbox, 'late', 'deeper'))
+    assert client.call(os.listdir, os.path.join(mounted.mnt, 'late')) == ['deeper']
+    os.rmdir(os.path.join(mounted.inbox, 'late', 'deeper'))
+    os.rmdir(os.path.join(mounted.inbox, 'late'))
+    assert client.call(os.listdir, mounted.mnt) == []
+
+
 def _mknod_regular(path):
     os.mknod(path, stat.S_IFREG | 0o644)
     return errno_of(os.stat, path)
