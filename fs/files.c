@@ -131,8 +131,9 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		goto out;
 	}
 	/* The kernel's inode is the old file's: keep its page cache out. Else
-	 * keep what it cached: attributes time out at once, so a file changed
-	 * behind the mount is noticed (mtime, size) and its cache dropped. */
+	 * keep what it cached: attributes time out within a second, so a file
+	 * changed behind the mount is noticed (mtime, size) and its cache
+	 * dropped. */
 	fi->direct_io = redirected || write_only(fi->flags);
 	fi->keep_cache = !redirected;
 	fi->noflush = 1;	/* an observer's close has nothing to do */
