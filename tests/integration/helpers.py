@@ -53,6 +53,46 @@ SANITIZER_PATTERNS = [
 ERROR_PATTERN = r'\berror\b'
 
 
+def errno_of(fn, *args, **kw):
+    """0 if fn(*args) succeeds, else the errno it failed with."""
+    try:
+        fn(*args, **kw)
+        return 0
+    except OSError as e:
+        return e.errno
+
+
+def create_excl(path, data):
+    """A legacy client's create-new: O_CREAT|O_EXCL, all of DATA, close.
+    Returns the writer's pid, as the daemon logs it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    return os.getpid()
+
+
+def inbox_contents(inbox, sub=''):
+    """{name: bytes} of the regular files of a backing inbox (or of its
+    subdirectory SUB), staging excluded: what the consumer would pick up."""
+    found = {}
+    for entry in os.scandir(os.path.join(inbox, sub)):
+        if entry.is_file(follow_symlinks=False) and entry.name != '.inboxfs':
+            with open(entry.path, 'rb') as f:
+                found[entry.name] = f.read()
+    return found
+
+
+def drop_privileges(uid, gid=None):
+    """In a forked child: become UID (group GID, default UID), no groups."""
+    os.setgroups([])
+    os.setgid(uid if gid is None else gid)
+    os.setuid(uid)
+
+
 def wait_until(predicate, timeout=TIMEOUT, interval=0.02, what='condition'):
     """Poll predicate() until it returns a true value; raise TimeoutError."""
     deadline = time.monotonic() + timeout

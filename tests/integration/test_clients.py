@@ -19,28 +19,13 @@ import traceback
 import pytest
 
 import helpers
-from helpers import CLIENT_UID, LONG, TIMEOUT, reap, run_together, wait_until
+from helpers import (CLIENT_UID, LONG, TIMEOUT, create_excl, drop_privileges, errno_of,
+                     inbox_contents, reap, run_together, wait_until)
 
 OTHER_UID = 60002
 
 
 # ------------------------------------------------------------------ helpers
-
-def drop_privileges(uid, gid=None):
-    os.setgroups([])
-    os.setgid(uid if gid is None else gid)
-    os.setuid(uid)
-
-
-def inbox_contents(mount, sub=''):
-    """{name: bytes} of the regular files of the backing inbox (staging
-    excluded): what the consumer would pick up."""
-    found = {}
-    for name in mount.backing_files(sub):
-        with open(os.path.join(mount.inbox, sub, name), 'rb') as f:
-            found[name] = f.read()
-    return found
-
 
 def staged(mount):
     """Names of the drops being written in the staging directory."""
@@ -61,7 +46,7 @@ def incomplete(mount):
 def assert_delivered_once(mount, payloads, ext=None):
     """Every payload is in the backing inbox exactly once, intact, and
     nothing else is; every name keeps the extension."""
-    found = inbox_contents(mount)
+    found = inbox_contents(mount.inbox)
     counts = {}
     for data in found.values():
         counts[data] = counts.get(data, 0) + 1
@@ -77,15 +62,6 @@ def assert_delivered_once(mount, payloads, ext=None):
         bad = [n for n in found if not n.endswith(ext)]
         assert not bad, f'names that lost the extension {ext}: {bad[:10]}'
     return found
-
-
-def errno_of(fn, *args, **kw):
-    """0 if fn(*args) succeeds, else the errno it failed with."""
-    try:
-        fn(*args, **kw)
-        return 0
-    except OSError as e:
-        return e.errno
 
 
 def daemon_rss_kib(pid):
@@ -127,16 +103,6 @@ def _read_reply(fd, deadline, pid):
     if not buf:
         raise AssertionError(f'client process {pid} died without an answer')
     return pickle.loads(buf)
-
-
-def create_excl(path, data):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        os.write(fd, data)
-        ino = os.fstat(fd).st_ino
-    finally:
-        os.close(fd)
-    return ino
 
 
 def _try_create_excl(path, data):
@@ -247,7 +213,7 @@ def test_sessions_are_isolated(mounted, as_client):
     a.close(fa2)
     assert sorted(a.listdir(mnt)) == ['shared']
 
-    found = inbox_contents(mounted)
+    found = inbox_contents(mounted.inbox)
     assert found.pop('A1.SVF') == b'secret one'
     assert found.pop('TAKEN.SVF') == b'consumer file'
     [(stored, data)] = found.items()
@@ -260,7 +226,7 @@ def test_sessions_are_isolated(mounted, as_client):
         for name in ('A1.SVF', 'TAKEN.SVF', stored):
             assert session.call(_view, os.path.join(mnt, name)) == HIDDEN, name
     # ... and nothing was renamed or removed by those attempts.
-    assert sorted(inbox_contents(mounted)) == sorted(['A1.SVF', 'TAKEN.SVF', stored])
+    assert sorted(inbox_contents(mounted.inbox)) == sorted(['A1.SVF', 'TAKEN.SVF', stored])
 
     # The observer sees every delivered drop through the mount, by content.
     assert sorted(os.listdir(mnt)) == sorted(['A1.SVF', 'TAKEN.SVF', stored, 'shared'])
@@ -325,7 +291,7 @@ def test_drop_is_invisible_in_the_inbox_until_closed(mounted, client):
     s.close(fd)
 
     # close() returned: the drop is there, whole, at once.
-    assert inbox_contents(mounted) == {'BIG.DAT': part1 + part2}
+    assert inbox_contents(mounted.inbox) == {'BIG.DAT': part1 + part2}
     assert staged(mounted) == []
 
 
@@ -483,7 +449,7 @@ def test_mknod_of_a_regular_file_is_a_create(mounted, client):
     with open(os.path.join(mounted.inbox, 'N.SVF'), 'wb') as f:
         f.write(b'there before')
     assert client.call(_mknod_regular, os.path.join(mounted.mnt, 'N.SVF')) == errno.ENOENT
-    found = inbox_contents(mounted)
+    found = inbox_contents(mounted.inbox)
     assert found.pop('N.SVF') == b'there before'
     [(name, data)] = found.items()
     assert data == b'' and name.startswith('N~') and name.endswith('.SVF')
@@ -544,7 +510,7 @@ def test_rename_of_own_open_drop(mounted, client):
     seen = client.call(_rename_open_drop, mounted.mnt)
 
     assert seen == (['FINAL.SVF'], errno.ENOENT, len(b'renamed while open'))
-    assert inbox_contents(mounted) == {'FINAL.SVF': b'renamed while open and more'}
+    assert inbox_contents(mounted.inbox) == {'FINAL.SVF': b'renamed while open and more'}
     assert staged(mounted) == []
 
 
@@ -552,7 +518,7 @@ def test_unlink_of_own_open_drop(mounted, client):
     seen = client.call(_unlink_open_drop, mounted.mnt)
 
     assert seen == ([], errno.ENOENT)
-    assert inbox_contents(mounted) == {'GONE.SVF': b'second, kept'}
+    assert inbox_contents(mounted.inbox) == {'GONE.SVF': b'second, kept'}
     wait_until(lambda: staged(mounted) == [], what='the unlinked drop to leave staging')
     assert incomplete(mounted) == {}
 
@@ -568,7 +534,7 @@ def test_shell_command_group_redirection_is_delivered_whole(mounted, client):
     proc = client.run(f'{{ echo first; /bin/echo second; echo third; }} > {path}')
 
     assert proc.returncode == 0, proc.stderr.decode()
-    assert inbox_contents(mounted) == {'SH.SVF': b'first\nsecond\nthird\n'}
+    assert inbox_contents(mounted.inbox) == {'SH.SVF': b'first\nsecond\nthird\n'}
 
 
 # ------------------------------------------- (9) R1 within one client
@@ -595,7 +561,7 @@ def test_same_name_twice_in_a_row_empty(mounted, client):
     name must be free again at close all the same."""
     path = os.path.join(mounted.mnt, 'EMPTY.SVF')
     client.call(_twice, path, b'', b'')
-    found = wait_until(lambda: len(mounted.backing_files()) == 2 and inbox_contents(mounted),
+    found = wait_until(lambda: len(mounted.backing_files()) == 2 and inbox_contents(mounted.inbox),
                        what='two empty drops')
     assert list(found.values()) == [b'', b'']
     assert all(n.endswith('.SVF') for n in found)
@@ -762,7 +728,7 @@ def test_staging_is_hidden_from_clients(mounted, client):
                         b'') == errno.ENOENT
     finally:
         s.close(fd)
-    assert inbox_contents(mounted) == {'OPEN.SVF': b'staged now'}
+    assert inbox_contents(mounted.inbox) == {'OPEN.SVF': b'staged now'}
 
 
 # ------------------------------------- issue 3 item 8: threads of a session
@@ -817,7 +783,7 @@ def test_threads_of_one_process_share_its_session(mounted, client):
         assert results[f'xattr{k}'] == b'set by the creator thread'
     assert results['rename'] == 0
     assert results['after'] == ['RENAMED.SVF']
-    assert inbox_contents(mounted) == {'RENAMED.SVF': b'from many threads'}
+    assert inbox_contents(mounted.inbox) == {'RENAMED.SVF': b'from many threads'}
     assert os.getxattr(os.path.join(mounted.inbox, 'RENAMED.SVF'), 'user.DOSATTRIB') == \
         b'set by the creator thread'
 

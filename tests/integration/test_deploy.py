@@ -26,8 +26,9 @@ import time
 import pytest
 
 import helpers
-from helpers import (CLIENT_UID, SMB_FORCE_USER, SOURCE, TIMEOUT, Client,
-                     mountinfo, process_group, run_together, wait_until)
+from helpers import (CLIENT_UID, SMB_FORCE_USER, SOURCE, TIMEOUT, Client, create_excl,
+                     errno_of, inbox_contents, mountinfo, process_group, run_together,
+                     wait_until)
 
 STATS = '.inboxfs-stats'
 STAT_TOOL = os.path.join(SOURCE, 'tools', 'inboxfs-stat')
@@ -79,42 +80,10 @@ def parse_table(text):
     return table
 
 
-def errno_of(fn, *args, **kw):
-    """0 if fn(*args) succeeds, else the errno it failed with."""
-    try:
-        fn(*args, **kw)
-        return 0
-    except OSError as e:
-        return e.errno
-
-
-def inbox_contents(inbox):
-    """{name: bytes} of the regular files of a backing inbox, staging
-    excluded: what the consumer would pick up."""
-    found = {}
-    for entry in os.scandir(inbox):
-        if entry.is_file(follow_symlinks=False) and entry.name != '.inboxfs':
-            with open(entry.path, 'rb') as f:
-                found[entry.name] = f.read()
-    return found
-
-
 def write_file(path, data, mode=0o644):
     with open(path, 'wb') as f:
         f.write(data)
     os.chmod(path, mode)
-
-
-def create_excl(path, data):
-    """A legacy client's create-new: O_CREAT|O_EXCL, write, close."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
-    return os.getpid()
 
 
 class GroupClient(Client):

@@ -24,7 +24,7 @@ import time
 import pytest
 
 import helpers
-from helpers import CLIENT_UID, TIMEOUT, wait_until
+from helpers import CLIENT_UID, TIMEOUT, drop_privileges, wait_until
 
 STAGING = '.inboxfs'
 INCOMPLETE = os.path.join(STAGING, 'incomplete')
@@ -35,12 +35,6 @@ QUARANTINE_LINE = re.compile(
 
 
 # ------------------------------------------------------------------ helpers
-
-def drop_privileges(uid, gid=None):
-    os.setgroups([])
-    os.setgid(uid if gid is None else gid)
-    os.setuid(uid)
-
 
 def message(ident, size, rng=random):
     """A message that proves itself: MSG ID LENGTH SHA256\\n BODY."""

@@ -14,29 +14,11 @@ import threading
 
 import pytest
 
-from helpers import TIMEOUT, wait_until
+from helpers import TIMEOUT, create_excl, errno_of, wait_until
 from test_faults import (STAGING, assert_quarantine_accounted, incomplete, inbox_files, message,
                          read_file, staged)
 
 WINDOWS_FORBIDDEN = set(b'<>:"/\\|?*') | set(range(0x20))
-
-
-def errno_of(fn, *args, **kw):
-    """0 if fn(*args) succeeds, else the errno it failed with."""
-    try:
-        fn(*args, **kw)
-        return 0
-    except OSError as e:
-        return e.errno
-
-
-def create_excl(path, data):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        if data:
-            os.write(fd, data)
-    finally:
-        os.close(fd)
 
 
 def _drop_each_twice(mnt, names):

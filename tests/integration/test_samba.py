@@ -15,7 +15,7 @@ import pytest
 
 import helpers
 from helpers import (SMB_FORCE_USER, STATUS_OBJECT_NAME_COLLISION, STATUS_SUCCESS,
-                     TIMEOUT, nt_status_name, wait_until)
+                     TIMEOUT, inbox_contents, nt_status_name, wait_until)
 
 s3 = pytest.importorskip('impacket.smb3structs')
 from impacket.smbconnection import SessionError  # noqa: E402
@@ -27,17 +27,6 @@ ACCESS = (s3.FILE_READ_DATA | s3.FILE_WRITE_DATA | s3.FILE_READ_ATTRIBUTES
 
 
 # ------------------------------------------------------------------ helpers
-
-def inbox_contents(inbox, sub=''):
-    """{name: bytes} of the regular files the consumer would pick up."""
-    top = os.path.join(inbox, sub)
-    found = {}
-    for e in os.scandir(top):
-        if e.is_file(follow_symlinks=False) and e.name != '.inboxfs':
-            with open(e.path, 'rb') as f:
-                found[e.name] = f.read()
-    return found
-
 
 def staged(inbox):
     top = os.path.join(inbox, '.inboxfs')
