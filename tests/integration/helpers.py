@@ -142,9 +142,9 @@ def free_port():
 
 # ---------------------------------------------------------------- processes
 
-def process_group(pgid):
-    """Pids of the live (not zombie) processes in process group pgid."""
-    members = []
+def processes():
+    """{pid: (ppid, pgrp, comm)} of the live (not zombie) processes."""
+    found = {}
     for entry in os.listdir('/proc'):
         if not entry.isdigit():
             continue
@@ -153,10 +153,16 @@ def process_group(pgid):
                 data = f.read()
         except OSError:
             continue
-        state, _ppid, pgrp = data[data.rindex(')') + 2:].split()[:3]
-        if int(pgrp) == pgid and state not in ('Z', 'X'):
-            members.append(int(entry))
-    return members
+        comm = data[data.index('(') + 1:data.rindex(')')]
+        state, ppid, pgrp = data[data.rindex(')') + 2:].split()[:3]
+        if state not in ('Z', 'X'):
+            found[int(entry)] = (int(ppid), int(pgrp), comm)
+    return found
+
+
+def process_group(pgid):
+    """Pids of the live (not zombie) processes in process group pgid."""
+    return [pid for pid, (_ppid, pgrp, _comm) in processes().items() if pgrp == pgid]
 
 
 def stop_process(proc, timeout=TIMEOUT, sig=signal.SIGTERM):

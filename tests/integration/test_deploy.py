@@ -27,8 +27,8 @@ import pytest
 
 import helpers
 from helpers import (CLIENT_UID, SMB_FORCE_USER, SOURCE, TIMEOUT, Client, create_excl,
-                     errno_of, inbox_contents, mountinfo, process_group, run_together,
-                     wait_until)
+                     errno_of, inbox_contents, mountinfo, process_group, processes,
+                     run_together, wait_until)
 
 STATS = '.inboxfs-stats'
 STAT_TOOL = os.path.join(SOURCE, 'tools', 'inboxfs-stat')
@@ -166,30 +166,12 @@ def demo_repo():
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _processes():
-    """{pid: (ppid, comm)} of the live processes."""
-    found = {}
-    for entry in os.listdir('/proc'):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f'/proc/{entry}/stat') as f:
-                data = f.read()
-        except OSError:
-            continue
-        comm = data[data.index('(') + 1:data.rindex(')')]
-        state, ppid = data[data.rindex(')') + 2:].split()[:2]
-        if state not in ('Z', 'X'):
-            found[int(entry)] = (int(ppid), comm)
-    return found
-
-
 def _descendants(pid):
     """{pid: comm} of the live descendants of PID."""
-    procs = _processes()
+    procs = processes()
     found, parents = {}, {pid}
     while parents:
-        children = {p: comm for p, (ppid, comm) in procs.items()
+        children = {p: comm for p, (ppid, _pgrp, comm) in procs.items()
                     if ppid in parents and p not in found}
         found.update(children)
         parents = set(children)
@@ -260,7 +242,7 @@ class Demo:
         # smbd's own children (notifyd, cleanupd, ...) are named after
         # their role: every descendant must be gone after the stop.
         self.descendants = _descendants(self.proc.pid)
-        children = {p: comm for p, (ppid, comm) in _processes().items()
+        children = {p: comm for p, (ppid, _pgrp, comm) in processes().items()
                     if ppid == self.proc.pid}
         daemons = [p for p, comm in children.items() if comm == 'inboxfs']
         self.smbd_pids = [p for p, comm in children.items() if comm == 'smbd']
