@@ -86,6 +86,38 @@ def inbox_contents(inbox, sub=''):
     return found
 
 
+def staged(inbox, acked=False):
+    """Names of the drops in the default staging directory of INBOX: being
+    written (d.*), and with ACKED those acknowledged but not yet published
+    (a.*) too."""
+    kinds = ('d.', 'a.') if acked else ('d.',)
+    return sorted(n for n in os.listdir(os.path.join(inbox, '.inboxfs')) if n[:2] in kinds)
+
+
+def incomplete(inbox):
+    """{name: bytes} of the drops quarantined in INBOX/.inboxfs/incomplete."""
+    top = os.path.join(inbox, '.inboxfs', 'incomplete')
+    found = {}
+    for name in sorted(os.listdir(top)):
+        with open(os.path.join(top, name), 'rb') as f:
+            found[name] = f.read()
+    return found
+
+
+def xattr_64k_supported(directory):
+    """Does DIRECTORY's filesystem take a 64 KiB user.* value?"""
+    probe = os.path.join(directory, '.xattr-probe')
+    with open(probe, 'wb'):
+        pass
+    try:
+        os.setxattr(probe, 'user.big', b'v' * 65536)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.unlink(probe)
+
+
 def drop_privileges(uid, gid=None):
     """In a forked child: become UID (group GID, default UID), no groups."""
     os.setgroups([])
@@ -163,6 +195,21 @@ def processes():
 def process_group(pgid):
     """Pids of the live (not zombie) processes in process group pgid."""
     return [pid for pid, (_ppid, pgrp, _comm) in processes().items() if pgrp == pgid]
+
+
+def inboxfs_daemons(path):
+    """Pids of the live inboxfs processes whose command line names PATH
+    (an inbox or a mountpoint: a unique temporary path, so only ours)."""
+    found = []
+    for pid in processes():
+        try:
+            with open(f'/proc/{pid}/cmdline', 'rb') as f:
+                argv = f.read().split(b'\0')
+        except OSError:
+            continue
+        if os.path.basename(argv[0]) == b'inboxfs' and os.fsencode(path) in argv:
+            found.append(pid)
+    return found
 
 
 def stop_process(proc, timeout=TIMEOUT, sig=signal.SIGTERM):

@@ -20,28 +20,12 @@ import pytest
 
 import helpers
 from helpers import (CLIENT_UID, LONG, TIMEOUT, create_excl, drop_privileges, errno_of,
-                     inbox_contents, reap, run_together, wait_until)
+                     inbox_contents, incomplete, reap, run_together, staged, wait_until)
 
 OTHER_UID = 60002
 
 
 # ------------------------------------------------------------------ helpers
-
-def staged(mount):
-    """Names of the drops being written in the staging directory."""
-    top = os.path.join(mount.inbox, '.inboxfs')
-    return sorted(n for n in os.listdir(top) if n.startswith('d.'))
-
-
-def incomplete(mount):
-    """{name: bytes} of the quarantined drops."""
-    top = os.path.join(mount.inbox, '.inboxfs', 'incomplete')
-    found = {}
-    for name in os.listdir(top):
-        with open(os.path.join(top, name), 'rb') as f:
-            found[name] = f.read()
-    return found
-
 
 def assert_delivered_once(mount, payloads, ext=None):
     """Every payload is in the backing inbox exactly once, intact, and
@@ -135,7 +119,7 @@ def test_50_processes_create_the_same_name_at_once(mounted):
         assert st.st_uid == uids[i]
     assert 'K3J9QZ1M.SVF' in found
     assert all(n == 'K3J9QZ1M.SVF' or n.startswith('K3J9QZ1M~') for n in found)
-    assert staged(mounted) == []
+    assert staged(mounted.inbox) == []
 
 
 def _tight_loop(path, n):
@@ -204,7 +188,7 @@ def test_sessions_are_isolated(mounted, as_client):
         assert sorted(other.listdir(mnt)) == ['shared']
         for name in ('A1.SVF', 'TAKEN.SVF'):
             assert other.call(_view, os.path.join(mnt, name)) == HIDDEN, name
-    assert staged(mounted) and mounted.backing_files() == ['TAKEN.SVF']
+    assert staged(mounted.inbox) and mounted.backing_files() == ['TAKEN.SVF']
 
     # A closes one: it leaves A's view too (linger=0) and is delivered.
     a.close(fa1)
@@ -282,7 +266,7 @@ def test_drop_is_invisible_in_the_inbox_until_closed(mounted, client):
     s.write(fd, part1)
     assert mounted.backing_files() == []
     assert os.listdir(mnt) == []                   # not even the observer sees it
-    [stage] = staged(mounted)
+    [stage] = staged(mounted.inbox)
     with open(os.path.join(mounted.inbox, '.inboxfs', stage), 'rb') as f:
         assert f.read() == part1
 
@@ -292,7 +276,7 @@ def test_drop_is_invisible_in_the_inbox_until_closed(mounted, client):
 
     # close() returned: the drop is there, whole, at once.
     assert inbox_contents(mounted.inbox) == {'BIG.DAT': part1 + part2}
-    assert staged(mounted) == []
+    assert staged(mounted.inbox) == []
 
 
 # --------------------------------------------------------- (5) R4, R6
@@ -314,7 +298,7 @@ def test_client_killed_mid_write_delivers_nothing(mounted, client):
     try:
         ready = select.select([proc.stdout], [], [], TIMEOUT)[0]
         assert ready and proc.stdout.readline() == b'written\n', 'writer did not start'
-        assert len(staged(mounted)) == 1
+        assert len(staged(mounted.inbox)) == 1
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(timeout=TIMEOUT) == -signal.SIGKILL
     finally:
@@ -323,10 +307,10 @@ def test_client_killed_mid_write_delivers_nothing(mounted, client):
         proc.stdout.close()
 
     # The kernel's close of a dead writer's file is no acknowledgement.
-    found = wait_until(lambda: incomplete(mounted), what='the partial drop in incomplete/')
+    found = wait_until(lambda: incomplete(mounted.inbox), what='the partial drop in incomplete/')
     assert list(found.values()) == [b'P' * 65536]
     assert mounted.backing_files() == []
-    assert staged(mounted) == []
+    assert staged(mounted.inbox) == []
     time.sleep(0.2)                                # nothing shows up late either
     assert mounted.backing_files() == []
 
@@ -511,7 +495,7 @@ def test_rename_of_own_open_drop(mounted, client):
 
     assert seen == (['FINAL.SVF'], errno.ENOENT, len(b'renamed while open'))
     assert inbox_contents(mounted.inbox) == {'FINAL.SVF': b'renamed while open and more'}
-    assert staged(mounted) == []
+    assert staged(mounted.inbox) == []
 
 
 def test_unlink_of_own_open_drop(mounted, client):
@@ -519,8 +503,8 @@ def test_unlink_of_own_open_drop(mounted, client):
 
     assert seen == ([], errno.ENOENT)
     assert inbox_contents(mounted.inbox) == {'GONE.SVF': b'second, kept'}
-    wait_until(lambda: staged(mounted) == [], what='the unlinked drop to leave staging')
-    assert incomplete(mounted) == {}
+    wait_until(lambda: staged(mounted.inbox) == [], what='the unlinked drop to leave staging')
+    assert incomplete(mounted.inbox) == {}
 
 
 # --------------------------------- R4: one open file, several descriptors

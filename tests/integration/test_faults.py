@@ -24,10 +24,9 @@ import time
 import pytest
 
 import helpers
-from helpers import CLIENT_UID, TIMEOUT, drop_privileges, wait_until
+from helpers import CLIENT_UID, TIMEOUT, drop_privileges, incomplete, staged, wait_until
 
 STAGING = '.inboxfs'
-INCOMPLETE = os.path.join(STAGING, 'incomplete')
 # core/staging.c quarantine_drop(): the name is escaped by log_name(), so it
 # holds no raw double quote.
 QUARANTINE_LINE = re.compile(
@@ -85,19 +84,6 @@ def inbox_files(mount):
     return found
 
 
-def staged(mount):
-    """Drops in the staging directory: being written (d.*) or acknowledged
-    and not yet published (a.*)."""
-    top = os.path.join(mount.inbox, STAGING)
-    return sorted(n for n in os.listdir(top) if n[:2] in ('d.', 'a.'))
-
-
-def incomplete(mount):
-    """{name: bytes} of the quarantined drops."""
-    top = os.path.join(mount.inbox, INCOMPLETE)
-    return {name: read_file(os.path.join(top, name)) for name in sorted(os.listdir(top))}
-
-
 def quarantine_lines(mount):
     """{stage name: (requested name, bytes, why)} from the logs of every run
     of the daemon over this inbox."""
@@ -112,7 +98,7 @@ def quarantine_lines(mount):
 
 def assert_quarantine_accounted(mount):
     """Every file in incomplete/ has its log line, with its size."""
-    files = incomplete(mount)
+    files = incomplete(mount.inbox)
     try:   # the file is moved first, then the line is written
         wait_until(lambda: set(files) <= set(quarantine_lines(mount)), timeout=2)
     except TimeoutError:
@@ -424,7 +410,7 @@ def check_storm(mount, acked, errors):
     lost = sorted(set(acked) - set(ids))
     assert not lost, (f'{len(lost)} of {len(acked)} acknowledged messages are not in the '
                       f'inbox: {lost[:10]}')
-    assert staged(mount) == [], 'drops left in staging after a clean unmount'
+    assert staged(mount.inbox, acked=True) == [], 'drops left in staging after a clean unmount'
     quarantined, lines = assert_quarantine_accounted(mount)
     # A quarantined file is never the only copy of an acknowledged message.
     bad = {n: claimed_id(d) for n, d in quarantined.items() if claimed_id(d) in set(acked)}
@@ -707,7 +693,7 @@ def test_writer_killed_mid_write_delivers_nothing(mounted, client, mode):
             line = proc.stdout.readline()
             assert line, f'writer died: {proc.wait()}'
             written = int(line)
-        assert len(staged(mounted)) == 2
+        assert len(staged(mounted.inbox, acked=True)) == 2
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(timeout=TIMEOUT) == -signal.SIGKILL
     finally:
@@ -715,10 +701,10 @@ def test_writer_killed_mid_write_delivers_nothing(mounted, client, mode):
         proc.stdin.close()
         proc.stdout.close()
 
-    found = wait_until(lambda: len(incomplete(mounted)) == 2 and incomplete(mounted),
+    found = wait_until(lambda: len(incomplete(mounted.inbox)) == 2 and incomplete(mounted.inbox),
                        what='both partial drops in incomplete/')
     assert inbox_files(mounted) == {}
-    assert staged(mounted) == []
+    assert staged(mounted.inbox, acked=True) == []
     for name, data in found.items():
         assert len(data) >= written, (name, len(data), written)
         assert data == stream_prefix(len(data)), f'{name}: not the bytes written'
@@ -808,7 +794,7 @@ def test_smb_connection_torn_down_mid_write_delivers_nothing(mounted, samba, how
     next(steps)                                             # open, part written
     conn_pids = smb_holders(server, 'SMBDEAD.SVF')
     assert len(conn_pids) == 1, f'smbd processes holding the file: {conn_pids}'
-    assert len(staged(mounted)) == 1
+    assert len(staged(mounted.inbox, acked=True)) == 1
     assert inbox_files(mounted) == {}
     conn_pid = conn_pids.pop()
     # What smbd does with the open file when its client vanishes.
@@ -823,7 +809,7 @@ def test_smb_connection_torn_down_mid_write_delivers_nothing(mounted, samba, how
                    timeout=TIMEOUT * 3, what="smbd's connection process to exit")
     finally:
         calls = trace.stop()
-    wait_until(lambda: staged(mounted) == [], what='the drop to leave staging')
+    wait_until(lambda: staged(mounted.inbox, acked=True) == [], what='the drop to leave staging')
     delivered = {n: len(d) for n, d in inbox_files(mounted).items()}
     closes = [c for c in calls if c.name == 'close' and 'SMBDEAD.SVF' in c.args]
     exits = [c for c in calls if c.name == 'exit_group']
@@ -834,7 +820,7 @@ def test_smb_connection_torn_down_mid_write_delivers_nothing(mounted, samba, how
     assert delivered == {}, (
         f'a torn-down SMB connection delivered {delivered} ({len(part)} bytes written, '
         f'no SMB CLOSE): {how_closed}; the daemon took that close for an acknowledgement')
-    found = incomplete(mounted)
+    found = incomplete(mounted.inbox)
     assert list(found.values()) == [part]
     assert_quarantine_accounted(mounted)
 
@@ -1052,14 +1038,14 @@ def test_full_disk(small_fs, mount_inboxfs):
             f'client {i} failed with something else than ENOSPC: {seen}'
     assert acked, 'nothing was acknowledged before the disk filled'
     check_inbox_complete(m, acked, failures)
-    wait_until(lambda: staged(m) == [], what='failed drops to leave staging')
+    wait_until(lambda: staged(m.inbox, acked=True) == [], what='failed drops to leave staging')
     assert_quarantine_accounted(m)
 
     # Space returns (the consumer deletes what it processed): drops succeed.
     os.unlink(ballast)
     after = run_clients([(CLIENT_UID + i, _drops, (m.mnt, i, 3)) for i in range(clients)])
     check_inbox_complete(m, acked + [i for a in after for i in a])
-    wait_until(lambda: staged(m) == [], what='staging to empty')
+    wait_until(lambda: staged(m.inbox, acked=True) == [], what='staging to empty')
     assert_quarantine_accounted(m)
     stages = collections.Counter(f[0] for f in failures)
     print(f'\nfull disk: {len(acked)} acknowledged before, ENOSPC at {dict(stages)}')

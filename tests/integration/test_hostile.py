@@ -14,9 +14,9 @@ import threading
 
 import pytest
 
-from helpers import TIMEOUT, create_excl, errno_of, wait_until
-from test_faults import (STAGING, assert_quarantine_accounted, incomplete, inbox_files, message,
-                         read_file, staged)
+from helpers import (TIMEOUT, create_excl, errno_of, incomplete, staged, wait_until,
+                     xattr_64k_supported)
+from test_faults import STAGING, assert_quarantine_accounted, inbox_files, message, read_file
 
 WINDOWS_FORBIDDEN = set(b'<>:"/\\|?*') | set(range(0x20))
 
@@ -216,10 +216,10 @@ def test_names_that_look_like_the_daemons_own(mounted, client):
     expected['d.fedcba9876543210'] = b'renamed to d.fedcba9876543210'
     assert '.inboxfs-stats' not in inbox_files(mounted)
     assert _with_stats_name_rewritten(inbox_files(mounted)) == expected
-    assert staged(mounted) == [] and incomplete(mounted) == {}
+    assert staged(mounted.inbox, acked=True) == [] and incomplete(mounted.inbox) == {}
     mounted.restart()
     assert _with_stats_name_rewritten(inbox_files(mounted)) == expected
-    assert incomplete(mounted) == {}
+    assert incomplete(mounted.inbox) == {}
     # Through the mount root sees every one of them.
     seen = set(os.listdir(mounted.mnt))
     assert set(_with_stats_name_rewritten(inbox_files(mounted))) - {'.inboxfs-stats'} <= seen
@@ -280,7 +280,7 @@ def test_a_file_named_dot_inboxfs(mounted, client):
         if res['rename'] == 0 and res['rename_close'] == 0:
             assert b'renamed onto .inboxfs' in delivered, f'{who}: acknowledged and lost'
     assert all(not n.startswith('.inboxfs') for n in found), sorted(found)
-    assert staged(mounted) == []
+    assert staged(mounted.inbox, acked=True) == []
 
 
 def _dots_and_slashes(mnt):
@@ -357,24 +357,11 @@ def test_publication_never_follows_a_symlink_swapped_in(mounted, client, tmp_pat
 
 # ----------------------------------------------------------------- xattrs
 
-def _xattr_64k_supported(directory):
-    probe = os.path.join(directory, '.xattr-probe')
-    with open(probe, 'wb'):
-        pass
-    try:
-        os.setxattr(probe, 'user.big', b'v' * 65536)
-        return True
-    except OSError:
-        return False
-    finally:
-        os.unlink(probe)
-
-
 @pytest.fixture
 def tmpfs_mount(mount_inboxfs, monkeypatch):
     """inboxfs over an inbox on tmpfs (/dev/shm), where 64 KiB user xattr
     values can be stored (ext4 without ea_inode cannot)."""
-    if not os.path.isdir('/dev/shm') or not _xattr_64k_supported('/dev/shm'):
+    if not os.path.isdir('/dev/shm') or not xattr_64k_supported('/dev/shm'):
         pytest.skip('no tmpfs with 64 KiB user xattrs at /dev/shm')
     monkeypatch.setenv('INBOXFS_TMPDIR', '/dev/shm')
     return mount_inboxfs()
@@ -533,7 +520,7 @@ def test_huge_offsets(mounted, client, tmp_path):
         f.seek(2 ** 40)
         assert f.read(1) == b'x'
     found = set(mounted.backing_files())
-    quarantined = incomplete(mounted)
+    quarantined = incomplete(mounted.inbox)
     for k, (label, _, _) in enumerate(HUGE_BAD):
         name = f'CBAD{k}.SVF'
         if client_closes[label] == 0:
@@ -608,8 +595,8 @@ def test_concurrent_rename_and_unlink_of_one_open_drop(mounted, client, mode):
             expected = [f'S{i}.SVF'] if res['rename'] == 0 else [f'R{i}.SVF']
             assert where == expected, f'iteration {i}: {res}, delivered as {where}'
     assert len(found) == sum(1 for r in outcome if r.get('unlink') != 0)
-    wait_until(lambda: staged(mounted) == [], what='staging to empty')
-    assert incomplete(mounted) == {}
+    wait_until(lambda: staged(mounted.inbox, acked=True) == [], what='staging to empty')
+    assert incomplete(mounted.inbox) == {}
     unlinked = sum(1 for r in outcome if r.get('unlink') == 0)
     renamed = sum(1 for r in outcome if r.get('rename') == 0)
     print(f'\n{mode}: {unlinked} unlinked, {renamed} renamed, {len(found)} delivered')

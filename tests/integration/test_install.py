@@ -26,7 +26,7 @@ import tempfile
 import pytest
 
 import helpers
-from helpers import TIMEOUT, make_base_dir, wait_until
+from helpers import TIMEOUT, inboxfs_daemons, make_base_dir, wait_until
 
 BUILD = os.environ.get('INBOXFS_BUILD', '')
 
@@ -414,23 +414,6 @@ def shell_default_path():
     return [d for d in proc.stdout.strip().split(':') if d]
 
 
-def mount_daemons(mnt):
-    """Pids of inboxfs processes serving MNT (by their command line)."""
-    pids = []
-    for entry in os.listdir('/proc'):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f'/proc/{entry}/cmdline', 'rb') as f:
-                argv = f.read().split(b'\0')
-        except OSError:
-            continue
-        if (argv and os.path.basename(argv[0]) == b'inboxfs'
-                and os.fsencode(mnt) in argv):
-            pids.append(int(entry))
-    return pids
-
-
 class Namespace:
     """A private mount namespace in which `inboxfs` resolves to INBOXFS_BIN
     for mount.fuse3. run() runs a command inside it."""
@@ -481,19 +464,19 @@ class Namespace:
     def close(self):
         """Stop what is left: daemons of our mount points (ours: their paths
         are fresh temporary directories), then the namespace."""
-        leftovers = [pid for mnt in self.mountpoints for pid in mount_daemons(mnt)]
+        leftovers = [pid for mnt in self.mountpoints for pid in inboxfs_daemons(mnt)]
         if leftovers and self.holder.poll() is None:
             for mnt in self.mountpoints:
                 self.run(['umount', '-l', mnt], timeout=TIMEOUT)
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for mnt in self.mountpoints:
-                for pid in mount_daemons(mnt):
+                for pid in inboxfs_daemons(mnt):
                     try:
                         os.kill(pid, sig)
                     except ProcessLookupError:
                         pass
             try:
-                wait_until(lambda: not any(mount_daemons(m) for m in self.mountpoints),
+                wait_until(lambda: not any(inboxfs_daemons(m) for m in self.mountpoints),
                            TIMEOUT, what='leftover daemons to exit')
                 break
             except TimeoutError:
@@ -532,7 +515,7 @@ def check_served_by_mount(ns, inbox, mnt):
     """The mount at MNT is inboxfs over INBOX, run by mount.fuse3 from the
     built binary, and a file written through it as root lands in INBOX."""
     assert ns.mountinfo(mnt)[-1] == ('fuse.inboxfs', inbox), ns.mountinfo(mnt)
-    pids = mount_daemons(mnt)
+    pids = inboxfs_daemons(mnt)
     assert len(pids) == 1, pids
     assert os.path.realpath(f'/proc/{pids[0]}/exe') == os.path.realpath(helpers.INBOXFS_BIN)
 
@@ -546,7 +529,7 @@ def check_served_by_mount(ns, inbox, mnt):
 
 
 def wait_gone(pid, mnt):
-    wait_until(lambda: pid not in mount_daemons(mnt), TIMEOUT,
+    wait_until(lambda: pid not in inboxfs_daemons(mnt), TIMEOUT,
                what=f'inboxfs {pid} to exit after the unmount')
 
 

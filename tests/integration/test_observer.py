@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from helpers import TIMEOUT, WRAPPER, errno_of, wait_until
+from helpers import TIMEOUT, WRAPPER, errno_of, wait_until, xattr_64k_supported
 
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
@@ -759,18 +759,6 @@ def test_xattrs(m):
     assert proc.stdout == b'tv'
 
 
-def _xattr_64k_supported(directory):
-    probe = os.path.join(directory, '.xattr-probe')
-    write(probe, b'')
-    try:
-        os.setxattr(probe, 'user.big', b'v' * 65536)
-        return True
-    except OSError:
-        return False
-    finally:
-        os.unlink(probe)
-
-
 def test_xattr_64k_value_behaves_as_backing(m):
     """On the test filesystem: exactly what the backing filesystem does
     (ext4 without ea_inode refuses 64 KiB with ENOSPC)."""
@@ -797,7 +785,7 @@ def test_xattr_64k_value_behaves_as_backing(m):
 def test_xattr_64k_value_on_tmpfs(mount_inboxfs, monkeypatch):
     """A 64 KiB value (the VFS maximum) round-trips where the backing
     filesystem stores one (tmpfs)."""
-    if not os.path.isdir('/dev/shm') or not _xattr_64k_supported('/dev/shm'):
+    if not os.path.isdir('/dev/shm') or not xattr_64k_supported('/dev/shm'):
         pytest.skip('no tmpfs with 64 KiB user xattrs at /dev/shm')
     monkeypatch.setenv('INBOXFS_TMPDIR', '/dev/shm')
     m = mount_inboxfs()

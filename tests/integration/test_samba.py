@@ -15,7 +15,7 @@ import pytest
 
 import helpers
 from helpers import (SMB_FORCE_USER, STATUS_OBJECT_NAME_COLLISION, STATUS_SUCCESS,
-                     TIMEOUT, inbox_contents, nt_status_name, wait_until)
+                     TIMEOUT, inbox_contents, nt_status_name, staged, wait_until)
 
 s3 = pytest.importorskip('impacket.smb3structs')
 from impacket.smbconnection import SessionError  # noqa: E402
@@ -27,11 +27,6 @@ ACCESS = (s3.FILE_READ_DATA | s3.FILE_WRITE_DATA | s3.FILE_READ_ATTRIBUTES
 
 
 # ------------------------------------------------------------------ helpers
-
-def staged(inbox):
-    top = os.path.join(inbox, '.inboxfs')
-    return sorted(n for n in os.listdir(top) if n.startswith('d.'))
-
 
 def assert_delivered_once(inbox, payloads, ext=None, others=()):
     """Each payload is in the inbox exactly once, intact; nothing else is

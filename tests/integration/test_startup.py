@@ -15,7 +15,7 @@ import tempfile
 import pytest
 
 import helpers
-from helpers import INBOXFS_BIN, SOURCE, TIMEOUT, mountinfo, wait_until
+from helpers import INBOXFS_BIN, SOURCE, TIMEOUT, inboxfs_daemons, mountinfo, wait_until
 
 OPTIONS = ('observers', 'staging', 'sync', 'names', 'linger')
 
@@ -36,28 +36,8 @@ def _fuse_mounts(path):
     return [m for m in mountinfo(path) if m[1].startswith('fuse')]
 
 
-def _daemons_of(inbox):
-    """Pids of inboxfs processes whose command line names INBOX (a unique
-    temporary path, so only ours)."""
-    found = []
-    for entry in os.listdir('/proc'):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f'/proc/{entry}/cmdline', 'rb') as f:
-                argv = f.read().split(b'\0')
-            with open(f'/proc/{entry}/stat') as f:
-                state = f.read().rsplit(')', 1)[1].split()[0]
-        except OSError:
-            continue
-        if (state not in ('Z', 'X') and argv and os.path.basename(argv[0]) == b'inboxfs'
-                and os.fsencode(inbox) in argv):
-            found.append(int(entry))
-    return found
-
-
 def _kill_daemons(inbox):
-    for pid in _daemons_of(inbox):
+    for pid in inboxfs_daemons(inbox):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -331,7 +311,7 @@ def test_mount_t_fuse_inboxfs_backgrounds_and_unmounts(dirs, tmp_path):
     # and it exits after the unmount.
     assert ppid not in (script, os.getpid())
     try:
-        wait_until(lambda: pid not in _daemons_of(inbox), what='the daemon to exit')
+        wait_until(lambda: pid not in inboxfs_daemons(inbox), what='the daemon to exit')
     finally:
         _kill_daemons(inbox)
     assert _read(os.path.join(inbox, 'through.svf')) == b'through mount\n'
@@ -355,7 +335,7 @@ def test_mount_fuse3_helper_with_path(dirs, tmp_path):
         assert proc.returncode == 0, proc.stderr
         assert [x[1] for x in mountinfo(mnt)] == ['fuse.inboxfs'], \
             'not mounted when mount.fuse3 returned'
-        daemons = _daemons_of(inbox)
+        daemons = inboxfs_daemons(inbox)
         assert len(daemons) == 1, daemons
         pid = daemons[0]
         assert _read(os.path.join(mnt, 'before.svf')) == b'pre-existing'
@@ -365,7 +345,7 @@ def test_mount_fuse3_helper_with_path(dirs, tmp_path):
         unmount = subprocess.run(['fusermount3', '-u', mnt], stdin=subprocess.DEVNULL,
                                  capture_output=True, text=True, timeout=TIMEOUT)
         assert unmount.returncode == 0, unmount.stderr
-        wait_until(lambda: pid not in _daemons_of(inbox), what='the daemon to exit')
+        wait_until(lambda: pid not in inboxfs_daemons(inbox), what='the daemon to exit')
     finally:
         if _fuse_mounts(mnt):
             subprocess.run(['fusermount3', '-u', '-z', mnt], stdin=subprocess.DEVNULL,
