@@ -125,6 +125,15 @@ def drop_privileges(uid, gid=None):
     os.setuid(uid)
 
 
+def read_log(path):
+    """The text of a log file, '' if it is not there (yet)."""
+    try:
+        with open(path, errors='replace') as f:
+            return f.read()
+    except OSError:
+        return ''
+
+
 def wait_until(predicate, timeout=TIMEOUT, interval=0.02, what='condition'):
     """Poll predicate() until it returns a true value; raise TimeoutError."""
     deadline = time.monotonic() + timeout
@@ -287,11 +296,7 @@ class DaemonRun:
         self.reported = False
 
     def log(self):
-        try:
-            with open(self.log_path, errors='replace') as f:
-                return f.read()
-        except OSError:
-            return ''
+        return read_log(self.log_path)
 
 
 class Mount:
@@ -761,11 +766,7 @@ class Samba:
             raise AssertionError(f'pdbedit -a {user} failed:\n{proc.stdout}{proc.stderr}')
 
     def log(self):
-        try:
-            with open(self.log_path, errors='replace') as f:
-                return f.read()
-        except OSError:
-            return ''
+        return read_log(self.log_path)
 
     def stop(self, timeout=TIMEOUT):
         for conn in self.connections:

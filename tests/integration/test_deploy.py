@@ -27,7 +27,7 @@ import pytest
 
 import helpers
 from helpers import (CLIENT_UID, SMB_FORCE_USER, SOURCE, TIMEOUT, Client, create_excl,
-                     errno_of, inbox_contents, mountinfo, process_group, processes,
+                     errno_of, inbox_contents, mountinfo, process_group, processes, read_log,
                      run_together, wait_until)
 
 STATS = '.inboxfs-stats'
@@ -205,11 +205,7 @@ class Demo:
         self.descendants = {}
 
     def output(self):
-        try:
-            with open(self.out_path, errors='replace') as f:
-                return f.read()
-        except OSError:
-            return ''
+        return read_log(self.out_path)
 
     def start(self):
         env = dict(os.environ, INBOXFS_DEMO_PORT=str(self.port))
