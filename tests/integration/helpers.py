@@ -221,6 +221,23 @@ def inboxfs_daemons(path):
     return found
 
 
+def open_files(pid):
+    """What process PID's descriptors point at (readlink of /proc/PID/fd,
+    which never touches a mount). A descriptor closed while we look is
+    skipped; a process gone gives []."""
+    try:
+        fds = os.listdir(f'/proc/{pid}/fd')
+    except OSError:
+        return []
+    targets = []
+    for fd in fds:
+        try:
+            targets.append(os.readlink(f'/proc/{pid}/fd/{fd}'))
+        except OSError:
+            pass
+    return targets
+
+
 def stop_process(proc, timeout=TIMEOUT, sig=signal.SIGTERM):
     """Signal a child we started, by its pid, then SIGKILL it if it does not
     exit in time. Returns its exit status."""

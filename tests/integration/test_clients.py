@@ -63,11 +63,7 @@ def daemon_fds(pid):
 def daemon_fd_kinds(pid):
     """{target: count} of the daemon's descriptors, pipes and pidfds by kind."""
     kinds = {}
-    for fd in os.listdir(f'/proc/{pid}/fd'):
-        try:
-            target = os.readlink(f'/proc/{pid}/fd/{fd}')
-        except OSError:
-            continue
+    for target in helpers.open_files(pid):
         if target.startswith('pipe:'):
             target = 'pipe'
         kinds[target] = kinds.get(target, 0) + 1

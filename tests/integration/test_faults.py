@@ -733,19 +733,8 @@ def _smb_holder(port, name, part, ready_w):
 def smb_holders(server, name):
     """The smbd processes holding NAME open (readlink of /proc/PID/fd never
     touches the mount)."""
-    found = set()
-    for pid in helpers.process_group(server.proc.pid):
-        try:
-            fds = os.listdir(f'/proc/{pid}/fd')
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                if os.readlink(f'/proc/{pid}/fd/{fd}').endswith('/' + name):
-                    found.add(pid)
-            except OSError:
-                pass
-    return found
+    return {pid for pid in helpers.process_group(server.proc.pid)
+            if any(t.endswith('/' + name) for t in helpers.open_files(pid))}
 
 
 def _tear_down(server, name, part, how):
