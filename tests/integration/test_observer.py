@@ -3,12 +3,14 @@ clobber a message (R3), and everything else is a faithful passthrough of
 the inbox (issue 2, acceptance items 2 and 3). Every check is made in the
 BACKING directory, by content."""
 
+import concurrent.futures
 import ctypes
 import errno
 import fcntl
 import hashlib
 import mmap
 import os
+import random
 import re
 import shutil
 import stat
@@ -937,6 +939,35 @@ def test_1gib_file_checksum(m):
     if shutil.disk_usage(m.inbox).free < size + GiB:
         pytest.skip(f'less than {(size + GiB) // MiB} MiB free for the big file')
     _big_file(m, size)
+
+
+def test_reads_of_any_size_and_offset_return_the_backing_bytes(m):
+    """Four threads read at once, at random offsets up to and past the end,
+    sizes from 1 byte to 1 MiB, dropping the mount's page cache before each
+    read: the kernel asks READs of many sizes, each worker thread's read
+    buffer grows and is reused, and every byte is the backing file's."""
+    size = 3 * MiB + 4097
+    data = os.urandom(size)
+    write(os.path.join(m.inbox, 'odd.bin'), data)
+    path = os.path.join(m.mnt, 'odd.bin')
+
+    def reader(seed):
+        rng = random.Random(seed)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            for _ in range(150):
+                n = rng.choice([1, 511, 4096, 65537, MiB - 1, MiB])
+                off = rng.randrange(size + 10)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                got = os.pread(fd, n, off)
+                assert got == data[off:off + n], f'pread({n}, {off}) differs'
+        finally:
+            os.close(fd)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for f in [pool.submit(reader, seed) for seed in range(4)]:
+            f.result(timeout=TIMEOUT * 4)
+    assert read(path) == data
 
 
 def test_write_only_descriptor_and_cached_readers_agree(m):
