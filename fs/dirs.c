@@ -281,7 +281,14 @@ static ssize_t client_listxattr(const char *proc, char **buf, size_t size)
 	return len < 0 ? -1 : kept;
 }
 
-#define XATTR_SELINUX "security.selinux"
+/* Attributes that tools ask of every file, and stop asking of a filesystem
+ * once it says it does not support them (see do_xattr()). */
+static bool asked_of_every_file(const char *name)
+{
+	return strcmp(name, "security.selinux") == 0 ||
+	       strcmp(name, "system.posix_acl_access") == 0 ||
+	       strcmp(name, "system.posix_acl_default") == 0;
+}
 
 static void do_xattr(fuse_req_t req, fuse_ino_t ino, enum xattr_op op, const char *name,
 		     const char *value, size_t size, int flags)
@@ -330,12 +337,15 @@ static void do_xattr(fuse_req_t req, fuse_ino_t ino, enum xattr_op op, const cha
 	if (ret < 0)
 		ret = -errno;
 	close(fd);
-	/* SELinux labels a FUSE mount by its mount context, not by xattrs:
-	 * where the backing file has no label, say labels are not supported
-	 * here. Tools ask once per filesystem then (ls -l asks per file,
-	 * costing a LOOKUP and a GETXATTR each), and a label set through the
-	 * mount still reads back. */
-	if (op == XA_GET && ret == -ENODATA && strcmp(name, XATTR_SELINUX) == 0)
+	/* ls -l asks every file for its SELinux label and its ACL, costing a
+	 * LOOKUP and a GETXATTR each, unless the filesystem says it supports
+	 * neither: then it stops asking. So where the backing file has none,
+	 * say so; one set through the mount still reads back, getfacl and
+	 * Samba make an ACL of the mode bits as they do without ACL support,
+	 * and the kernel enforces no ACL through a FUSE mount that did not
+	 * ask for them anyway. (SELinux labels a FUSE mount by its mount
+	 * context, not by xattrs.) */
+	if (op == XA_GET && ret == -ENODATA && asked_of_every_file(name))
 		ret = -EOPNOTSUPP;
 	if (ret < 0)
 		fuse_reply_err(req, (int)-ret);

@@ -729,6 +729,50 @@ def test_selinux_label_absent_reads_as_unsupported(m):
     assert os.getxattr(path, 'security.selinux') == b'system_u:object_r:inbox_t:s0\0'
 
 
+def _getfacl(path):
+    out = run(['getfacl', '--omit-header', '--numeric', path], text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_acl_absent_reads_as_unsupported_and_setfacl_works(m, tmp_path):
+    """No ACL on the backing file: the mount says ACLs are not supported, so
+    ls -l asks once, not once per file. getfacl shows the ACL of the mode
+    bits, as on the backing file; setfacl through the mount stores a real
+    ACL (a file's, a directory's default) that reads back both ways."""
+    path, backing = os.path.join(m.mnt, 'acl.svf'), os.path.join(m.inbox, 'acl.svf')
+    sub, backing_sub = os.path.join(m.mnt, 'acldir'), os.path.join(m.inbox, 'acldir')
+    write(path, b'x')
+    os.chmod(path, 0o640)
+    os.mkdir(sub)
+    assert _getfacl(path) == _getfacl(backing) == 'user::rw-\ngroup::r--\nother::---\n\n'
+    for i in range(50):
+        write(os.path.join(m.inbox, f'many{i:02}.svf'), b'')
+    trace = tmp_path / 'ls.strace'
+    r = run(['strace', '-f', '-qq', '-o', trace, '-e', 'trace=getxattr,lgetxattr',
+             'ls', '-l', m.mnt], env=dict(os.environ, LC_ALL='C'))
+    assert r.returncode == 0, r.stderr
+    with open(trace) as f:
+        asked = [line for line in f if 'posix_acl' in line]
+    assert 0 < len(asked) <= 2, f'ls -l asked for ACLs {len(asked)} times for 52 entries'
+    assert errno_of(os.getxattr, backing, 'system.posix_acl_access') == errno.ENODATA
+    assert errno_of(os.getxattr, path, 'system.posix_acl_access') == errno.EOPNOTSUPP
+    assert errno_of(os.getxattr, sub, 'system.posix_acl_default') == errno.EOPNOTSUPP
+
+    r = run(['setfacl', '-m', 'u:60100:rw', path])
+    if r.returncode != 0 and b'Operation not supported' in r.stderr:
+        pytest.skip('the backing filesystem has no POSIX ACLs here')
+    assert r.returncode == 0, r.stderr
+    assert 'user:60100:rw-' in _getfacl(backing)
+    assert _getfacl(path) == _getfacl(backing)
+    assert (os.getxattr(path, 'system.posix_acl_access')
+            == os.getxattr(backing, 'system.posix_acl_access'))
+    r = run(['setfacl', '-d', '-m', 'u:60100:rwx', sub])
+    assert r.returncode == 0, r.stderr
+    assert 'default:user:60100:rwx' in _getfacl(backing_sub)
+    assert _getfacl(sub) == _getfacl(backing_sub)
+
+
 def test_xattrs(m):
     path = os.path.join(m.mnt, 'f.svf')
     backing = os.path.join(m.inbox, 'f.svf')
