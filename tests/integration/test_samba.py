@@ -8,6 +8,7 @@ over a plain directory and must lose messages: the tests can fail."""
 
 import datetime
 import os
+import subprocess
 import threading
 import time
 
@@ -319,6 +320,39 @@ def test_timestamps_and_dos_attributes_set_over_smb(mounted, samba, store):
         assert 'user.DOSATTRIB' not in os.listxattr(stored)
     # The mode bits were not used as a fallback (map archive = no).
     assert os.stat(stored).st_mode & 0o111 == 0
+
+
+def _security_descriptors(server):
+    """smbclient's 'showacls; ls' of the share root: each entry's security
+    descriptor as smbd builds it (times and free space left out)."""
+    proc = server.smbclient('showacls; ls')
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return [line for line in proc.stdout.splitlines()
+            if not line.startswith('MTIME:') and 'blocks available' not in line]
+
+
+def test_security_descriptors_as_over_the_raw_directory(mounted, samba, plain_inbox):
+    """A directory without an ACL reads as 'ACLs not supported' through
+    inboxfs (so ls -l asks once); smbd then builds its security descriptor
+    from the mode bits, the same as over the raw directory. A directory with
+    an ACL and a default ACL reads the same both ways too."""
+    for inbox in (mounted.inbox, plain_inbox):
+        for name in ('plain', 'acl'):
+            os.mkdir(os.path.join(inbox, name))
+            os.chmod(os.path.join(inbox, name), 0o755)
+        acl = os.path.join(inbox, 'acl')
+        for spec in (['-m', 'u:60100:rx'], ['-d', '-m', 'u:60100:rwx']):
+            proc = subprocess.run(['setfacl', *spec, acl], capture_output=True, text=True,
+                                  timeout=TIMEOUT)
+            if proc.returncode != 0 and 'not supported' in proc.stderr:
+                pytest.skip('the backing filesystem has no POSIX ACLs here')
+            assert proc.returncode == 0, proc.stderr
+    over_inboxfs = _security_descriptors(samba(mounted.mnt))
+    over_raw = _security_descriptors(samba(plain_inbox))
+    names = sorted(line for line in over_inboxfs if line.startswith('FILENAME:'))
+    assert names == ['FILENAME:acl', 'FILENAME:plain'], over_inboxfs
+    assert sum('SID: S-1-22-1-60100' in line for line in over_inboxfs) >= 1, over_inboxfs
+    assert over_inboxfs == over_raw
 
 
 # ---------------------------------------------------- controls (plain dir)
