@@ -224,10 +224,8 @@ out:
  * fuse_reply_data() would allocate one per reply, and at 1 MiB glibc maps
  * fresh memory each time: its page faults and munmap() took half of a
  * sequential read. The buffer is page-aligned: both copies (from the backing
- * file's page cache, into the mount's) then move whole pages. (Splicing the
- * file into the device would save a copy, but a 1 MiB reply needs a pipe
- * larger than pipe-max-size, and growing one past it takes
- * CAP_SYS_RESOURCE.) */
+ * file's page cache, into the mount's) then move whole pages. (Why not
+ * splice the file into the device: see op_init().) */
 struct read_buf {
 	size_t size;
 	void *data;

@@ -555,11 +555,11 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 		log_warnx("kernel lacks atomic O_TRUNC: truncating opens arrive as truncate");
 	/* Every write must reach the daemon before close() returns (R4, R5). */
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
-	/* No splicing of requests: a 1 MiB WRITE needs a pipe larger than
-	 * pipe-max-size (growing one past it takes CAP_SYS_RESOURCE), small
-	 * requests would cost a splice and a read instead of one read, and
-	 * where the pipe could grow it was measured to gain nothing. Without
-	 * it no worker thread holds a pipe. */
+	/* No splicing, of requests or of READ replies: a 1 MiB message needs
+	 * a pipe larger than pipe-max-size (growing one past it takes
+	 * CAP_SYS_RESOURCE), small requests would cost a splice and a read
+	 * instead of one read, and where the pipes could grow it was measured
+	 * to gain nothing. Without it no worker thread holds a pipe. */
 	conn->want &= ~FUSE_CAP_SPLICE_READ;
 	/* Large sequential reads: the kernel reads ahead as far as we let it. */
 	conn->max_readahead = READAHEAD_BYTES;
