@@ -950,59 +950,6 @@ def check_inbox_complete(m, acked, failures=()):
     return ids
 
 
-def run_clients(jobs, timeout=TIMEOUT * 12):
-    """Run each job (uid, fn, args) in its own forked client process, all
-    at once; return their results in order (a child's exception is raised
-    here). Every child is reaped; one that overstays is SIGKILLed."""
-    import pickle
-    children = []
-    try:
-        for uid, fn, args in jobs:
-            r, w = os.pipe()
-            pid = os.fork()
-            if pid == 0:
-                try:
-                    os.close(r)
-                    try:
-                        drop_privileges(uid)
-                        reply = ('ok', fn(*args))
-                    except BaseException as e:  # noqa: B902
-                        import traceback
-                        reply = ('err', e, traceback.format_exc())
-                    data = pickle.dumps(reply)
-                    while data:
-                        data = data[os.write(w, data):]
-                finally:
-                    os._exit(0)
-            os.close(w)
-            children.append((pid, r))
-        deadline = time.monotonic() + timeout
-        replies = []
-        for pid, r in children:
-            buf = b''
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0 or not select.select([r], [], [], left)[0]:
-                    raise TimeoutError(f'client {pid} did not finish within {timeout:.0f}s')
-                chunk = os.read(r, 1 << 16)
-                if not chunk:
-                    break
-                buf += chunk
-            assert buf, f'client {pid} died without an answer'
-            replies.append(pickle.loads(buf))
-    finally:
-        for pid, r in children:
-            os.close(r)
-        reap_all([pid for pid, _ in children])
-    results = []
-    for reply in replies:
-        if reply[0] != 'ok':
-            reply[1].add_note('in the client process:\n' + reply[2])
-            raise reply[1]
-        results.append(reply[1])
-    return results
-
-
 def test_full_disk(small_fs, mount_inboxfs):
     """The inbox's filesystem fills: each client gets ENOSPC at open, write
     or close; nothing partial is ever published; once space is freed new
@@ -1016,8 +963,8 @@ def test_full_disk(small_fs, mount_inboxfs):
     clients = 4
     deadline = time.monotonic() + TIMEOUT * 6
 
-    results = run_clients([(CLIENT_UID + i, _fill, (m.mnt, i, 3, deadline, i))
-                           for i in range(clients)])
+    results = helpers.run_together([(CLIENT_UID + i, _fill, (m.mnt, i, 3, deadline, i))
+                                    for i in range(clients)], timeout=TIMEOUT * 12)
 
     acked = [ident for a, _ in results for ident in a]
     failures = [f for _, seen in results for f in seen]
@@ -1032,7 +979,8 @@ def test_full_disk(small_fs, mount_inboxfs):
 
     # Space returns (the consumer deletes what it processed): drops succeed.
     os.unlink(ballast)
-    after = run_clients([(CLIENT_UID + i, _drops, (m.mnt, i, 3)) for i in range(clients)])
+    after = helpers.run_together([(CLIENT_UID + i, _drops, (m.mnt, i, 3))
+                                  for i in range(clients)], timeout=TIMEOUT * 12)
     check_inbox_complete(m, acked + [i for a in after for i in a])
     wait_until(lambda: staged(m.inbox, acked=True) == [], what='staging to empty')
     assert_quarantine_accounted(m)
