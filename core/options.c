@@ -120,3 +120,13 @@ int seconds_parse(const char *spec, unsigned *out)
 	*out = (unsigned)v;
 	return 0;
 }
+
+int count_parse(const char *spec, unsigned *out)
+{
+	unsigned long v;
+
+	if (parse_id(spec, &v) < 0 || v > 1000000)
+		return -EINVAL;
+	*out = (unsigned)v;
+	return 0;
+}

@@ -23,6 +23,7 @@ struct inboxfs_config {
 	enum sync_mode sync;
 	struct name_template names;
 	unsigned linger;		/* seconds a closed drop stays visible */
+	unsigned max_drops;		/* open drops per session, 0: no cap */
 };
 
 /* Parse "root:consumer:@staff:@1001": users or uids, '@' marks a group or
@@ -39,5 +40,8 @@ int sync_mode_parse(const char *spec, enum sync_mode *out);
 
 /* Parse a whole number of seconds, 0..86400. */
 int seconds_parse(const char *spec, unsigned *out);
+
+/* Parse a whole number, 0..1000000. */
+int count_parse(const char *spec, unsigned *out);
 
 #endif

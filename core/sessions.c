@@ -34,7 +34,7 @@ struct session {
 	uint64_t serial;
 	unsigned refs;
 	bool alive;
-	struct drop *drops;
+	struct drop_list drops;	/* drop.c's */
 	struct session *next;
 };
 
@@ -55,10 +55,9 @@ static int epfd = -1, stopfd = -1;
 static pthread_t reaper;
 static void (*end_cb)(struct session *);
 
-void session_lock(void) { pthread_mutex_lock(&lock); }
-void session_unlock(void) { pthread_mutex_unlock(&lock); }
 pid_t session_pid(const struct session *s) { return s->tgid; }
 uint64_t session_serial(const struct session *s) { return s->serial; }
+struct drop_list *session_drops(struct session *s) { return &s->drops; }
 
 static time_t now_sec(void)
 {
@@ -77,7 +76,7 @@ int tid_to_tgid(pid_t tid, pid_t *tgid)
 	snprintf(path, sizeof(path), "/proc/%d/status", (int)tid);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return -ESRCH;
+		return errno == ENOENT ? -ESRCH : -errno;
 	n = read(fd, buf, sizeof(buf) - 1);
 	close(fd);
 	if (n <= 0)
@@ -110,6 +109,13 @@ static void unhash(struct session *s)
 	stats.ended++;
 }
 
+void session_ref(struct session *s)
+{
+	pthread_mutex_lock(&lock);
+	s->refs++;
+	pthread_mutex_unlock(&lock);
+}
+
 void session_put(struct session *s)
 {
 	bool last;
@@ -133,14 +139,8 @@ static void session_end(struct session *s)
 
 	pthread_mutex_lock(&lock);
 	was_alive = s->alive;
-	if (was_alive) {
+	if (was_alive)
 		unhash(s);
-		/* Its drops leave the namespace; their files live on until the
-		 * kernel releases them. */
-		for (struct drop *d = s->drops; d; d = d->next)
-			d->visible = false;
-		s->drops = NULL;
-	}
 	pthread_mutex_unlock(&lock);
 	if (!was_alive)
 		return;
@@ -218,13 +218,14 @@ int session_get(pid_t tid, struct session **out)
 
 	pidfd = (int)syscall(SYS_pidfd_open, tgid, 0);
 	if (pidfd < 0)
-		return -ESRCH;
+		return errno == ESRCH ? -ESRCH : -errno;
 	/* The pidfd was opened after the thread was seen in TGID; if the
 	 * thread still belongs to it, the pidfd names the right process. */
 	pid_t again;
-	if (tid_to_tgid(tid, &again) < 0 || again != tgid) {
+	ret = tid_to_tgid(tid, &again);
+	if (ret < 0 || again != tgid) {
 		close(pidfd);
-		return -ESRCH;
+		return ret < 0 ? ret : -ESRCH;
 	}
 	s = calloc(1, sizeof(*s));
 	if (s == NULL) {
@@ -332,7 +333,6 @@ void sessions_shutdown(void)
 
 			pthread_mutex_lock(&lock);
 			unhash(s);
-			s->drops = NULL;
 			pthread_mutex_unlock(&lock);
 			session_put(s);
 		}
@@ -349,71 +349,7 @@ void session_stats(struct session_stats *out)
 	pthread_mutex_unlock(&lock);
 }
 
-struct drop *session_find_drop(struct session *s, uint64_t parent, const char *name)
-{
-	for (struct drop *d = s->drops; d; d = d->next)
-		if (d->parent == parent && strcmp(d->name, name) == 0)
-			return d;
-	return NULL;
-}
-
-struct drop *session_next_drop(struct session *s, uint64_t parent, struct drop *prev)
-{
-	for (struct drop *d = prev ? prev->next : s->drops; d; d = d->next)
-		if (d->parent == parent)
-			return d;
-	return NULL;
-}
-
-void session_add_drop(struct session *s, struct drop *d)
-{
-	s->refs++;		/* the drop's reference, dropped by drop_free() */
-	d->owner = s;
-	d->visible = s->alive;
-	if (!s->alive)
-		return;
-	d->next = s->drops;
-	s->drops = d;
-}
-
-void session_hide_drop(struct drop *d)
-{
-	if (!d->visible)
-		return;
-	for (struct drop **pp = &d->owner->drops; *pp; pp = &(*pp)->next) {
-		if (*pp == d) {
-			*pp = d->next;
-			break;
-		}
-	}
-	d->next = NULL;
-	d->visible = false;
-}
-
-struct drop *drop_new(const char *name, uint64_t parent)
-{
-	struct drop *d = calloc(1, sizeof(*d));
-
-	if (d == NULL)
-		return NULL;
-	d->name = strdup(name);
-	if (d->name == NULL) {
-		free(d);
-		return NULL;
-	}
-	d->parent = parent;
-	return d;
-}
-
-void drop_free(struct drop *d)
-{
-	if (d->owner)
-		session_put(d->owner);
-	free(d->name);
-	free(d);
-}
-
-bool task_killed(pid_t tid)
+int task_killed(pid_t tid)
 {
 	char path[64], buf[1024];
 	unsigned long flags;
@@ -424,16 +360,16 @@ bool task_killed(pid_t tid)
 	snprintf(path, sizeof(path), "/proc/%d/stat", (int)tid);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return false;
+		return errno == ENOENT ? -ESRCH : -errno;
 	n = read(fd, buf, sizeof(buf) - 1);
 	close(fd);
 	if (n <= 0)
-		return false;
+		return n < 0 && errno != ESRCH ? -errno : -ESRCH;
 	buf[n] = '\0';
 	/* Fields after the command name, which may hold spaces and ')'. */
 	char *p = strrchr(buf, ')');
 	if (p == NULL)
-		return false;
+		return -EIO;
 	p += 2;
 	/* state(3) ... flags(9) ... exit_code(52): field k is token k-3. */
 	char *save = NULL, *tok = strtok_r(p, " ", &save);
@@ -441,13 +377,13 @@ bool task_killed(pid_t tid)
 		if (field == 9) {
 			flags = strtoul(tok, NULL, 10);
 			if (!(flags & 0x4))	/* PF_EXITING */
-				return false;
+				return 0;
 		} else if (field == 52) {
 			exit_code = (int)strtol(tok, NULL, 10);
 			return (exit_code & 0x7f) != 0;	/* terminated by a signal */
 		}
 	}
-	return false;
+	return -EIO;
 }
 
 static int tcp_state(int fd)

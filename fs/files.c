@@ -1,7 +1,7 @@
 /* Open files for observers: open, create, read, write, close. A truncating
  * open of a non-empty file, or a create that finds one, writes beside it
  * (R3). Drops (client files) share the handle code; their close is in
- * client.c. */
+ * drops.c. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -23,10 +23,10 @@
 
 static int new_handle(struct fuse_file_info *fi, struct node *n, int fd)
 {
-	struct handle *h = calloc(1, sizeof(*h));
+	struct handle *h = handle_new();
 
 	if (h == NULL)
-		return -ENOMEM;
+		return -EMFILE;
 	h->fd = fd;
 	h->node = n;
 	fi->fh = (uint64_t)(uintptr_t)h;
@@ -123,7 +123,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		if (fd < 0)
 			fuse_reply_err(req, -fd);
 		else if (fuse_reply_open(req, fi) != 0)
-			free(handle_of(fi));
+			handle_free(handle_of(fi));
 		goto out;
 	}
 	fd = observer_open(&w, n, fi->flags, &redirected);
@@ -143,10 +143,8 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, ENOMEM);
 		goto out;
 	}
-	if (fuse_reply_open(req, fi) != 0) {
-		close(fd);
-		free(handle_of(fi));
-	}
+	if (fuse_reply_open(req, fi) != 0)
+		handle_free(handle_of(fi));
 out:
 	who_put(&w);
 }
@@ -212,8 +210,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		goto out;
 	}
 	if (fuse_reply_create(req, &e, fi) != 0) {
-		close(fd);
-		free(handle_of(fi));
+		handle_free(handle_of(fi));
 		node_forget(n, 1);
 	}
 out:
@@ -302,11 +299,12 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 {
 	struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
 	struct handle *h = handle_of(fi);
+	struct drop *d = h->drop.d;
 	ssize_t res;
 	int ret;
 
-	ret = drop_written(h);
-	if (ret < 0) {
+	/* A delivered message is the consumer's: no descriptor changes it. */
+	if (d && (ret = drop_change_begin(d, DROP_CHANGE_DATA)) < 0) {
 		fuse_reply_err(req, -ret);
 		return;
 	}
@@ -314,50 +312,34 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 	out.buf[0].fd = h->fd;
 	out.buf[0].pos = off;
 	res = fuse_buf_copy(&out, in, 0);
-	if (res < 0) {
+	if (d) {
 		/* A drop its writer could not write whole is not delivered,
 		 * whatever comes next (R11: full disk). */
-		if (h->drop)
-			drop_fail(h, (int)-res);
-		fuse_reply_err(req, (int)-res);
-		return;
+		drop_change_end(d, DROP_CHANGE_DATA, res < 0 ? (int)-res : 0);
+		if (res > 0)
+			stat_add(STAT_BYTES, (uint64_t)res);
 	}
-	if (h->node->drop)
-		stat_add(STAT_BYTES, (uint64_t)res);
-	fuse_reply_write(req, (size_t)res);
+	if (res < 0)
+		fuse_reply_err(req, (int)-res);
+	else
+		fuse_reply_write(req, (size_t)res);
 }
 
 void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct handle *h = handle_of(fi);
-	pid_t tid = fuse_req_ctx(req)->pid;
-	struct session *s;
-	int ret = 0;
 
-	/* The closing process, whatever uid it has now: smbd closes a dropped
-	 * connection's files as root. */
-	if (h->drop) {
-		ret = tid > 0 ? session_get(tid, &s) : -ESRCH;
-		if (ret == 0) {
-			ret = drop_flush(h, tid, s);
-			session_put(s);
-		} else {
-			/* A closer we cannot even place is no writer we trust. */
-			drop_fail(h, EIO);
-			ret = 0;
-		}
-	}
-	fuse_reply_err(req, -ret);
+	fuse_reply_err(req, h->drop.d ? -drop_handle_flush(h, fuse_req_ctx(req)->pid) : 0);
 }
 
 void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct handle *h = handle_of(fi);
 
-	drop_release(h);
-	if (h->fd >= 0)
-		close(h->fd);
-	free(h);
+	if (h->drop.d)
+		drop_handle_release(h);
+	else
+		handle_free(h);
 	fuse_reply_err(req, 0);
 }
 
@@ -373,15 +355,21 @@ void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len
 			 struct fuse_file_info *fi)
 {
 	struct handle *h = handle_of(fi);
-	int ret = drop_written(h);
+	struct drop *d = h->drop.d;
+	int ret = d ? drop_change_begin(d, DROP_CHANGE_DATA) : 0, failed = 0;
 
-	if (ret == 0 && fallocate(h->fd, mode, off, len) < 0) {
-		ret = -errno;
-		/* Out of space mid-file, as a failed write: the writer cannot
-		 * trust it. (An unsupported mode is only a question answered.) */
-		if (h->drop && (ret == -ENOSPC || ret == -EDQUOT || ret == -EIO || ret == -EFBIG))
-			drop_fail(h, -ret);
+	if (ret < 0) {
+		fuse_reply_err(req, -ret);
+		return;
 	}
+	if (fallocate(h->fd, mode, off, len) < 0)
+		ret = -errno;
+	/* Out of space mid-file, as a failed write: the writer cannot trust
+	 * it. (An unsupported mode is only a question answered.) */
+	if (loses_data(-ret))
+		failed = -ret;
+	if (d)
+		drop_change_end(d, DROP_CHANGE_DATA, failed);
 	fuse_reply_err(req, -ret);
 }
 

@@ -29,6 +29,7 @@ struct cmdline {
 	char *sync;
 	char *names;
 	char *linger;
+	char *max_drops;
 	int show_help;
 	int show_version;
 	int nonopts;
@@ -41,6 +42,7 @@ static const struct fuse_opt inboxfs_opts[] = {
 	OPT("sync=%s", sync),
 	OPT("names=%s", names),
 	OPT("linger=%s", linger),
+	OPT("max_drops=%s", max_drops),
 	FUSE_OPT_END
 };
 
@@ -94,6 +96,7 @@ static void usage(FILE *f, const char *prog)
 "    -o names=TEMPLATE      unique-name form: default (%%s~%%t%%e), 8.3 (%%8t%%3e),\n"
 "                           or a template of %%s stem, %%t tag, %%e extension\n"
 "    -o linger=SECONDS      keep a closed drop visible to its session (default 0)\n"
+"    -o max_drops=N         open drops a session may hold (default 1024, 0: no cap)\n"
 "\n"
 "general options:\n"
 "    -f                     stay in the foreground, log to stderr\n"
@@ -135,8 +138,9 @@ static void unescape_octal(char *s)
 }
 
 /* True if the topmost mount at REAL (a resolved path) is an inboxfs; its
- * device in *DEV. Reads mountinfo only: no request reaches a mount. */
-static bool topmost_inboxfs(const char *real, dev_t *dev)
+ * device in *DEV and its id in *ID. Reads mountinfo only: no request
+ * reaches a mount. */
+static bool topmost_inboxfs(const char *real, dev_t *dev, int *id)
 {
 	char line[4096];
 	bool found = false;
@@ -148,15 +152,17 @@ static bool topmost_inboxfs(const char *real, dev_t *dev)
 		char mnt[PATH_MAX], *dash = strstr(line, " - ");
 		char fstype[64];
 		unsigned major, minor;
+		int mnt_id;
 
 		if (dash == NULL ||
-		    sscanf(line, "%*s %*s %u:%u %*s %4095s", &major, &minor, mnt) != 3 ||
+		    sscanf(line, "%d %*s %u:%u %*s %4095s", &mnt_id, &major, &minor, mnt) != 4 ||
 		    sscanf(dash + 3, "%63s", fstype) != 1)
 			continue;
 		unescape_octal(mnt);
 		if (strcmp(mnt, real) == 0) {
 			found = strcmp(fstype, "fuse.inboxfs") == 0;
 			*dev = makedev(major, minor);
+			*id = mnt_id;
 		}
 	}
 	fclose(f);
@@ -168,8 +174,9 @@ static bool mounted_inboxfs(const char *path)
 {
 	char real[PATH_MAX];
 	dev_t dev;
+	int id;
 
-	return realpath(path, real) != NULL && topmost_inboxfs(real, &dev);
+	return realpath(path, real) != NULL && topmost_inboxfs(real, &dev, &id);
 }
 
 /* A FUSE mount starts with the kernel's default readahead (128 KiB), and
@@ -183,7 +190,7 @@ static void raise_readahead(const char *real)
 	dev_t dev;
 	int fd, n;
 
-	if (!topmost_inboxfs(real, &dev))
+	if (!topmost_inboxfs(real, &dev, &fs.mnt_id))
 		return;
 	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", major(dev), minor(dev));
 	n = snprintf(kb, sizeof(kb), "%d", READAHEAD_BYTES / 1024);
@@ -234,19 +241,40 @@ static int parse_config(const struct cmdline *c, struct inboxfs_config *cfg)
 		fprintf(stderr, "inboxfs: linger=%s: expected whole seconds, 0 to 86400\n", c->linger);
 		return -1;
 	}
+	if (count_parse(c->max_drops ? c->max_drops : "1024", &cfg->max_drops) < 0) {
+		fprintf(stderr, "inboxfs: max_drops=%s: expected a whole number, 0 to 1000000\n",
+			c->max_drops);
+		return -1;
+	}
 	return 0;
 }
 
 
-static void raise_fd_limit(void)
+/* Descriptors the daemon keeps for its own work (a close reads /proc, a
+ * publication opens directories): no client holding files open can make
+ * another client's close fail (R12). */
+#define FD_RESERVE_MIN 64
+
+/* Raise the descriptor limit as far as allowed and leave a reserve out of
+ * what open files may take. */
+static unsigned handle_budget(void)
 {
 	struct rlimit rl;
+	rlim_t reserve;
 
-	/* One descriptor per live session (its pidfd) and per open file. */
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return 1024 - 2 * FD_RESERVE_MIN;
+	if (rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			getrlimit(RLIMIT_NOFILE, &rl);
 	}
+	if (rl.rlim_cur > 1 << 20)
+		rl.rlim_cur = 1 << 20;
+	/* An eighth, and never less than 2 * FD_RESERVE_MIN (sessions' pidfds
+	 * and libfuse's own come out of it too). */
+	reserve = rl.rlim_cur / 8 > 2 * FD_RESERVE_MIN ? rl.rlim_cur / 8 : 2 * FD_RESERVE_MIN;
+	return rl.rlim_cur > reserve ? (unsigned)(rl.rlim_cur - reserve) : FD_RESERVE_MIN;
 }
 
 int main(int argc, char *argv[])
@@ -345,7 +373,7 @@ int main(int argc, char *argv[])
 			log_info("recovery: %u delivered, %u quarantined, %u failed",
 				 r.published, r.quarantined, r.failed);
 	}
-	raise_fd_limit();
+	fs.max_handles = handle_budget();
 
 	if (fuse_set_signal_handlers(fs.se) != 0)
 		goto out_staging;
@@ -354,10 +382,17 @@ int main(int argc, char *argv[])
 	if (fuse_session_mount(fs.se, opts.mountpoint) != 0)
 		goto out_signals;
 	raise_readahead(real_mnt);
+	fs.mountpoint = real_mnt;
 	if (fuse_daemonize(opts.foreground) != 0)
 		goto out_unmount;
 	log_init(opts.foreground, opts.debug);
-	if (sessions_init(NULL) < 0 || linger_start() < 0) {
+	drop_init(&(struct drop_config){
+		.linger_ms = 1000ULL * fs.cfg.linger,
+		.max_drops = fs.cfg.max_drops,
+		.now_ms = now_ms,
+		.on_free = drop_node_free,
+	});
+	if (sessions_init(drop_session_ended) < 0 || linger_start() < 0) {
 		log_warnx("cannot start worker threads");
 		goto out_unmount;
 	}
@@ -398,6 +433,7 @@ out:
 	free(c.sync);
 	free(c.names);
 	free(c.linger);
+	free(c.max_drops);
 	fuse_opt_free_args(&args);
 	return ret;
 }

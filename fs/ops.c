@@ -179,7 +179,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	int ret;
 
 	WHO_OR_REPLY(req, w);
-	if (!may_use(req, &w, n))
+	if (!client_holds(&w, fi) && !may_use(req, &w, n))
 		goto out;
 	if (statsfile_is(n)) {
 		statsfile_attr(&st);
@@ -199,23 +199,42 @@ out:
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
 		       struct fuse_file_info *fi)
 {
+	enum drop_change what = (valid & FUSE_SET_ATTR_SIZE) ? DROP_CHANGE_DATA : DROP_CHANGE_META;
 	struct node *n = node_of(ino);
+	struct drop *d = NULL;
 	char proc[64];
 	struct stat st;
 	struct who w;
-	int fd, ret = 0;
+	int fd = -1, ret = 0;
 
 	WHO_OR_REPLY(req, w);
-	if (!may_use(req, &w, n))
+	if (!client_holds(&w, fi) && !may_use(req, &w, n))
 		goto out;
 	if (statsfile_is(n)) {
 		fuse_reply_err(req, EPERM);
 		goto out;
 	}
+	/* A drop changes only while the lifecycle lets it (drop.h): never
+	 * once delivered, whatever descriptor or path the writer kept. */
+	if (!w.observer && n->type != S_IFDIR) {
+		d = fi ? handle_of(fi)->drop.d : drop_find_node(w.s, n);
+		if (d == NULL) {
+			fuse_reply_err(req, ENOENT);
+			goto out;
+		}
+		if (fi)
+			drop_ref(d);
+		ret = drop_change_begin(d, what);
+		if (ret < 0) {
+			drop_put(d);
+			fuse_reply_err(req, -ret);
+			goto out;
+		}
+	}
 	fd = fi ? handle_of(fi)->fd : node_open(n, O_PATH);
 	if (fd < 0) {
-		fuse_reply_err(req, -fd);
-		goto out;
+		ret = fd;
+		goto done;
 	}
 	/* Through /proc so that an O_PATH descriptor serves every call. */
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
@@ -233,8 +252,6 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int va
 	if (valid & FUSE_SET_ATTR_SIZE) {
 		if ((fi ? ftruncate(fd, attr->st_size) : truncate(proc, attr->st_size)) < 0)
 			goto fail;
-		if (fi)
-			drop_written(handle_of(fi));
 	}
 	if (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
 		struct timespec tv[2] = { { 0, UTIME_OMIT }, { 0, UTIME_OMIT } };
@@ -255,8 +272,12 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int va
 fail:
 	ret = -errno;
 done:
-	if (!fi)
+	if (!fi && fd >= 0)
 		close(fd);
+	if (d) {
+		drop_change_end(d, what, what == DROP_CHANGE_DATA && loses_data(-ret) ? -ret : 0);
+		drop_put(d);
+	}
 	if (ret < 0)
 		fuse_reply_err(req, -ret);
 	else
