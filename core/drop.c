@@ -302,11 +302,20 @@ enum drop_action drop_release(struct drop_handle *h)
 
 	pthread_mutex_lock(&drop_lock);
 	handle_gone(h);
-	/* Every writer's handle is gone and none was closed last: its writer
-	 * never closed it (a descriptor lost in transit). */
 	if (d->state == DROP_OPEN && d->nlive == 0) {
-		fail(d, EIO);
 		d->visible = false;
+		if (d->orphaned) {
+			/* Its writer exited before writing and nobody wrote
+			 * since: an empty message, whole. */
+			d->state = DROP_CLOSING;
+			while (d->inflight > 0)
+				pthread_cond_wait(&drop_idle, &drop_lock);
+			pthread_mutex_unlock(&drop_lock);
+			return DROP_PUBLISH;
+		}
+		/* Every writer's handle is gone and none was closed last: its
+		 * writer never closed it (a descriptor lost in transit). */
+		fail(d, EIO);
 	}
 	act = when_unopened(d);
 	pthread_mutex_unlock(&drop_lock);
@@ -421,7 +430,7 @@ bool drop_close_ambiguous(struct drop_handle *h)
 	bool ambiguous;
 
 	pthread_mutex_lock(&drop_lock);
-	ambiguous = h->live && h->d->state == DROP_OPEN && !h->d->written && h->d->nlive == 1;
+	ambiguous = h->live && h->d->state == DROP_OPEN && h->d->nlive == 1;
 	pthread_mutex_unlock(&drop_lock);
 	return ambiguous;
 }
@@ -441,8 +450,12 @@ int drop_close(struct drop_handle *h, struct session *closer, const struct drop_
 			fail(d, c->error);
 		else if (c->aborted)
 			fail(d, EIO);	/* a dead writer's drop is incomplete (R6) */
-		else if (!d->written && d->nlive == 1 && c->held_elsewhere)
+		else if (d->nlive == 1 && c->held_elsewhere)
 			goto out;	/* not its writer's last close */
+		else if (d->nlive == 1 && c->exiting && !d->written) {
+			d->orphaned = true;
+			goto out;	/* whoever holds it on writes it */
+		}
 	}
 	h->live = false;
 	d->nlive--;

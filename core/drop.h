@@ -26,9 +26,12 @@
  *                         others  -> EBADF
  *   change failed (a write)  OPEN -> FAILED
  *   close by its writer, not the last of its handles: no change
- *   close of an empty drop its writer still holds elsewhere (a shell's
- *     redirection duplicates, then closes the original): no change
+ *   close of a drop its writer still holds on another descriptor (a
+ *     shell's redirections duplicate and close descriptors): no change
  *   close by another process while its writer lives: no change
+ *   its writer's exit before anything was written (no close(2): nobody
+ *     sees its answer): no change; whoever holds it on (a child it was
+ *     handed to) writes it, or it is published at the last release
  *   last close by its writer OPEN -> CLOSING: PUBLISH (linger 0) or ACK,
  *                                    once changes in flight have ended
  *     ... by a killed writer, on a lost connection, or when finding that
@@ -41,7 +44,9 @@
  *                                    (hidden) to be tried again
  *   linger time up, no handle  LINGERING -> CLOSING: PUBLISH
  *   unlink by its session OPEN, LINGERING -> UNLINKED
- *   last release             OPEN -> FAILED: QUARANTINE (never closed)
+ *   last release             OPEN -> CLOSING: PUBLISH if its writer exited
+ *                                    before writing, else
+ *                            OPEN -> FAILED: QUARANTINE (never closed)
  *                          FAILED -> QUARANTINE
  *                        UNLINKED -> DISCARD
  *                       PUBLISHED -> FREE
@@ -117,6 +122,7 @@ struct drop {
 	bool visible;			/* [L] in its session's namespace */
 	bool written;			/* [L] data or size changed since create */
 	bool acked;			/* [L] a close was acknowledged (staged a.*) */
+	bool orphaned;			/* [L] its writer exited before writing */
 	int error;			/* [L] why it failed (an errno) */
 	uint64_t due;			/* [L] LINGERING: publish at (ms) */
 	struct drop *next;		/* [L] its session's list */
@@ -179,13 +185,14 @@ int drop_unlink(struct drop *d, enum drop_action *act);
 /* A close of H by process CLOSER. */
 struct drop_close {
 	bool aborted;		/* its process was killed, its connection lost */
+	bool exiting;		/* its process is exiting: no close(2) */
 	int error;		/* finding that out failed (an errno), or 0 */
 	bool held_elsewhere;	/* its writer holds it on another descriptor */
 };
 /* Does a close of H by CLOSER count as its writer's? False for a process
  * that inherited the descriptor while its writer lives. */
 bool drop_close_counts(struct drop_handle *h, struct session *closer);
-/* Would this close deliver an empty drop (so that held_elsewhere must be
+/* Would this close be the writer's last (so that held_elsewhere must be
  * found out first)? */
 bool drop_close_ambiguous(struct drop_handle *h);
 /* Returns the close's answer (0 or -errno) when *ACT is DROP_NOTHING;

@@ -349,7 +349,7 @@ void session_stats(struct session_stats *out)
 	pthread_mutex_unlock(&lock);
 }
 
-int task_killed(pid_t tid)
+int task_state(pid_t tid)
 {
 	char path[64], buf[1024];
 	unsigned long flags;
@@ -377,10 +377,11 @@ int task_killed(pid_t tid)
 		if (field == 9) {
 			flags = strtoul(tok, NULL, 10);
 			if (!(flags & 0x4))	/* PF_EXITING */
-				return 0;
+				return TASK_RUNNING;
 		} else if (field == 52) {
 			exit_code = (int)strtol(tok, NULL, 10);
-			return (exit_code & 0x7f) != 0;	/* terminated by a signal */
+			/* terminated by a signal? */
+			return (exit_code & 0x7f) != 0 ? TASK_KILLED : TASK_EXITING;
 		}
 	}
 	return -EIO;

@@ -49,10 +49,12 @@ struct drop_list *session_drops(struct session *s);
  * another -errno if /proc cannot be read (out of descriptors). */
 int tid_to_tgid(pid_t tid, pid_t *tgid);
 
-/* 1 if thread TID is exiting because of a signal: its files are being
- * closed by the kernel, not by the program (a dead writer, R6); 0 if not;
- * -errno if that cannot be found out (-ESRCH: the thread is gone). */
-int task_killed(pid_t tid);
+/* Is thread TID's process ending? A killed writer's files are closed by
+ * the kernel, not by the program (a dead writer, R6); an exiting one's
+ * close is no close(2) either: nobody sees its answer. -errno if that
+ * cannot be found out (-ESRCH: the thread is gone). */
+enum task_state { TASK_RUNNING, TASK_EXITING, TASK_KILLED };
+int task_state(pid_t tid);
 
 /* A session that serves a remote client over TCP (smbd serves one SMB
  * connection per process) is tied to that connection: when it drops

@@ -289,7 +289,7 @@ void client_mknod(fuse_req_t req, struct who *w, struct node *dir, const char *n
 		return;
 	}
 	h->node = n;
-	ret = drop_handle_close(h, w->s, 0);
+	ret = drop_handle_close(h, w->s);
 	drop_handle_release(h);
 	if (ret < 0) {
 		node_forget(n, 1);

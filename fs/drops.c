@@ -226,9 +226,9 @@ static int fdinfo_is(const char *path, int mnt_id, uint64_t ino)
 	       (mnt_id == 0 || (m && atoi(m + 8) == mnt_id));
 }
 
-/* Does the process PID still hold drop D open on a descriptor (a shell's
- * redirection duplicates the descriptor and closes the original, before
- * and after writing)? 1, 0 or -errno: a close that cannot tell fails. The
+/* Does the process PID still hold drop D open on another descriptor (a
+ * shell's redirections duplicate descriptors and close them, before and
+ * after writing)? 1, 0 or -errno: a close that cannot tell fails. The
  * descriptor being closed is out of the table already. */
 static int held_elsewhere(pid_t pid, const struct drop *d)
 {
@@ -267,7 +267,7 @@ static int held_elsewhere(pid_t pid, const struct drop *d)
 /* Find out how H's close by thread TID of session S came about. */
 static void close_facts(struct handle *h, pid_t tid, struct session *s, struct drop_close *c)
 {
-	int ret = task_killed(tid);
+	int ret = task_state(tid);
 
 	if (ret < 0) {
 		c->error = -ret;
@@ -276,7 +276,8 @@ static void close_facts(struct handle *h, pid_t tid, struct session *s, struct d
 	/* A writer killed mid-copy has its files closed by the kernel, and
 	 * smbd closes a dropped connection's files itself: neither close is
 	 * an acknowledgement, the drop is incomplete (R6). */
-	c->aborted = ret == 1 || session_connection_lost(h->drop.d->owner);
+	c->aborted = ret == TASK_KILLED || session_connection_lost(h->drop.d->owner);
+	c->exiting = ret == TASK_EXITING;
 	if (c->aborted || !drop_close_ambiguous(&h->drop))
 		return;
 	ret = held_elsewhere(session_pid(s), h->drop.d);
@@ -286,22 +287,27 @@ static void close_facts(struct handle *h, pid_t tid, struct session *s, struct d
 		c->held_elsewhere = ret == 1;
 }
 
-int drop_handle_close(struct handle *h, struct session *s, pid_t tid)
+/* H closed by session S (NULL: a closer that cannot be placed, for
+ * reason UNPLACED, an errno) and its thread TID (0: no facts to find). */
+static int handle_close(struct handle *h, struct session *s, pid_t tid, int unplaced)
 {
-	struct drop_close c = { 0 };
+	struct drop_close c = { .error = unplaced };
 	enum drop_action act;
 	int ret;
 
 	if (s && !drop_close_counts(&h->drop, s))
 		return 0;
-	if (s == NULL)
-		c.error = EIO;		/* a closer we cannot place is no writer we trust */
-	else if (tid > 0)
+	if (s && tid > 0)
 		close_facts(h, tid, s, &c);
 	ret = drop_close(&h->drop, s, &c, &act);
 	if (act != DROP_NOTHING)
 		ret = drop_carry_out(h->drop.d, act, h->fd);
 	return ret;
+}
+
+int drop_handle_close(struct handle *h, struct session *s)
+{
+	return handle_close(h, s, 0, 0);
 }
 
 int drop_handle_flush(struct handle *h, pid_t tid)
@@ -310,11 +316,10 @@ int drop_handle_flush(struct handle *h, pid_t tid)
 	int ret;
 
 	/* The closing process, whatever uid it has now: smbd closes a
-	 * dropped connection's files as root. */
+	 * dropped connection's files as root. A closer we cannot place (its
+	 * thread gone, /proc out of reach) is no writer we can trust. */
 	ret = tid > 0 ? session_get(tid, &s) : -ESRCH;
-	if (ret < 0 && ret != -ESRCH)
-		return ret;	/* out of descriptors: the close cannot be placed */
-	ret = drop_handle_close(h, s, tid);
+	ret = handle_close(h, s, tid, ret == -ESRCH ? EIO : -ret);
 	if (s)
 		session_put(s);
 	return ret;

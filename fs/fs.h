@@ -114,9 +114,9 @@ bool client_holds(const struct who *w, struct fuse_file_info *fi);
 
 /* drops.c: what a drop's lifecycle decides, carried out. */
 int drop_carry_out(struct drop *d, enum drop_action act, int fd);	/* the close's answer */
-/* A close (FLUSH) of H by thread TID; by session S of it (drop_handle_close). */
+/* A close (FLUSH) of H by thread TID; by the daemon for session S. */
 int drop_handle_flush(struct handle *h, pid_t tid);
-int drop_handle_close(struct handle *h, struct session *s, pid_t tid);
+int drop_handle_close(struct handle *h, struct session *s);
 void drop_handle_release(struct handle *h);	/* frees H */
 void drop_handle_abandon(struct handle *h);	/* a handle the kernel did not take */
 void drop_node_free(struct drop *d);		/* drop_config.on_free */

@@ -217,8 +217,8 @@ static void test_close_by_another_process(void **state)
 	drop_finished(d);
 }
 
-/* A shell's redirection: the empty drop's close while the writer holds it
- * on another descriptor is not its last; written, the next close is. */
+/* A shell's redirection: a close while the writer holds the drop on
+ * another descriptor is not its last, written or not. */
 static void test_close_held_elsewhere(void **state)
 {
 	struct drop_close held = { .held_elsewhere = true };
@@ -233,8 +233,9 @@ static void test_close_held_elsewhere(void **state)
 	assert_int_equal(d->state, DROP_OPEN);
 	assert_int_equal(drop_change_begin(d, DROP_CHANGE_DATA), 0);
 	drop_change_end(d, DROP_CHANGE_DATA, 0);
-	assert_false(drop_close_ambiguous(&h));
-	assert_int_equal(close_by(&h, me, &held, &answer), DROP_PUBLISH);
+	assert_true(drop_close_ambiguous(&h));
+	assert_int_equal(close_by(&h, me, &held, &answer), DROP_NOTHING);
+	assert_int_equal(close_by(&h, me, &plain_close, &answer), DROP_PUBLISH);
 	assert_int_equal(drop_published(d, 0, &answer), DROP_NOTHING);
 	assert_int_equal(drop_release(&h), DROP_FREE);
 	drop_finished(d);
@@ -257,6 +258,33 @@ static void test_killed_writer(void **state)
 	assert_false(d->visible);
 	assert_int_equal(drop_change_begin(d, DROP_CHANGE_DATA), -EBADF);
 	assert_int_equal(drop_release(&h), DROP_QUARANTINE);
+	drop_finished(d);
+}
+
+/* Its writer exits before writing: the child it handed the descriptor to
+ * writes the message; with nobody, it is published empty at the release. */
+static void test_writer_exits_before_writing(void **state)
+{
+	struct drop_close exiting = { .exiting = true };
+	struct drop_handle h;
+	struct drop *d = started(me, "O", &h);
+	int answer;
+
+	assert_int_equal(close_by(&h, me, &exiting, &answer), DROP_NOTHING);
+	assert_int_equal(answer, 0);
+	assert_int_equal(d->state, DROP_OPEN);
+	assert_int_equal(drop_release(&h), DROP_PUBLISH);
+	assert_int_equal(d->state, DROP_CLOSING);
+	assert_int_equal(drop_published(d, 0, &answer), DROP_FREE);
+	drop_finished(d);
+
+	/* Written, an exit is its writer's last word. */
+	d = started(me, "O", &h);
+	assert_int_equal(drop_change_begin(d, DROP_CHANGE_DATA), 0);
+	drop_change_end(d, DROP_CHANGE_DATA, 0);
+	assert_int_equal(close_by(&h, me, &exiting, &answer), DROP_PUBLISH);
+	assert_int_equal(drop_published(d, 0, &answer), DROP_NOTHING);
+	assert_int_equal(drop_release(&h), DROP_FREE);
 	drop_finished(d);
 }
 
@@ -597,6 +625,7 @@ int main(void)
 		cmocka_unit_test_setup(test_close_by_another_process, setup),
 		cmocka_unit_test_setup(test_close_held_elsewhere, setup),
 		cmocka_unit_test_setup(test_killed_writer, setup),
+		cmocka_unit_test_setup(test_writer_exits_before_writing, setup),
 		cmocka_unit_test_setup(test_close_facts_unknown, setup),
 		cmocka_unit_test_setup(test_failed_write, setup),
 		cmocka_unit_test_setup(test_publication_fails, setup),
