@@ -96,7 +96,7 @@ static void usage(FILE *f, const char *prog)
 "    -o names=TEMPLATE      unique-name form: default (%%s~%%t%%e), 8.3 (%%8t%%3e),\n"
 "                           or a template of %%s stem, %%t tag, %%e extension\n"
 "    -o linger=SECONDS      keep a closed drop visible to its session (default 0)\n"
-"    -o max_drops=N         open drops a session may hold (default 1024, 0: no cap)\n"
+"    -o max_drops=N         open drops a session may hold, 0: no cap (default 1024)\n"
 "\n"
 "general options:\n"
 "    -f                     stay in the foreground, log to stderr\n"
