@@ -29,6 +29,7 @@ struct cmdline {
 	char *sync;
 	char *names;
 	char *linger;
+	char *client_mkdir;
 	int show_help;
 	int show_version;
 	int nonopts;
@@ -41,6 +42,7 @@ static const struct fuse_opt inboxfs_opts[] = {
 	OPT("sync=%s", sync),
 	OPT("names=%s", names),
 	OPT("linger=%s", linger),
+	OPT("client_mkdir=%s", client_mkdir),
 	FUSE_OPT_END
 };
 
@@ -94,6 +96,7 @@ static void usage(FILE *f, const char *prog)
 "    -o names=TEMPLATE      unique-name form: default (%%s~%%t%%e), 8.3 (%%8t%%3e),\n"
 "                           or a template of %%s stem, %%t tag, %%e extension\n"
 "    -o linger=SECONDS      keep a closed drop visible to its session (default 0)\n"
+"    -o client_mkdir=yes|no let clients create directories (default no)\n"
 "\n"
 "general options:\n"
 "    -f                     stay in the foreground, log to stderr\n"
@@ -232,6 +235,10 @@ static int parse_config(const struct cmdline *c, struct inboxfs_config *cfg)
 	}
 	if (seconds_parse(c->linger ? c->linger : "0", &cfg->linger) < 0) {
 		fprintf(stderr, "inboxfs: linger=%s: expected whole seconds, 0 to 86400\n", c->linger);
+		return -1;
+	}
+	if (yes_no_parse(c->client_mkdir ? c->client_mkdir : "no", &cfg->client_mkdir) < 0) {
+		fprintf(stderr, "inboxfs: client_mkdir=%s: expected yes or no\n", c->client_mkdir);
 		return -1;
 	}
 	return 0;
@@ -398,6 +405,7 @@ out:
 	free(c.sync);
 	free(c.names);
 	free(c.linger);
+	free(c.client_mkdir);
 	fuse_opt_free_args(&args);
 	return ret;
 }

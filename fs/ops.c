@@ -208,7 +208,9 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int va
 	WHO_OR_REPLY(req, w);
 	if (!may_use(req, &w, n))
 		goto out;
-	if (statsfile_is(n)) {
+	/* R7: directories belong to the inbox's owner; a client that could
+	 * chmod one could make every other client's create there fail. */
+	if (statsfile_is(n) || (!w.observer && n->type == S_IFDIR)) {
 		fuse_reply_err(req, EPERM);
 		goto out;
 	}
@@ -297,6 +299,14 @@ out:
 
 /* ---- making names ---- */
 
+/* Names at the top of the inbox that are inboxfs's own: the default
+ * staging directory and the stats file. */
+static bool reserved_name(fuse_ino_t parent, const char *name)
+{
+	return parent == FUSE_ROOT_ID &&
+	       (strcmp(name, STAGING_DIR) == 0 || strcmp(name, STATS_FILE) == 0);
+}
+
 /* Reply with the entry of DIRFD/NAME after an observer made it. */
 static void reply_new_entry(fuse_req_t req, struct who *w, struct node *dir, int dirfd,
 			    const char *name)
@@ -344,12 +354,19 @@ static void make_node(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		return;
 	WHO_OR_REPLY(req, w);
 	if (!w.observer) {
-		if (S_ISDIR(mode) && client_may_use(&w, dir))
-			goto make;	/* R7: clients may create directories */
-		if (S_ISREG(mode) && !link)
+		if (S_ISDIR(mode) && client_may_use(&w, dir)) {
+			/* R7: a client's directory would make every other
+			 * client's create of that name fail, so only where the
+			 * administrator allows it; never over the daemon's own
+			 * names, which no view lists. */
+			if (fs.cfg.client_mkdir && !reserved_name(parent, name))
+				goto make;
+			fuse_reply_err(req, EPERM);
+		} else if (S_ISREG(mode) && !link) {
 			client_mknod(req, &w, dir, name, mode);
-		else
+		} else {
 			fuse_reply_err(req, EPERM);	/* R8 */
+		}
 		goto out;
 	}
 make:

@@ -17,7 +17,7 @@ import pytest
 import helpers
 from helpers import INBOXFS_BIN, SOURCE, TIMEOUT, inboxfs_daemons, mountinfo, wait_until
 
-OPTIONS = ('observers', 'staging', 'sync', 'names', 'linger')
+OPTIONS = ('observers', 'staging', 'sync', 'names', 'linger', 'client_mkdir')
 
 
 # ------------------------------------------------------------------ helpers
