@@ -501,11 +501,31 @@ static int rename_attempt(const char *newname, void *arg)
 	return renameat2(a->olddir, a->oldname, a->newdir, newname, RENAME_NOREPLACE) < 0 ? -errno : 0;
 }
 
+/* R3: a directory is not a message. Onto a directory it follows POSIX
+ * (an empty one is replaced, ENOTEMPTY otherwise), onto anything else it
+ * fails (ENOTDIR), so no path silently starts to mean another directory
+ * and the kernel's cached entries stay true. A plain rename only where the
+ * target is a directory: if the source were swapped for a file meanwhile,
+ * the kernel answers EISDIR rather than replace anything. */
+static int rename_dir(struct rename_arg *a, const char *newname, unsigned flags)
+{
+	struct stat st;
+
+	if (flags & RENAME_NOREPLACE)
+		return rename_attempt(newname, a);
+	if (fstatat(a->newdir, newname, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? rename_attempt(newname, a) : -errno;
+	if (!S_ISDIR(st.st_mode))
+		return -ENOTDIR;
+	return renameat2(a->olddir, a->oldname, a->newdir, newname, 0) < 0 ? -errno : 0;
+}
+
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      fuse_ino_t newparent, const char *newname, unsigned int flags)
 {
 	struct node *dir = node_of(parent), *newdir = node_of(newparent);
 	char placed[NAME_MAX_BYTES + 1], q1[1024], q2[1024];
+	bool src_dir = false, hidden = false;
 	struct stat st;
 	struct who w;
 	int ret;
@@ -531,9 +551,18 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		ret = a.olddir < 0 ? a.olddir : a.newdir;
 		goto reply;
 	}
-	if ((fstatat(a.olddir, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && is_hidden_ino(st.st_ino)) ||
-	    (fstatat(a.newdir, newname, &st, AT_SYMLINK_NOFOLLOW) == 0 && is_hidden_ino(st.st_ino))) {
+	if (fstatat(a.olddir, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+		src_dir = S_ISDIR(st.st_mode);
+		hidden = is_hidden_ino(st.st_ino);
+	}
+	if (!hidden && fstatat(a.newdir, newname, &st, AT_SYMLINK_NOFOLLOW) == 0)
+		hidden = is_hidden_ino(st.st_ino);
+	if (hidden) {
 		ret = -EPERM;
+		goto reply;
+	}
+	if (src_dir && !(flags & RENAME_EXCHANGE)) {
+		ret = rename_dir(&a, newname, flags);
 		goto reply;
 	}
 	if (flags & RENAME_EXCHANGE) {
