@@ -333,7 +333,7 @@ static void do_xattr(fuse_req_t req, fuse_ino_t ino, enum xattr_op op, const cha
 	}
 	/* R7: a client changes no directory's extended attributes (ACLs
 	 * among them). */
-	if (!w.observer && n->type == S_IFDIR && (op == XA_SET || op == XA_REMOVE)) {
+	if (n->type == S_IFDIR && (op == XA_SET || op == XA_REMOVE) && !may_change_dir(&w)) {
 		fuse_reply_err(req, EPERM);
 		goto out;
 	}

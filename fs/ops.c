@@ -15,6 +15,7 @@
 #include "fs.h"
 #include "log.h"
 #include "names.h"
+#include "peer.h"
 #include "stats.h"
 
 struct inboxfs fs;
@@ -94,6 +95,16 @@ void fill_entry(struct fuse_entry_param *e, struct node *n, const struct stat *s
 }
 
 /* ---- lookup and attributes ---- */
+
+/* R7: directories belong to the inbox's owner; a client that could chmod
+ * one could make every other client's create there fail. smbd switches to
+ * root for some changes it makes on its user's behalf ("dos filetimes":
+ * the times of anything the user may write), so here a request from an
+ * SMB server process is a client's whatever uid it runs as. */
+bool may_change_dir(const struct who *w)
+{
+	return w->observer && !peer_is_smb_server(w->pid);
+}
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
@@ -208,9 +219,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int va
 	WHO_OR_REPLY(req, w);
 	if (!may_use(req, &w, n))
 		goto out;
-	/* R7: directories belong to the inbox's owner; a client that could
-	 * chmod one could make every other client's create there fail. */
-	if (statsfile_is(n) || (!w.observer && n->type == S_IFDIR)) {
+	if (statsfile_is(n) || (n->type == S_IFDIR && !may_change_dir(&w))) {
 		fuse_reply_err(req, EPERM);
 		goto out;
 	}

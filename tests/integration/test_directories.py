@@ -160,10 +160,8 @@ def test_an_smb_client_cannot_change_a_directory(mounted, samba):
         proc = server.smbclient(cmd)
         assert 'NT_STATUS_' in proc.stdout + proc.stderr, (cmd, proc.stdout + proc.stderr)
     # New times (FILE_BASIC_INFORMATION). smbd's "dos filetimes" (on by
-    # default) sets them AS ROOT for a user who may write the directory,
-    # and root is an observer: so this holds with it off (see README).
-    strict = samba(mounted.mnt, dos_filetimes='no')
-    conn = strict.connect()
+    # default) sets them as root for a user who may write the directory.
+    conn = server.connect()
     blob = (1 << 60).to_bytes(8, 'little') * 4 + (0x10).to_bytes(4, 'little') + bytes(4)
     try:
         fid = conn.conn.createFile(conn.tid, 'sub', desiredAccess=s3.FILE_WRITE_ATTRIBUTES,
