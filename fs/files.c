@@ -33,6 +33,31 @@ static int new_handle(struct fuse_file_info *fi, struct node *n, int fd)
 	return 0;
 }
 
+/* A write or truncating open by anyone but root clears set-user-ID, and
+ * set-group-ID where group execution is on, as the kernel does for a writer
+ * without CAP_FSETID: the daemon writes as root, so the backing filesystem
+ * would keep them. (The kernel already asks for it on truncate and chown,
+ * and on writes through the page cache; not on direct I/O, nor on an
+ * atomic O_TRUNC open.) */
+static int kill_setid(uid_t writer, int fd)
+{
+	struct stat st;
+	mode_t mode;
+
+	if (writer == 0)
+		return 0;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	mode = st.st_mode & 07777;
+	if (mode & S_ISUID)
+		mode &= ~S_ISUID;
+	if ((mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+		mode &= ~S_ISGID;
+	if (mode != (st.st_mode & 07777) && fchmod(fd, mode) < 0)
+		return -errno;
+	return 0;
+}
+
 struct create_arg {
 	int dirfd, flags, fd;
 	mode_t mode;
@@ -101,7 +126,9 @@ static int may_create_in(fuse_req_t req, const struct who *w, int dirfd)
 static int open_beside(fuse_req_t req, struct who *w, struct node *dir, int dirfd,
 		       const char *name, int flags, mode_t mode)
 {
-	struct create_arg a = { dirfd, flags, -1, mode & 07777 };
+	/* New data by a non-root writer: no set-ID bits (see kill_setid()). */
+	mode_t keep = w->uid == 0 ? 07777 : 01777;
+	struct create_arg a = { dirfd, flags, -1, mode & keep };
 	char placed[NAME_MAX_BYTES + 1], q1[1024], q2[1024];
 	int ret = may_create_in(req, w, dirfd);
 
@@ -145,8 +172,22 @@ static int observer_open(fuse_req_t req, struct who *w, struct node *n, int flag
 	fd = node_open(n, flags & ~OPEN_FLAGS_DROPPED);
 	if (fd < 0 || !(flags & O_TRUNC))
 		return fd;
-	if (fstat(fd, &st) < 0 || st.st_size == 0 || !S_ISREG(st.st_mode))
-		return fd;	/* nothing to lose: truncating it is a no-op */
+	if (fstat(fd, &st) < 0) {
+		int err = -errno;
+
+		close(fd);
+		return err;
+	}
+	if (st.st_size == 0 || !S_ISREG(st.st_mode)) {
+		/* Nothing to lose: truncating it is a no-op. */
+		int ret = S_ISREG(st.st_mode) ? kill_setid(w->uid, fd) : 0;
+
+		if (ret < 0) {
+			close(fd);
+			return ret;
+		}
+		return fd;
+	}
 	close(fd);
 	dfd = node_open_parent(n, name, sizeof(name));
 	if (dfd < 0)
@@ -240,6 +281,8 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 			fd = open_beside(req, &w, dir, dfd, name, fi->flags, st.st_mode);
 			ret = fd < 0 ? fd : 0;
 			redirected = true;
+		} else if (ret == 0 && (fi->flags & O_TRUNC)) {
+			ret = kill_setid(w.uid, fd);
 		}
 	}
 	dir_put(dir, dfd);
@@ -346,30 +389,6 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, errno);
 	else
 		fuse_reply_buf(req, buf, (size_t)n);
-}
-
-/* A write by anyone but root clears set-user-ID, and set-group-ID where
- * group execution is on, as the kernel does for a writer without
- * CAP_FSETID: the daemon writes as root, so the backing filesystem would
- * keep them. (The kernel already asks for it on truncate and chown, and on
- * writes through the page cache; not on direct I/O.) */
-static int kill_setid(uid_t writer, int fd)
-{
-	struct stat st;
-	mode_t mode;
-
-	if (writer == 0)
-		return 0;
-	if (fstat(fd, &st) < 0)
-		return -errno;
-	mode = st.st_mode & 07777;
-	if (mode & S_ISUID)
-		mode &= ~S_ISUID;
-	if ((mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
-		mode &= ~S_ISGID;
-	if (mode != (st.st_mode & 07777) && fchmod(fd, mode) < 0)
-		return -errno;
-	return 0;
 }
 
 void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,

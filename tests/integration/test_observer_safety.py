@@ -183,3 +183,41 @@ def test_a_file_renamed_onto_a_directory_fails(m):
     assert errno_of(os.rename, os.path.join(m.mnt, 'g'), os.path.join(m.mnt, 'G')) == \
         errno.EISDIR
     assert sorted(os.listdir(m.inbox)) == ['.inboxfs', 'G', 'g']
+
+
+def _truncating_open(path):
+    os.close(os.open(path, os.O_WRONLY | os.O_TRUNC))
+
+
+def _fallocate(path):
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.posix_fallocate(fd, 0, 8192)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize('how', ['truncating-open', 'fallocate'])
+def test_other_non_root_changes_clear_setid(m, as_client, how):
+    data = b'' if how == 'truncating-open' else b'#!/bin/sh\n'
+    path = _backing_file(m, 'prog', data, 0o6777)
+    fn = _truncating_open if how == 'truncating-open' else _fallocate
+    as_client(OBS_UID).call(fn, os.path.join(m.mnt, 'prog'))
+    st = os.stat(path)
+    assert st.st_mode & SETID == 0, oct(st.st_mode)
+
+
+def _rewrite(path):
+    with open(path, 'wb') as f:
+        f.write(b'#!/bin/sh\necho rewritten\n')
+
+
+def test_the_file_beside_a_setid_one_has_no_setid(m, as_client):
+    """A truncating open of a non-empty file writes a new file beside it
+    (R3); a non-root writer's new data is no set-ID program."""
+    path = _backing_file(m, 'prog', b'#!/bin/sh\necho original\n', 0o6777)
+    as_client(OBS_UID).call(_rewrite, os.path.join(m.mnt, 'prog'))
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o6777      # untouched
+    [new] = [n for n in os.listdir(m.inbox) if n.startswith('prog~')]
+    st = os.stat(os.path.join(m.inbox, new))
+    assert st.st_mode & SETID == 0 and st.st_uid == OBS_UID, oct(st.st_mode)
