@@ -123,10 +123,12 @@ static int diag_send(int fd, uint8_t family, uint32_t states, const struct inet_
 static int diag_receive(int fd, bool dump,
 			void (*fn)(const struct inet_diag_msg *m, void *arg), void *arg)
 {
-	long buf[8192 / sizeof(long)];
+	/* The kernel fills a dump's messages up to the largest buffer a
+	 * reader offered (32 KiB at most): this one never truncates one. */
+	long buf[32768 / sizeof(long)];
 
 	for (;;) {
-		ssize_t len = recv(fd, buf, sizeof(buf), 0);
+		ssize_t len = recv(fd, buf, sizeof(buf), MSG_TRUNC);
 		struct nlmsghdr *h = (struct nlmsghdr *)buf;
 
 		if (len < 0) {
@@ -136,6 +138,8 @@ static int diag_receive(int fd, bool dump,
 		}
 		if (len == 0)
 			return -EIO;
+		if ((size_t)len > sizeof(buf))
+			return -EMSGSIZE;
 		for (; NLMSG_OK(h, (unsigned)len); h = NLMSG_NEXT(h, len)) {
 			if (h->nlmsg_type == NLMSG_DONE)
 				return 0;

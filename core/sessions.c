@@ -458,7 +458,7 @@ bool session_connection_lost(struct session *s)
 	pthread_mutex_unlock(&lock);
 	if (state == PEER_UNKNOWN) {
 		ret = peer_watch(s->tgid, &p);
-		if (ret < 0) {
+		if (ret < 0 && ret != -ENOENT) {	/* -ENOENT: it has exited */
 			errno = -ret;
 			log_warn("finding the connection of process %d", (int)s->tgid);
 		}
