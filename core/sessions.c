@@ -13,16 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <dirent.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/eventfd.h>
-#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "log.h"
+#include "peer.h"
 
 #define SESSION_BUCKETS 1024
 #define TID_SLOTS 4096
@@ -30,7 +27,8 @@
 struct session {
 	pid_t tgid;
 	int pidfd;
-	int conn_fd;		/* [lock] its TCP connection's socket, -1 none, -2 not looked for */
+	int peer_state;		/* [lock] PEER_* */
+	struct peer peer;	/* [lock] the connection it serves, when watched */
 	uint64_t serial;
 	unsigned refs;
 	bool alive;
@@ -126,8 +124,6 @@ void session_put(struct session *s)
 	if (!last)
 		return;
 	close(s->pidfd);
-	if (s->conn_fd >= 0)
-		close(s->conn_fd);
 	free(s);
 }
 
@@ -234,7 +230,6 @@ int session_get(pid_t tid, struct session **out)
 	}
 	s->tgid = tgid;
 	s->pidfd = pidfd;
-	s->conn_fd = -2;
 	s->alive = true;
 	s->refs = 2;		/* the table's and the caller's */
 
@@ -387,78 +382,30 @@ int task_state(pid_t tid)
 	return -EIO;
 }
 
-static int tcp_state(int fd)
-{
-	struct tcp_info ti;
-	socklen_t len = sizeof(ti);
-
-	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
-		return -1;
-	return ti.tcpi_state;
-}
-
-/* Duplicate the first established TCP socket of S's process, or -1. */
-static int find_connection(struct session *s)
-{
-	char path[64];
-	struct dirent *de;
-	DIR *dp;
-	int found = -1;
-
-	snprintf(path, sizeof(path), "/proc/%d/fd", (int)s->tgid);
-	dp = opendir(path);
-	if (dp == NULL)
-		return -1;
-	while (found < 0 && (de = readdir(dp)) != NULL) {
-		char link[64];
-		ssize_t n;
-		int type, fd;
-		socklen_t len = sizeof(type);
-
-		if (de->d_name[0] == '.')
-			continue;
-		n = readlinkat(dirfd(dp), de->d_name, link, sizeof(link) - 1);
-		if (n <= 0)
-			continue;
-		link[n] = '\0';
-		if (strncmp(link, "socket:", 7) != 0)
-			continue;
-		fd = (int)syscall(SYS_pidfd_getfd, s->pidfd, atoi(de->d_name), 0);
-		if (fd < 0)
-			continue;
-		struct sockaddr_storage sa;
-		socklen_t salen = sizeof(sa);
-		if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM &&
-		    getsockname(fd, (struct sockaddr *)&sa, &salen) == 0 &&
-		    (sa.ss_family == AF_INET || sa.ss_family == AF_INET6) &&
-		    tcp_state(fd) == TCP_ESTABLISHED) {
-			fcntl(fd, F_SETFD, FD_CLOEXEC);
-			found = fd;
-		} else {
-			close(fd);
-		}
-	}
-	closedir(dp);
-	return found;
-}
+enum { PEER_UNKNOWN, PEER_NONE, PEER_WATCHED };
 
 bool session_connection_lost(struct session *s)
 {
-	int fd;
+	struct peer p;
+	int state, ret;
 
 	pthread_mutex_lock(&lock);
-	fd = s->conn_fd;
+	state = s->peer_state;
+	p = s->peer;
 	pthread_mutex_unlock(&lock);
-	if (fd == -2) {
-		fd = find_connection(s);
+	if (state == PEER_UNKNOWN) {
+		ret = peer_watch(s->tgid, &p);
+		if (ret < 0 && ret != -ENOENT) {	/* -ENOENT: it has exited */
+			errno = -ret;
+			log_warn("finding the connection of process %d", (int)s->tgid);
+		}
 		pthread_mutex_lock(&lock);
-		if (s->conn_fd == -2)
-			s->conn_fd = fd;
-		else if (fd >= 0)
-			close(fd);	/* another thread looked first */
-		fd = s->conn_fd;
+		if (s->peer_state == PEER_UNKNOWN) {
+			s->peer = p;
+			s->peer_state = ret > 0 ? PEER_WATCHED : PEER_NONE;
+		}
 		pthread_mutex_unlock(&lock);
 		return false;
 	}
-	return fd >= 0 && tcp_state(fd) != TCP_ESTABLISHED;
+	return state == PEER_WATCHED && peer_lost(&p);
 }

@@ -56,13 +56,14 @@ int tid_to_tgid(pid_t tid, pid_t *tgid);
 enum task_state { TASK_RUNNING, TASK_EXITING, TASK_KILLED };
 int task_state(pid_t tid);
 
-/* A session that serves a remote client over TCP (smbd serves one SMB
- * connection per process) is tied to that connection: when it drops
- * mid-copy, smbd closes the open files itself, exactly as for a client's
- * CLOSE, and only the connection tells the two apart. The first call finds
- * the process's established TCP connection (once per session) and keeps a
- * duplicate of its socket; later calls return true once that connection is
- * no longer established. False for a session without one. */
+/* A session that is an SMB server process (smbd serves one SMB connection
+ * per process) is tied to that connection: when it drops mid-copy, smbd
+ * closes the open files itself, exactly as for a client's CLOSE, and only
+ * the connection tells the two apart. The first call looks for the
+ * process's connection (peer_watch(): smbd processes only, by socket inode,
+ * holding nothing of it); later calls return true once that connection is
+ * no longer established. False for any other session. (Per session until
+ * the drop's lifecycle module calls peer_watch() per drop.) */
 bool session_connection_lost(struct session *s);
 
 #endif

@@ -53,6 +53,9 @@ void who_put(struct who *w);
 #define WHO_OR_REPLY(req, w) do { int r_ = who_get(req, &(w)); \
 	if (r_ < 0) { fuse_reply_err(req, -r_); return; } } while (0)
 
+/* May W change a directory's attributes (R7)? */
+bool may_change_dir(const struct who *w);
+
 /* Check that W may act on N; replies ENOENT and returns false if not. */
 bool may_use(fuse_req_t req, struct who *w, struct node *n);
 /* Reply with the error and return it if NAME cannot be created. */

@@ -30,6 +30,7 @@ struct cmdline {
 	char *names;
 	char *linger;
 	char *max_drops;
+	char *client_mkdir;
 	int show_help;
 	int show_version;
 	int nonopts;
@@ -43,6 +44,7 @@ static const struct fuse_opt inboxfs_opts[] = {
 	OPT("names=%s", names),
 	OPT("linger=%s", linger),
 	OPT("max_drops=%s", max_drops),
+	OPT("client_mkdir=%s", client_mkdir),
 	FUSE_OPT_END
 };
 
@@ -97,6 +99,8 @@ static void usage(FILE *f, const char *prog)
 "                           or a template of %%s stem, %%t tag, %%e extension\n"
 "    -o linger=SECONDS      keep a closed drop visible to its session (default 0)\n"
 "    -o max_drops=N         open drops a session may hold, 0: no cap (default 1024)\n"
+"    -o client_mkdir=yes|no\n"
+"                           let clients create directories (default no)\n"
 "\n"
 "general options:\n"
 "    -f                     stay in the foreground, log to stderr\n"
@@ -201,6 +205,96 @@ static void raise_readahead(const char *real)
 		close(fd);
 }
 
+static bool same_inode(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
+}
+
+/* Is the directory FD (taken over: closed) TOP or below it? Walks up by
+ * "..". *DEPTH: 0 for TOP itself; *CHILD: the entry just below TOP on the
+ * way, when *DEPTH > 0. */
+static bool is_below(int fd, const struct stat *top, struct stat *child, int *depth)
+{
+	struct stat cur, up;
+	bool found = false;
+
+	for (*depth = 0; fd >= 0 && fstat(fd, &cur) == 0 && *depth < 4096; ++*depth) {
+		int ufd;
+
+		if (same_inode(&cur, top)) {
+			found = true;
+			break;
+		}
+		ufd = openat(fd, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (ufd < 0 || fstat(ufd, &up) < 0 || same_inode(&up, &cur)) {
+			if (ufd >= 0)
+				close(ufd);
+			break;	/* the root: not below TOP */
+		}
+		*child = cur;
+		close(fd);
+		fd = ufd;
+	}
+	if (fd >= 0)
+		close(fd);
+	return found;
+}
+
+/* R11: a staging directory must be hidden from every view, and inside
+ * INBOX only the default is: it must be INBOX/.inboxfs itself, or a
+ * directory outside INBOX's tree that does not contain INBOX either. A staging that
+ * does not exist yet is judged by where it would be made. Returns why not,
+ * or NULL (also when PATH cannot be opened: staging_open() reports it). */
+static const char *staging_misplaced(int inbox_fd, const char *path)
+{
+	struct stat in, hidden, child, sg;
+	const char *why = NULL, *leaf = NULL;
+	char *parent = NULL;
+	int fd, depth;
+
+	if (fstat(inbox_fd, &in) < 0)
+		return NULL;
+	if (fstatat(inbox_fd, STAGING_DIR, &hidden, AT_SYMLINK_NOFOLLOW) < 0)
+		memset(&hidden, 0, sizeof(hidden));
+	fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT) {
+		char *slash;
+
+		parent = strdup(path);
+		if (parent == NULL)
+			return NULL;
+		for (size_t n = strlen(parent); n > 1 && parent[n - 1] == '/'; n--)
+			parent[n - 1] = '\0';
+		slash = strrchr(parent, '/');
+		leaf = slash ? slash + 1 : parent;
+		if (slash && slash != parent)
+			*slash = '\0';
+		fd = open(slash == parent ? "/" : slash ? parent : ".",
+			  O_PATH | O_DIRECTORY | O_CLOEXEC);
+	}
+	if (fd < 0)
+		goto out;
+	if (leaf == NULL && fstat(fd, &sg) < 0) {
+		close(fd);
+		goto out;
+	}
+	if (is_below(fd, &in, &child, &depth)) {
+		if (depth == 0 && leaf == NULL)
+			why = "is INBOX itself; use INBOX/" STAGING_DIR " or a directory outside INBOX";
+		else if (depth == 0 ? strcmp(leaf, STAGING_DIR) != 0
+				    : depth > 1 || leaf || !same_inode(&child, &hidden))
+			why = "is inside INBOX, where views would show it; use INBOX/" STAGING_DIR
+			      " or a directory outside INBOX";
+	} else if (leaf == NULL) {
+		fd = dup(inbox_fd);
+		if (is_below(fd, &sg, &child, &depth))
+			why = "contains INBOX; use INBOX/" STAGING_DIR " or a directory outside INBOX";
+	}
+out:
+	free(parent);
+	return why;
+}
+
 static int open_dir_arg(const char *what, const char *path)
 {
 	struct stat st;
@@ -244,6 +338,10 @@ static int parse_config(const struct cmdline *c, struct inboxfs_config *cfg)
 	if (count_parse(c->max_drops ? c->max_drops : "1024", &cfg->max_drops) < 0) {
 		fprintf(stderr, "inboxfs: max_drops=%s: expected a whole number, 0 to 1000000\n",
 			c->max_drops);
+		return -1;
+	}
+	if (yes_no_parse(c->client_mkdir ? c->client_mkdir : "no", &cfg->client_mkdir) < 0) {
+		fprintf(stderr, "inboxfs: client_mkdir=%s: expected yes or no\n", c->client_mkdir);
 		return -1;
 	}
 	return 0;
@@ -348,6 +446,11 @@ int main(int argc, char *argv[])
 	fs.staging.reserved = STATS_FILE;
 	if (fstat(fd, &st) == 0)
 		fs.staging.top_ino = st.st_ino;
+	const char *why = c.staging ? staging_misplaced(fd, c.staging) : NULL;
+	if (why) {
+		fprintf(stderr, "inboxfs: staging=%s: %s\n", c.staging, why);
+		goto out_inodes;
+	}
 	sret = c.staging ? staging_open(&fs.staging, fd, AT_FDCWD, c.staging)
 			 : staging_open(&fs.staging, fd, fd, STAGING_DIR);
 	if (sret < 0) {
@@ -434,6 +537,7 @@ out:
 	free(c.names);
 	free(c.linger);
 	free(c.max_drops);
+	free(c.client_mkdir);
 	fuse_opt_free_args(&args);
 	return ret;
 }
