@@ -73,6 +73,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "peer.h"
 #include "staging.h"
 
 struct session;
@@ -108,6 +109,7 @@ struct drop {
 	void *node;			/* fs/'s node for it */
 	uid_t uid;			/* who made it, for the log */
 	pid_t pid;
+	struct peer peer;		/* the SMB connection it came over, if any */
 
 	/* Its staged name: changed only by its closer (CLOSING). */
 	char stage_name[STAGE_NAME_MAX];

@@ -409,3 +409,13 @@ bool session_connection_lost(struct session *s)
 	}
 	return state == PEER_WATCHED && peer_lost(&p);
 }
+
+void session_peer(struct session *s, struct peer *out)
+{
+	pthread_mutex_lock(&lock);
+	if (s->peer_state == PEER_WATCHED)
+		*out = s->peer;
+	else
+		memset(out, 0, sizeof(*out));
+	pthread_mutex_unlock(&lock);
+}

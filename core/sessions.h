@@ -62,8 +62,11 @@ int task_state(pid_t tid);
  * the connection tells the two apart. The first call looks for the
  * process's connection (peer_watch(): smbd processes only, by socket inode,
  * holding nothing of it); later calls return true once that connection is
- * no longer established. False for any other session. (Per session until
- * the drop's lifecycle module calls peer_watch() per drop.) */
+ * no longer established. False for any other session. */
 bool session_connection_lost(struct session *s);
+/* The connection found by session_connection_lost() (ino 0: none), which
+ * each drop keeps: it names the client in log lines. */
+struct peer;
+void session_peer(struct session *s, struct peer *out);
 
 #endif

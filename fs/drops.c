@@ -80,7 +80,7 @@ static int drop_fd(struct drop *d, int fd, int *own)
  * it goes to the top of the inbox, as recovery would place it. */
 static int publish(struct drop *d, int fd)
 {
-	char final[NAME_MAX_BYTES + 1], q1[1024], q2[1024];
+	char final[NAME_MAX_BYTES + 1], q1[1024], q2[1024], client[64];
 	uint64_t start = now_usec();
 	struct node *dir = node_of(d->parent);
 	bool top = false;
@@ -112,9 +112,10 @@ static int publish(struct drop *d, int fd)
 		log_warnx("publish: the directory of \"%s\" is gone; stored at the top as \"%s\"",
 			  log_name(d->name, q1, sizeof(q1)), log_name(final, q2, sizeof(q2)));
 	else if (ret == 1)
-		log_info("rewrite: \"%s\" stored as \"%s\" (pid %d, uid %u)",
+		log_info("rewrite: \"%s\" stored as \"%s\" (client %s, pid %d, uid %u)",
 			 log_name(d->name, q1, sizeof(q1)), log_name(final, q2, sizeof(q2)),
-			 (int)d->pid, (unsigned)d->uid);
+			 peer_format(&d->peer, client, sizeof(client)), (int)d->pid,
+			 (unsigned)d->uid);
 	if (ret == 1 || (top && strcmp(final, d->name) != 0))
 		stat_add(STAT_REWRITES, 1);
 	stat_add(STAT_PUBLISHED, 1);
@@ -155,9 +156,11 @@ static int ack(struct drop *d, int fd)
 
 static void quarantine(struct drop *d)
 {
-	const char *why = d->error == EIO ? "its writer never saw a successful close"
-					  : strerror(d->error);
+	char why[256], client[64];
 
+	snprintf(why, sizeof(why), "%s (client %s, pid %d, uid %u)",
+		 d->error == EIO ? "its writer never saw a successful close" : strerror(d->error),
+		 peer_format(&d->peer, client, sizeof(client)), (int)d->pid, (unsigned)d->uid);
 	if (quarantine_drop(&fs.staging, d->stage_name, d->name, why) == 0)
 		stat_add(STAT_QUARANTINED, 1);
 }
@@ -276,7 +279,7 @@ static void close_facts(struct handle *h, pid_t tid, struct session *s, struct d
 	/* A writer killed mid-copy has its files closed by the kernel, and
 	 * smbd closes a dropped connection's files itself: neither close is
 	 * an acknowledgement, the drop is incomplete (R6). */
-	c->aborted = ret == TASK_KILLED || session_connection_lost(h->drop.d->owner);
+	c->aborted = ret == TASK_KILLED || peer_lost(&h->drop.d->peer);
 	c->exiting = ret == TASK_EXITING;
 	if (c->aborted || !drop_close_ambiguous(&h->drop))
 		return;

@@ -39,7 +39,7 @@ COUNTERS = ('drops', 'bytes', 'publications', 'rewrites', 'discarded',
             'publish.latency.p90_us', 'publish.latency.p99_us', 'uptime_s')
 REWRITE_LINE = re.compile(
     r'rewrite: "(?P<requested>[^"]*)" stored as "(?P<stored>[^"]*)" '
-    r'\(pid (?P<pid>\d+), uid (?P<uid>\d+)\)')
+    r'\(client (?P<client>\S+), pid (?P<pid>\d+), uid (?P<uid>\d+)\)')
 # R9 / README: STEM~TAG.EXT, the tag 12 base-32 characters.
 TAG = '[0-9A-Z]'
 
@@ -604,6 +604,7 @@ def test_counters_and_log_after_a_storm_with_collisions(mount_inboxfs):
         assert mt, f'not a rewrite line: {line!r}'
         assert mt['requested'] == name, line
         assert mt['stored'] in found and mt['stored'] != name, line
+        assert mt['client'] == 'local', line
         assert int(mt['pid']) in uid_of, f'{line}: pid not one of the writers {pids}'
         assert uid_of[int(mt['pid'])] == int(mt['uid']), line
         logged.append(mt['stored'])
@@ -972,36 +973,9 @@ def test_linger_0_is_accepted(mount_inboxfs, client):
     assert inbox_contents(m.inbox) == {'LINGER00.SVF': b'at once'}
 
 
-def _readme_says_linger_is_refused():
-    with open(os.path.join(SOURCE, 'README.md')) as f:
-        readme = f.read()
-    return any('linger' in para and 'refuse' in para
-               for para in re.split(r'\n\s*\n|\n\|', readme))
-
-
 def test_linger_other_than_0(run_inboxfs, mount_inboxfs, as_client, tmp_path):
-    """linger=N as README.md documents it: refused at start with one line
-    and a non-zero exit while README says this version refuses it;
-    otherwise a closed drop stays visible to its session and is published
-    only after N seconds."""
-    if _readme_says_linger_is_refused():
-        inbox, mnt = tmp_path / 'inbox', tmp_path / 'mnt'
-        inbox.mkdir()
-        mnt.mkdir()
-        before = {e[0] for e in mountinfo(str(mnt))}
-        # No -f: a daemon that wrongly starts backgrounds instead of hanging.
-        proc = run_inboxfs('-o', 'linger=5', inbox, mnt)
-        if [e for e in mountinfo(str(mnt)) if e[0] not in before]:
-            subprocess.run(['fusermount3', '-u', '-z', str(mnt)], stdin=subprocess.DEVNULL,
-                           capture_output=True, timeout=TIMEOUT)
-            pytest.fail(f'linger=5 mounted: {proc.stderr!r}')
-        lines = [l for l in proc.stderr.splitlines() if l.strip()]
-        assert proc.returncode != 0, proc.stderr
-        assert len(lines) == 1 and 'linger' in lines[0], lines
-        assert proc.stdout.strip() == ''
-        assert os.listdir(inbox) == []
-        return
-
+    """linger=N: a closed drop stays visible to its session and is
+    published only after N seconds."""
     m = mount_inboxfs(linger=2)
     session = as_client().session()
     other = as_client(CLIENT_UID + 1)

@@ -151,6 +151,25 @@ def test_create_new_storm_16_connections_50_each(smb):
     assert_delivered_once(mount.inbox, payloads, ext='.SVF')
 
 
+def test_rewrite_lines_name_the_client_connection(smb):
+    """Issue 13.4: after a storm through Samba, every rewrite line names its
+    client: the address and port of its SMB connection (not smbd's own)."""
+    import re
+    mount, server = smb
+    payloads, statuses = create_new_storm(server, 'WHO.SVF', 4, 10)
+    assert status_summary(statuses) == {nt_status_name(STATUS_SUCCESS): 40}
+    assert_delivered_once(mount.inbox, payloads, ext='.SVF')
+    lines = [l for l in mount.log().splitlines() if 'rewrite:' in l]
+    assert len(lines) == 39, lines
+    ports = set()
+    for line in lines:
+        m = re.search(r'\(client 127\.0\.0\.1:(\d+), pid \d+, uid \d+\)', line)
+        assert m, line
+        ports.add(int(m[1]))
+    assert server.port not in ports
+    assert 1 <= len(ports) <= 4, ports
+
+
 def test_create_new_same_name_in_a_row_on_one_connection(smb):
     mount, server = smb
     conn = server.connect()
