@@ -28,6 +28,15 @@ bool client_may_use(const struct who *w, const struct node *n)
 	return d != NULL;
 }
 
+/* Check that W may act on N; replies and returns false if not. */
+bool may_use(fuse_req_t req, struct who *w, struct node *n)
+{
+	if (w->observer || client_may_use(w, n))
+		return true;
+	fuse_reply_err(req, ENOENT);
+	return false;
+}
+
 bool client_holds(const struct who *w, struct fuse_file_info *fi)
 {
 	struct handle *h = fi ? handle_of(fi) : NULL;

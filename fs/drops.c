@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,35 +16,6 @@
 #include "log.h"
 #include "names.h"
 #include "stats.h"
-
-/* ---- handles, within the descriptor budget (R12) ---- */
-
-static atomic_uint open_handles;
-
-struct handle *handle_new(void)
-{
-	struct handle *h;
-
-	if (atomic_fetch_add(&open_handles, 1) >= fs.max_handles) {
-		atomic_fetch_sub(&open_handles, 1);
-		return NULL;
-	}
-	h = calloc(1, sizeof(*h));
-	if (h == NULL) {
-		atomic_fetch_sub(&open_handles, 1);
-		return NULL;
-	}
-	h->fd = -1;
-	return h;
-}
-
-void handle_free(struct handle *h)
-{
-	if (h->fd >= 0)
-		close(h->fd);
-	free(h);
-	atomic_fetch_sub(&open_handles, 1);
-}
 
 uint64_t now_ms(void)
 {

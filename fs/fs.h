@@ -1,5 +1,27 @@
-/* What the FUSE operations share: the mounted filesystem's state, open
- * handles, and who is asking. */
+/* fs/: the FUSE low-level operations over core/. Start reading here.
+ *
+ * Layers (each file calls only those above it in this list):
+ *   inode.c      the inode table: FUSE node ids, backing inodes, file handles
+ *   handles.c    open files (fi->fh) within the descriptor budget (R12)
+ *   statsfile.c  the counters as a read-only file at the root
+ *   request.c    who is asking, entry replies and what the kernel may cache
+ *   drops.c      what a drop's lifecycle (core/drop.h) decides, carried out:
+ *                closes, releases, publication, the linger thread
+ *   client.c     a client session's private view (R1, R2, R7, R8)
+ *   observer.c   the observers' view, in which nothing is clobbered (R3)
+ *   nodes.c, files.c, dirs.c   the handlers: each finds out who is asking,
+ *                hands the request to a view, and replies exactly once
+ *   ops.c        the operations table and INIT
+ *   main.c       options, start-up checks, recovery, the session loop
+ *
+ * Locks, in the one order they may be taken:
+ *   drop_lock (core/drop.c)  every drop's state, each session's drop list
+ *   the session table's (core/sessions.c)
+ *   table_lock (inode.c)     the inode table
+ * No lock is held across I/O; a drop used after drop_lock is released is
+ * held by a reference (drop_ref()/drop_put(), or its handle's). A handle is
+ * the kernel's from its open's reply to its RELEASE, which frees it; the
+ * kernel sends no request on a handle after its RELEASE. */
 #ifndef INBOXFS_FS_H
 #define INBOXFS_FS_H
 
@@ -28,6 +50,11 @@ struct inboxfs {
 
 extern struct inboxfs fs;
 
+/* How far the kernel reads ahead (op_init(), and the mount's bdi). */
+#define READAHEAD_BYTES (1024 * 1024)
+
+/* ---- handles.c ---- */
+
 /* An open file: fi->fh points to one. */
 struct handle {
 	int fd;
@@ -35,9 +62,29 @@ struct handle {
 	struct drop_handle drop;	/* .d set on a client's drop */
 };
 
-/* drops.c: handles within the descriptor budget; NULL past it (EMFILE). */
+static inline struct handle *handle_of(struct fuse_file_info *fi)
+{
+	return (struct handle *)(uintptr_t)fi->fh;
+}
+
+/* A new handle within the descriptor budget; NULL past it (EMFILE). */
 struct handle *handle_new(void);
 void handle_free(struct handle *h);	/* closes its fd */
+/* A new handle of N with descriptor FD, as FI's: 0 or -EMFILE. */
+int handle_attach(struct fuse_file_info *fi, struct node *n, int fd);
+
+/* ---- statsfile.c: the counters, a read-only file at the root (observers) ---- */
+
+#define STATS_FILE ".inboxfs-stats"
+#define STATS_INO ((uint64_t)-2)	/* beyond any backing inode number */
+void statsfile_init(void);
+struct node *statsfile_node(void);
+bool statsfile_is(const struct node *n);
+void statsfile_attr(struct stat *st);
+int statsfile_open(struct fuse_file_info *fi);
+void statsfile_read(fuse_req_t req, size_t size, off_t off);
+
+/* ---- request.c ---- */
 
 /* Who sent a request: an observer, or a client with its session. */
 struct who {
@@ -55,29 +102,40 @@ void who_put(struct who *w);
 
 /* May W change a directory's attributes (R7)? */
 bool may_change_dir(const struct who *w);
-
-/* Check that W may act on N; replies ENOENT and returns false if not. */
-bool may_use(fuse_req_t req, struct who *w, struct node *n);
 /* Reply with the error and return it if NAME cannot be created. */
 int check_name(fuse_req_t req, const char *name);
-
-/* True if NAME in directory PARENT is inboxfs's own and no view shows it. */
+/* True if INO is inboxfs's own (its staging) and no view shows it. */
 bool is_hidden_ino(uint64_t ino);
-
-/* Give the new object at FD (or DIRFD/NAME) to the requester. */
+/* Give the new object at FD to the requester. */
 int own_new(int fd, const struct who *w, const struct node *parent);
-
-static inline struct handle *handle_of(struct fuse_file_info *fi)
-{
-	return (struct handle *)(uintptr_t)fi->fh;
-}
-
 /* Fill an entry reply for N with attributes ST and what the kernel may
  * cache of them. */
 double attr_timeout(struct node *n);
 void fill_entry(struct fuse_entry_param *e, struct node *n, const struct stat *st);
 
-/* client.c: the private view of a client session (R1, R2, R4, R7, R8). */
+/* Does a failed write or size change with this errno leave the file other
+ * than its writer meant it (a drop that is then never delivered)? */
+static inline bool loses_data(int err)
+{
+	return err == ENOSPC || err == EDQUOT || err == EIO || err == EFBIG;
+}
+
+/* ---- drops.c ---- */
+
+int drop_carry_out(struct drop *d, enum drop_action act, int fd);	/* the close's answer */
+/* A close (FLUSH) of H by thread TID; by the daemon for session S. */
+int drop_handle_flush(struct handle *h, pid_t tid);
+int drop_handle_close(struct handle *h, struct session *s);
+void drop_handle_release(struct handle *h);	/* frees H */
+void drop_handle_abandon(struct handle *h);	/* a handle the kernel did not take */
+void drop_node_free(struct drop *d);		/* drop_config.on_free */
+/* Closed drops kept visible to their session (linger=). */
+int linger_start(void);
+void linger_stop(void);
+uint64_t now_ms(void);
+
+/* ---- client.c: a client session's private view ---- */
+
 void client_lookup(fuse_req_t req, struct who *w, struct node *parent, const char *name);
 /* The entry a client sees for NAME in DIR, with a lookup reference taken. */
 int client_entry(struct who *w, struct node *dir, const char *name, struct fuse_entry_param *e);
@@ -91,6 +149,10 @@ void client_rename(fuse_req_t req, struct who *w, struct node *parent, const cha
 		   struct node *newparent, const char *newname, unsigned flags);
 /* May client W touch node N at all (a directory, or its own open drop)? */
 bool client_may_use(const struct who *w, const struct node *n);
+/* May client W use the open file FI (a handle of its own drop)? */
+bool client_holds(const struct who *w, struct fuse_file_info *fi);
+/* Check that W may act on N; replies ENOENT and returns false if not. */
+bool may_use(fuse_req_t req, struct who *w, struct node *n);
 /* A client's directory listing, taken at opendir: the subdirectories
  * everyone sees and the session's own open drops there. */
 struct snapent {
@@ -105,26 +167,44 @@ struct dirsnap {
 void dirsnap_free(struct dirsnap *snap);
 int client_snapshot(struct who *w, struct node *dir, struct dirsnap **out);
 
-/* Does a failed write or size change with this errno leave the file other
- * than its writer meant it (a drop that is then never delivered)? */
-static inline bool loses_data(int err)
-{
-	return err == ENOSPC || err == EDQUOT || err == EIO || err == EFBIG;
-}
+/* ---- observer.c: the observers' view ---- */
 
-/* May client W use the open file FI (a handle of its own drop)? */
-bool client_holds(const struct who *w, struct fuse_file_info *fi);
+void observer_lookup(fuse_req_t req, struct node *dir, const char *name);
+void observer_open(fuse_req_t req, struct who *w, struct node *n, struct fuse_file_info *fi);
+void observer_create(fuse_req_t req, struct who *w, struct node *dir, const char *name,
+		     mode_t mode, struct fuse_file_info *fi);
+/* mknod, mkdir, symlink (LINK set) of NAME in DIR, owned by W. */
+void observer_make(fuse_req_t req, struct who *w, struct node *dir, const char *name,
+		   mode_t mode, dev_t rdev, const char *link);
+void observer_link(fuse_req_t req, struct node *n, struct node *dir, const char *newname);
+void observer_remove(fuse_req_t req, struct node *dir, const char *name, int flags);
+void observer_rename(fuse_req_t req, struct who *w, struct node *dir, const char *name,
+		     struct node *newdir, const char *newname, unsigned flags);
+/* A write by WRITER clears set-ID bits of FD's file as the kernel would. */
+int kill_setid(uid_t writer, int fd);
+/* Names at the top of the inbox that are inboxfs's own. */
+bool reserved_name(fuse_ino_t parent, const char *name);
 
-/* drops.c: what a drop's lifecycle decides, carried out. */
-int drop_carry_out(struct drop *d, enum drop_action act, int fd);	/* the close's answer */
-/* A close (FLUSH) of H by thread TID; by the daemon for session S. */
-int drop_handle_flush(struct handle *h, pid_t tid);
-int drop_handle_close(struct handle *h, struct session *s);
-void drop_handle_release(struct handle *h);	/* frees H */
-void drop_handle_abandon(struct handle *h);	/* a handle the kernel did not take */
-void drop_node_free(struct drop *d);		/* drop_config.on_free */
+/* ---- the handlers ---- */
 
 extern const struct fuse_lowlevel_ops inboxfs_ops;
+
+/* nodes.c */
+void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name);
+void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup);
+void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets);
+void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
+		struct fuse_file_info *fi);
+void op_readlink(fuse_req_t req, fuse_ino_t ino);
+void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev);
+void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode);
+void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name);
+void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname);
+void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name);
+void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name);
+void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+	       const char *newname, unsigned int flags);
 
 /* files.c */
 void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
@@ -153,23 +233,5 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
 void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 		 size_t size, int flags);
 void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
-
-/* statsfile.c: the counters as a read-only file at the root, observers only. */
-#define STATS_FILE ".inboxfs-stats"
-
-/* How far the kernel reads ahead (op_init(), and the mount's bdi). */
-#define READAHEAD_BYTES (1024 * 1024)
-#define STATS_INO ((uint64_t)-2)	/* beyond any backing inode number */
-void statsfile_init(void);
-struct node *statsfile_node(void);
-bool statsfile_is(const struct node *n);
-void statsfile_attr(struct stat *st);
-int statsfile_open(struct fuse_file_info *fi);
-void statsfile_read(fuse_req_t req, size_t size, off_t off);
-
-/* drops.c: closed drops kept visible to their session (linger=). */
-int linger_start(void);
-void linger_stop(void);
-uint64_t now_ms(void);
 
 #endif

@@ -1,0 +1,297 @@
+/* Handlers for names and attributes: lookup, forget, getattr, setattr,
+ * readlink, making, linking, removing and renaming names. Each finds out
+ * who is asking and hands the request to the client view (client.c) or the
+ * observer view (observer.c); each replies exactly once. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fs.h"
+#include "names.h"
+
+void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct who w;
+
+	if (strlen(name) > NAME_MAX_BYTES) {
+		fuse_reply_err(req, ENAMETOOLONG);
+		return;
+	}
+	WHO_OR_REPLY(req, w);
+	if (w.observer)
+		observer_lookup(req, node_of(parent), name);
+	else
+		client_lookup(req, &w, node_of(parent), name);
+	who_put(&w);
+}
+
+static void forget_one(fuse_ino_t ino, uint64_t nlookup)
+{
+	struct node *n = node_of(ino);
+
+	if (!statsfile_is(n))
+		node_forget(n, nlookup);
+}
+
+void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	forget_one(ino, nlookup);
+	fuse_reply_none(req);
+}
+
+void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	for (size_t i = 0; i < count; i++)
+		forget_one(forgets[i].ino, forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct node *n = node_of(ino);
+	struct stat st;
+	struct who w;
+	int ret;
+
+	WHO_OR_REPLY(req, w);
+	if (!client_holds(&w, fi) && !may_use(req, &w, n))
+		goto out;
+	if (statsfile_is(n)) {
+		statsfile_attr(&st);
+		ret = 0;
+	} else if (fi)
+		ret = fstat(handle_of(fi)->fd, &st) < 0 ? -errno : 0;
+	else
+		ret = node_stat(n, &st);
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_attr(req, &st, attr_timeout(n));
+out:
+	who_put(&w);
+}
+
+void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
+		       struct fuse_file_info *fi)
+{
+	enum drop_change what = (valid & FUSE_SET_ATTR_SIZE) ? DROP_CHANGE_DATA : DROP_CHANGE_META;
+	struct node *n = node_of(ino);
+	struct drop *d = NULL;
+	char proc[64];
+	struct stat st;
+	struct who w;
+	int fd = -1, ret = 0;
+
+	WHO_OR_REPLY(req, w);
+	if (!client_holds(&w, fi) && !may_use(req, &w, n))
+		goto out;
+	if (statsfile_is(n) || (n->type == S_IFDIR && !may_change_dir(&w))) {
+		fuse_reply_err(req, EPERM);
+		goto out;
+	}
+	/* A drop changes only while the lifecycle lets it (drop.h): never
+	 * once delivered, whatever descriptor or path the writer kept. */
+	if (!w.observer && n->type != S_IFDIR) {
+		d = fi ? handle_of(fi)->drop.d : drop_find_node(w.s, n);
+		if (d == NULL) {
+			fuse_reply_err(req, ENOENT);
+			goto out;
+		}
+		if (fi)
+			drop_ref(d);
+		ret = drop_change_begin(d, what);
+		if (ret < 0) {
+			drop_put(d);
+			fuse_reply_err(req, -ret);
+			goto out;
+		}
+	}
+	fd = fi ? handle_of(fi)->fd : node_open(n, O_PATH);
+	if (fd < 0) {
+		ret = fd;
+		goto done;
+	}
+	/* Through /proc so that an O_PATH descriptor serves every call. */
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	if (valid & FUSE_SET_ATTR_MODE) {
+		if ((fi ? fchmod(fd, attr->st_mode) : chmod(proc, attr->st_mode)) < 0)
+			goto fail;
+	}
+	if (valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+		uid_t u = (valid & FUSE_SET_ATTR_UID) ? attr->st_uid : (uid_t)-1;
+		gid_t g = (valid & FUSE_SET_ATTR_GID) ? attr->st_gid : (gid_t)-1;
+
+		if (fchownat(fd, "", u, g, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+			goto fail;
+	}
+	if (valid & FUSE_SET_ATTR_SIZE) {
+		if ((fi ? ftruncate(fd, attr->st_size) : truncate(proc, attr->st_size)) < 0)
+			goto fail;
+	}
+	if (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
+		struct timespec tv[2] = { { 0, UTIME_OMIT }, { 0, UTIME_OMIT } };
+
+		if (valid & FUSE_SET_ATTR_ATIME_NOW)
+			tv[0].tv_nsec = UTIME_NOW;
+		else if (valid & FUSE_SET_ATTR_ATIME)
+			tv[0] = attr->st_atim;
+		if (valid & FUSE_SET_ATTR_MTIME_NOW)
+			tv[1].tv_nsec = UTIME_NOW;
+		else if (valid & FUSE_SET_ATTR_MTIME)
+			tv[1] = attr->st_mtim;
+		if ((fi ? futimens(fd, tv) : utimensat(AT_FDCWD, proc, tv, 0)) < 0)
+			goto fail;
+	}
+	ret = fstat(fd, &st) < 0 ? -errno : 0;
+	goto done;
+fail:
+	ret = -errno;
+done:
+	if (!fi && fd >= 0)
+		close(fd);
+	if (d) {
+		drop_change_end(d, what, what == DROP_CHANGE_DATA && loses_data(-ret) ? -ret : 0);
+		drop_put(d);
+	}
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_attr(req, &st, attr_timeout(n));
+out:
+	who_put(&w);
+}
+
+void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct node *n = node_of(ino);
+	char buf[PATH_MAX + 1];
+	struct who w;
+	ssize_t len;
+	int fd;
+
+	WHO_OR_REPLY(req, w);
+	if (!w.observer) {
+		fuse_reply_err(req, ENOENT);	/* clients never see symlinks */
+		goto out;
+	}
+	fd = node_open(n, O_PATH);
+	if (fd < 0) {
+		fuse_reply_err(req, -fd);
+		goto out;
+	}
+	len = readlinkat(fd, "", buf, sizeof(buf) - 1);
+	close(fd);
+	if (len < 0) {
+		fuse_reply_err(req, errno);
+		goto out;
+	}
+	buf[len] = '\0';
+	fuse_reply_readlink(req, buf);
+out:
+	who_put(&w);
+}
+
+static void make_node(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      dev_t rdev, const char *link)
+{
+	struct node *dir = node_of(parent);
+	struct who w;
+
+	if (check_name(req, name) < 0)
+		return;
+	WHO_OR_REPLY(req, w);
+	if (w.observer) {
+		observer_make(req, &w, dir, name, mode, rdev, link);
+	} else if (S_ISDIR(mode) && client_may_use(&w, dir)) {
+		/* R7: a client's directory would make every other client's
+		 * create of that name fail, so only where the administrator
+		 * allows it; never over the daemon's own names, which no view
+		 * lists. */
+		if (fs.cfg.client_mkdir && !reserved_name(parent, name))
+			observer_make(req, &w, dir, name, mode, rdev, link);
+		else
+			fuse_reply_err(req, EPERM);
+	} else if (S_ISREG(mode) && !link) {
+		client_mknod(req, &w, dir, name, mode);
+	} else {
+		fuse_reply_err(req, EPERM);	/* R8 */
+	}
+	who_put(&w);
+}
+
+void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	make_node(req, parent, name, mode, rdev, NULL);
+}
+
+void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	make_node(req, parent, name, S_IFDIR | mode, 0, NULL);
+}
+
+void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	make_node(req, parent, name, S_IFLNK, 0, link);
+}
+
+void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	struct who w;
+
+	if (check_name(req, newname) < 0)
+		return;
+	WHO_OR_REPLY(req, w);
+	if (w.observer)
+		observer_link(req, node_of(ino), node_of(newparent), newname);
+	else
+		fuse_reply_err(req, EPERM);	/* R8 */
+	who_put(&w);
+}
+
+static void remove_name(fuse_req_t req, fuse_ino_t parent, const char *name, int flags)
+{
+	struct node *dir = node_of(parent);
+	struct who w;
+
+	WHO_OR_REPLY(req, w);
+	if (w.observer)
+		observer_remove(req, dir, name, flags);
+	else if (flags & AT_REMOVEDIR)
+		fuse_reply_err(req, client_may_use(&w, dir) ? EPERM : ENOENT);	/* R7 */
+	else
+		client_unlink(req, &w, dir, name);
+	who_put(&w);
+}
+
+void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	remove_name(req, parent, name, 0);
+}
+
+void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	remove_name(req, parent, name, AT_REMOVEDIR);
+}
+
+void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+	       const char *newname, unsigned int flags)
+{
+	struct who w;
+
+	if (check_name(req, newname) < 0)
+		return;
+	if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	WHO_OR_REPLY(req, w);
+	if (w.observer)
+		observer_rename(req, &w, node_of(parent), name, node_of(newparent), newname, flags);
+	else
+		client_rename(req, &w, node_of(parent), name, node_of(newparent), newname, flags);
+	who_put(&w);
+}

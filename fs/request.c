@@ -1,0 +1,108 @@
+/* Request helpers: who is asking (an observer, or a client and its
+ * session), the entries and attributes replied and what the kernel may
+ * cache of them, names checked once, and new objects handed to their
+ * requester. The views (client.c, observer.c) and the handlers build on
+ * these; this file calls neither. */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fs.h"
+#include "names.h"
+#include "peer.h"
+
+struct inboxfs fs;
+
+int who_get(fuse_req_t req, struct who *w)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	gid_t groups[64];
+	int ngroups = 0;
+
+	w->uid = ctx->uid;
+	w->gid = ctx->gid;
+	w->pid = ctx->pid;
+	w->s = NULL;
+	if (observers_need_groups(&fs.cfg.observers)) {
+		ngroups = fuse_req_getgroups(req, 64, groups);
+		if (ngroups < 0 || ngroups > 64)
+			ngroups = 0;
+	}
+	w->observer = observers_match(&fs.cfg.observers, w->uid, w->gid, groups, ngroups);
+	if (w->observer)
+		return 0;
+	if (w->pid <= 0)
+		return -EACCES;
+	return session_get(w->pid, &w->s);
+}
+
+void who_put(struct who *w)
+{
+	if (w->s)
+		session_put(w->s);
+	w->s = NULL;
+}
+
+bool is_hidden_ino(uint64_t ino)
+{
+	return ino == fs.staging_ino;
+}
+
+int own_new(int fd, const struct who *w, const struct node *parent)
+{
+	gid_t gid = w->gid;
+	struct stat st;
+
+	if (w->uid == 0 && w->gid == 0)
+		return 0;
+	/* A set-group-ID directory hands its group down, as the kernel would. */
+	if (parent && node_stat(parent, &st) == 0 && (st.st_mode & S_ISGID))
+		gid = st.st_gid;
+	if (fchownat(fd, "", w->uid, gid, AT_EMPTY_PATH) < 0)
+		return -errno;
+	return 0;
+}
+
+/* What the kernel may cache (every round trip counts). A file's name
+ * differs per view (a client sees only its own drops, under the names it
+ * asked for), so no file's entry is cached: the dentry cache is one for
+ * all processes. An inode looks the same to everyone who can reach it, so
+ * attributes are cached for a second, like directories' entries; changes
+ * made through the mount update them at once, changes made behind it are
+ * seen within the second. The stats file changes with every read. */
+#define SHARED_TIMEOUT 1.0
+
+double attr_timeout(struct node *n)
+{
+	return statsfile_is(n) ? 0 : SHARED_TIMEOUT;
+}
+
+void fill_entry(struct fuse_entry_param *e, struct node *n, const struct stat *st)
+{
+	memset(e, 0, sizeof(*e));
+	e->ino = node_id(n);
+	e->attr = *st;
+	e->attr_timeout = attr_timeout(n);
+	e->entry_timeout = S_ISDIR(st->st_mode) ? SHARED_TIMEOUT : 0;
+}
+
+/* R7: directories belong to the inbox's owner; a client that could chmod
+ * one could make every other client's create there fail. smbd switches to
+ * root for some changes it makes on its user's behalf ("dos filetimes":
+ * the times of anything the user may write), so here a request from an
+ * SMB server process is a client's whatever uid it runs as. */
+bool may_change_dir(const struct who *w)
+{
+	return w->observer && !peer_is_smb_server(w->pid);
+}
+
+int check_name(fuse_req_t req, const char *name)
+{
+	int ret = name_check(name);
+
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	return ret;
+}
