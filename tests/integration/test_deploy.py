@@ -73,7 +73,7 @@ def parse_table(text):
     table = {}
     for line in text.splitlines():
         fields = line.split()
-        if fields:
+        if fields and not fields[0].startswith('#'):
             assert len(fields) == 2 and re.fullmatch(r'\d+', fields[1]), \
                 f'not a "name value" line: {line!r}'
             table[fields[0]] = int(fields[1])
@@ -665,6 +665,53 @@ def test_inboxfs_stat_watch_prints_repeatedly(mounted):
         else:
             reports = [l for l in out.splitlines() if l.split()[:1] == ['drops']]
         assert len(reports) >= 2, f'{len(reports)} reports within a second:\n{out}'
+
+
+def test_inboxfs_stat_watch_prints_time_and_rates(mounted, client):
+    """Issue 13 item 6: -w prints each report's time and the counters'
+    rates per second since the previous report."""
+    proc = subprocess.Popen([STAT_TOOL, '-w', '0.5', mounted.mnt], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.3)
+        for i in range(5):
+            client.call(create_excl, os.path.join(mounted.mnt, f'RATE{i}.SVF'), b'x' * 100)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=TIMEOUT)
+    assert proc.returncode == 0, err
+    reports = [r for r in out.split('\n\n') if r.strip()]
+    assert len(reports) >= 2, out
+    for report in reports:
+        assert re.match(r'# \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\n', report), report
+        assert 'bucket' in report, report
+    rated = [re.search(r'^drops\s+(\d+)\s+([\d.]+)/s$', r, re.M) for r in reports[1:]]
+    assert all(rated), out
+    assert any(float(m.group(2)) > 0 for m in rated), out
+    assert not re.search(r'^publish\.latency\.\S+\s+\d+\s+\S+/s$', out, re.M), out
+
+
+def test_inboxfs_stat_prometheus(mounted, client):
+    client.call(create_excl, os.path.join(mounted.mnt, 'PROM.SVF'), b'counted')
+    proc = stat_tool('--prometheus', mounted.mnt)
+    assert proc.returncode == 0, proc.stderr
+    samples = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith('#'):
+            assert re.match(r'# (TYPE \S+ (counter|gauge)|HELP \S+ .+)$', line), line
+            continue
+        m = re.fullmatch(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)', line)
+        assert m, f'not a Prometheus sample: {line!r}'
+        samples[m.group(1) + (m.group(2) or '')] = float(m.group(3))
+    assert samples['inboxfs_drops_total'] == 1
+    assert samples['inboxfs_publications_total'] == 1
+    assert 'inboxfs_sessions_alive' in samples and 'inboxfs_uptime_s' in samples
+    assert samples['inboxfs_publish_latency_bound_seconds{quantile="0.99"}'] > 0
+    assert f'# TYPE inboxfs_drops_total counter' in proc.stdout
 
 
 def _create_write_unlink_close(path, data):

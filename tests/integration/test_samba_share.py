@@ -9,6 +9,8 @@ directory deletes and is notified of the stored names. Everything is
 checked in the BACKING inbox, by content."""
 
 import os
+import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -17,7 +19,7 @@ import pytest
 
 import helpers
 from helpers import (SMB_SHARE, STATUS_SUCCESS, TIMEOUT, inbox_contents, nt_status_name,
-                     staged)
+                     staged, wait_until)
 
 s3 = pytest.importorskip('impacket.smb3structs')
 from impacket.smbconnection import SMB_DIALECT, SessionError, SMBConnection  # noqa: E402
@@ -413,3 +415,85 @@ def test_smb1_is_refused_without_the_shipped_lines(smb):
     _, server = smb
     with pytest.raises(Exception):
         server.connect(dialect=SMB_DIALECT)
+
+
+# ------------------------------------ DESIGN §5: no fall-through when down
+
+def _unit():
+    """dist/inboxfs@.service: {(section, key): [values]} and Exec argvs."""
+    import test_install
+    with open(os.path.join(helpers.SOURCE, 'dist', 'inboxfs@.service')) as f:
+        text = f.read()
+    return text, test_install
+
+
+def _expand(argv, inbox, env):
+    out = []
+    for arg in argv:
+        arg = arg.replace('%f', inbox).replace('$$', '$')
+        for key, value in env.items():
+            arg = arg.replace('${' + key + '}', value)
+        out.append(arg)
+    return out
+
+
+@pytest.mark.parametrize('stop', ['SIGTERM', 'SIGKILL'])
+def test_no_fall_through_to_the_real_inbox_while_inboxfs_is_down(samba, stop):
+    """Issue 13 item 3: the unit's layout (its mountpoint, made by
+    ExecStartPre), the daemon as ExecStart runs it, smbd exporting the
+    mountpoint. After the daemon stops (systemctl stop: SIGTERM; a crash:
+    SIGKILL, then ExecStopPost), an SMB create on the clients' share fails
+    and nothing lands in the inbox; the consumer's share still works."""
+    text, unit = _unit()
+    settings = unit.unit_settings(text)
+    env = dict(v.split('=', 1) for v in settings[('Service', 'Environment')])
+    base = helpers.make_base_dir('inboxfs-unit-')
+    inbox = os.path.join(base, 'srv', 'inbox')
+    os.makedirs(inbox)
+    consumer = helpers.ensure_system_user(helpers.SMB_CONSUMER_USER)
+    force = helpers.ensure_system_user(helpers.SMB_FORCE_USER)
+    os.chown(inbox, consumer.pw_uid, force.pw_gid)
+    os.chmod(inbox, 0o2770)
+    env = {k: v.replace('%f', inbox) for k, v in env.items()}
+    start = _expand(unit.unit_exec(text, 'ExecStart'), inbox, env)
+    assert start[1:4] == ['-f', '-o', 'observers=root'], start
+    assert start[4] == inbox, start
+    mnt = start[5]                       # where the unit mounts
+    mount = None
+    try:
+        if ('Service', 'ExecStartPre') in settings:
+            proc = subprocess.run(_expand(unit.unit_exec(text, 'ExecStartPre'), inbox, env),
+                                  capture_output=True, text=True, timeout=TIMEOUT)
+            assert proc.returncode == 0, proc.stderr
+        assert os.path.isdir(mnt)
+        mount = helpers.Mount(base, inbox, mnt, {'observers': 'root'}).start()
+
+        server = samba(mnt, consumer_path=inbox)
+        assert server.smb_create_new('UP.SVF', b'while serving') == STATUS_SUCCESS
+        assert inbox_contents(inbox) == {'UP.SVF': b'while serving'}
+
+        if stop == 'SIGTERM':
+            mount.run.proc.send_signal(signal.SIGTERM)
+            assert mount.run.proc.wait(timeout=TIMEOUT) == 0
+        else:
+            mount.crash()
+        stop_post = unit.unit_exec(text, 'ExecStopPost')[1:]
+        proc = subprocess.run(_expand(stop_post, inbox, env), capture_output=True,
+                              text=True, timeout=TIMEOUT)
+        assert proc.returncode == 0, proc.stderr
+        wait_until(lambda: not mount.mounted(), what='the mount to go')
+
+        status = server.smb_create_new('DOWN.SVF', b'while down')
+        assert status != STATUS_SUCCESS, 'a create succeeded on the bare mountpoint'
+        assert nt_status_name(status) == 'STATUS_ACCESS_DENIED', nt_status_name(status)
+        assert inbox_contents(inbox) == {'UP.SVF': b'while serving'}
+        assert mnt != inbox and os.listdir(mnt) == []
+        st = os.stat(mnt)
+        assert (st.st_uid, st.st_mode & 0o7777) == (0, 0o555)
+        # The consumer works while inboxfs is down.
+        assert consumer_connect(server).listdir() == ['UP.SVF']
+    finally:
+        if mount is not None:
+            mount.cleanup()
+        if not any(m.split()[4].startswith(base) for m in open('/proc/self/mountinfo')):
+            shutil.rmtree(base, ignore_errors=True)
