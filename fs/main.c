@@ -226,9 +226,11 @@ static int parse_config(const struct cmdline *c, struct inboxfs_config *cfg)
 		fprintf(stderr, "inboxfs: sync=%s: expected close or none\n", c->sync);
 		return -1;
 	}
-	if (name_template_parse(c->names ? c->names : "default", &cfg->names) < 0) {
-		fprintf(stderr, "inboxfs: names=%s: a template needs exactly one %%t and one %%e, "
-			"%%s at most once, and Windows-safe characters\n", c->names);
+	char why[160];
+
+	if (name_template_check(c->names ? c->names : "default", &cfg->names, why,
+				sizeof(why)) < 0) {
+		fprintf(stderr, "inboxfs: names=%s: %s\n", c->names, why);
 		return -1;
 	}
 	if (seconds_parse(c->linger ? c->linger : "0", &cfg->linger) < 0) {
