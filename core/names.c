@@ -6,6 +6,8 @@
 #include "names.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -56,7 +58,23 @@ static bool windows_forbidden(unsigned char c)
 	return c < 0x20 || c == 0x7f || strchr("<>:\"/\\|?*", c) != NULL;
 }
 
-int name_template_parse(const char *spec, struct name_template *out)
+/* Sets WHY (when not NULL) to what is wrong and returns -EINVAL. */
+static int template_error(char *why, size_t size, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int template_error(char *why, size_t size, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (why != NULL && size > 0) {
+		va_start(ap, fmt);
+		vsnprintf(why, size, fmt, ap);
+		va_end(ap);
+	}
+	return -EINVAL;
+}
+
+int name_template_check(const char *spec, struct name_template *out, char *why, size_t size)
 {
 	unsigned seen_s = 0, seen_e = 0, seen_t = 0;
 
@@ -64,12 +82,20 @@ int name_template_parse(const char *spec, struct name_template *out)
 		spec = "%s~%t%e";
 	else if (strcmp(spec, "8.3") == 0)
 		spec = "%8t%3e";
-	if (strlen(spec) == 0 || strlen(spec) > TEMPLATE_MAX)
-		return -EINVAL;
+	if (strlen(spec) == 0)
+		return template_error(why, size, "the template is empty");
+	if (strlen(spec) > TEMPLATE_MAX)
+		return template_error(why, size, "longer than %d characters", TEMPLATE_MAX);
 	for (const char *p = spec; *p; p++) {
 		if (*p != '%') {
-			if (windows_forbidden((unsigned char)*p) || (unsigned char)*p >= 0x80)
-				return -EINVAL;
+			if ((unsigned char)*p >= 0x80)
+				return template_error(why, size, "only ASCII characters are allowed");
+			if (windows_forbidden((unsigned char)*p)) {
+				if ((unsigned char)*p < 0x20 || *p == 0x7f)
+					return template_error(why, size, "control characters are not allowed");
+				return template_error(why, size, "'%c' is not allowed "
+						      "(Windows clients cannot use it in a name)", *p);
+			}
 			continue;
 		}
 		p++;
@@ -77,7 +103,9 @@ int name_template_parse(const char *spec, struct name_template *out)
 		switch (*p) {
 		case 't':
 			if (w != 0 && (w < 4 || w > TAG_MAX_CHARS))
-				return -EINVAL;
+				return template_error(why, size, "the width of %%t must be 4 to %d "
+						      "(a shorter tag is not unique enough)",
+						      TAG_MAX_CHARS);
 			seen_t++;
 			break;
 		case 's':
@@ -88,18 +116,35 @@ int name_template_parse(const char *spec, struct name_template *out)
 			break;
 		case '%':
 			if (w != 0)
-				return -EINVAL;
+				return template_error(why, size, "%%%% takes no width");
 			break;
+		case '\0':
+			return template_error(why, size, "a lone '%%' at the end (write %%%% for '%%')");
 		default:
-			return -EINVAL;
+			return template_error(why, size, "%%%c is not a field: use %%s (stem), %%t "
+					      "(tag), %%e (extension) or %%%%", *p);
 		}
 	}
 	/* The tag makes the name unique and R9 keeps the extension: one each;
 	 * the stem at most once. */
-	if (seen_t != 1 || seen_s > 1 || seen_e != 1)
-		return -EINVAL;
+	if (seen_t == 0)
+		return template_error(why, size, "%%t is required (the tag makes the name unique)");
+	if (seen_t > 1)
+		return template_error(why, size, "%%t may appear only once");
+	if (seen_e == 0)
+		return template_error(why, size, "%%e is required (a unique name keeps the "
+				      "extension)");
+	if (seen_e > 1)
+		return template_error(why, size, "%%e may appear only once");
+	if (seen_s > 1)
+		return template_error(why, size, "%%s may appear at most once");
 	strcpy(out->spec, spec);
 	return 0;
+}
+
+int name_template_parse(const char *spec, struct name_template *out)
+{
+	return name_template_check(spec, out, NULL, 0);
 }
 
 static uint64_t tag_seed;

@@ -19,6 +19,10 @@ struct name_template {
 };
 
 int name_template_parse(const char *spec, struct name_template *out);
+/* The same, saying in WHY (SIZE bytes) what is wrong when it returns
+ * -EINVAL: "':' is not allowed ...", "the width of %t must be 4 to 13 ...",
+ * "%e is required ...". */
+int name_template_check(const char *spec, struct name_template *out, char *why, size_t size);
 
 /* 0 if NAME may be created in a directory: not empty, not "." or "..",
  * no '/', at most 255 bytes. -EINVAL or -ENAMETOOLONG otherwise. */

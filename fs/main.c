@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -326,9 +327,11 @@ static int parse_config(const struct cmdline *c, struct inboxfs_config *cfg)
 		fprintf(stderr, "inboxfs: sync=%s: expected close or none\n", c->sync);
 		return -1;
 	}
-	if (name_template_parse(c->names ? c->names : "default", &cfg->names) < 0) {
-		fprintf(stderr, "inboxfs: names=%s: a template needs exactly one %%t and one %%e, "
-			"%%s at most once, and Windows-safe characters\n", c->names);
+	char why[160];
+
+	if (name_template_check(c->names ? c->names : "default", &cfg->names, why,
+				sizeof(why)) < 0) {
+		fprintf(stderr, "inboxfs: names=%s: %s\n", c->names, why);
 		return -1;
 	}
 	if (seconds_parse(c->linger ? c->linger : "0", &cfg->linger) < 0) {
@@ -375,6 +378,49 @@ static unsigned handle_budget(void)
 	return rl.rlim_cur > reserve ? (unsigned)(rl.rlim_cur - reserve) : FD_RESERVE_MIN;
 }
 
+/* SIGHUP does not stop the daemon: there is no configuration to reload,
+ * and a stop would take the inbox away from every client. It is blocked
+ * in every thread (the mask is inherited) and only this one takes it. */
+static void *sighup_logger(void *arg)
+{
+	sigset_t *set = arg;
+	int sig;
+
+	for (;;)
+		if (sigwait(set, &sig) == 0)
+			log_notice("SIGHUP ignored: inboxfs has nothing to reload "
+				   "(SIGTERM stops it)");
+	return NULL;
+}
+
+static void ignore_sighup(void)
+{
+	static sigset_t set;
+	pthread_t thread;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGHUP);
+	if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0 ||
+	    pthread_create(&thread, NULL, sighup_logger, &set) != 0) {
+		log_warnx("cannot watch for SIGHUP: it will stop the daemon");
+		pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+		return;
+	}
+	pthread_detach(thread);
+}
+
+/* Why the loop ended, in the words of the log line. */
+static void log_stop(int loop_ret, const char *mountpoint)
+{
+	if (loop_ret == SIGTERM || loop_ret == SIGINT || loop_ret == SIGHUP)
+		log_notice("stopping on SIG%s", sigabbrev_np(loop_ret));
+	else if (loop_ret == 0)
+		log_notice("stopping: %s was unmounted", mountpoint);
+	else
+		log_warnx("stopping: the FUSE session failed: %s",
+			  strerror(loop_ret < 0 ? -loop_ret : loop_ret));
+}
+
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -384,6 +430,7 @@ int main(int argc, char *argv[])
 	char real_mnt[PATH_MAX];
 	struct stat st;
 	int ret = 1, fd = -1, sret;
+	bool served = false;
 
 	umask(0);	/* the kernel applied the caller's umask already */
 	if (fuse_opt_parse(&args, &c, inboxfs_opts, NULL) < 0 ||
@@ -489,6 +536,7 @@ int main(int argc, char *argv[])
 	if (fuse_daemonize(opts.foreground) != 0)
 		goto out_unmount;
 	log_init(opts.foreground, opts.debug);
+	ignore_sighup();
 	drop_init(&(struct drop_config){
 		.linger_ms = 1000ULL * fs.cfg.linger,
 		.max_drops = fs.cfg.max_drops,
@@ -499,7 +547,8 @@ int main(int argc, char *argv[])
 		log_warnx("cannot start worker threads");
 		goto out_unmount;
 	}
-	log_info("serving %s at %s", c.inbox, opts.mountpoint);
+	served = true;
+	log_notice("inboxfs %s serving %s at %s", INBOXFS_VERSION, c.inbox, opts.mountpoint);
 	if (opts.singlethread) {
 		ret = fuse_session_loop(fs.se);
 	} else {
@@ -513,6 +562,7 @@ int main(int argc, char *argv[])
 		fuse_loop_cfg_destroy(loop);
 	}
 	/* libfuse returns the signal that ended the loop: a requested stop. */
+	log_stop(ret, opts.mountpoint);
 	ret = !(ret == 0 || ret == SIGTERM || ret == SIGINT || ret == SIGHUP);
 	linger_stop();
 	sessions_shutdown();
@@ -527,6 +577,8 @@ out_inodes:
 out_session:
 	fuse_session_destroy(fs.se);
 out:
+	if (served)
+		log_notice("exiting with status %d", ret);
 	if (fd >= 0)
 		close(fd);
 	free(opts.mountpoint);

@@ -173,15 +173,20 @@ def samba(request, mount_inboxfs):
     forced to the account inboxfs-smb. Returns a helpers.Samba:
     smbclient_put(), smbclient(), smb_create_new(), connect(). Extra
     share options are given with spaces as underscores
-    (case_sensitive='no'). smbd stops before any mount is torn down."""
+    (case_sensitive='no'). consumer_path= adds the consumer's share
+    //127.0.0.1/consumer there (SMB user inboxconsumer%inboxconsumer, as
+    itself); smb1=True turns on the lines tools/smb.conf shows for SMB1
+    clients. smbd stops before any mount is torn down."""
     servers, bases = [], []
 
-    def factory(share_path, **share_options):
+    def factory(share_path, *, consumer_path=None, smb1=False, **share_options):
         require_samba()
         base = helpers.make_base_dir('inboxfs-smb-')
         bases.append(base)
         options = {k.replace('_', ' '): v for k, v in share_options.items()}
-        server = Samba(os.fspath(share_path), base, share_options=options)
+        server = Samba(os.fspath(share_path), base, share_options=options,
+                       consumer_path=consumer_path and os.fspath(consumer_path),
+                       smb1=smb1)
         servers.append(server)
         _attach_log(request, f'smbd log ({base})', server.log)
         return server.start()

@@ -35,6 +35,9 @@ SMB_FORCE_USER = 'inboxfs-smb'   # tools/smb.conf: force user
 SMB_USER = 'inboxtest'
 SMB_PASSWORD = 'inboxtest'
 SMB_SHARE = 'inbox'
+SMB_CONSUMER_SHARE = 'consumer'
+SMB_CONSUMER_USER = 'inboxconsumer'   # tools/smb.conf: [consumer] valid users
+SMB_CONSUMER_PASSWORD = 'inboxconsumer'
 
 STATUS_SUCCESS = 0
 STATUS_OBJECT_NAME_COLLISION = 0xC0000035
@@ -706,13 +709,28 @@ def samba_prerequisites():
     return None
 
 
+def _smb_private_conf():
+    """tools/smb-private-conf as a module (it has no .py name)."""
+    import importlib.machinery
+    import importlib.util
+    path = os.path.join(SOURCE, 'tools', 'smb-private-conf')
+    loader = importlib.machinery.SourceFileLoader('smb_private_conf', path)
+    spec = importlib.util.spec_from_loader('smb_private_conf', loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
 class Samba:
     """A private smbd on 127.0.0.1:PORT exporting `share_path` as
     //127.0.0.1/inbox, configured from tools/smb.conf. SMB user inboxtest
     (password inboxtest) is mapped to the account inboxfs-smb."""
 
-    def __init__(self, share_path, base, share_options=None, global_options=None):
+    def __init__(self, share_path, base, share_options=None, global_options=None,
+                 consumer_path=None, smb1=False):
         self.share_path = share_path
+        self.consumer_path = consumer_path
+        self.smb1 = smb1
         self.base = base
         self.share_options = dict(share_options or {})
         self.global_options = dict(global_options or {})
@@ -724,21 +742,18 @@ class Samba:
         self.connections = []
 
     def write_config(self):
-        with open(os.path.join(SOURCE, 'tools', 'smb.conf')) as f:
-            text = f.read()
-        for key, value in (('PORT', self.port), ('INTERFACES', '127.0.0.1'),
-                           ('STATEDIR', self.statedir), ('SHARE', self.share_path)):
-            text = text.replace(f'@{key}@', str(value))
-        left = re.findall(r'@[A-Z_]+@', text)
-        if left:
-            raise AssertionError(f'tools/smb.conf: unknown placeholders {left}')
-        # The share is the file's last section: later lines override.
-        text += ''.join(f'   {k} = {v}\n' for k, v in self.share_options.items())
+        """tools/smb.conf as a private smbd (tools/smb-private-conf): the
+        clients' share [inbox] on share_path, the consumer's [consumer] on
+        consumer_path (left out without one), SMB1 lines on with smb1."""
+        conf = _smb_private_conf()
+        for sub in conf.SUBDIRS:
+            os.makedirs(os.path.join(self.statedir, sub), exist_ok=True)
+        settings = [('inbox', k, v) for k, v in self.share_options.items()]
+        text = conf.render(self.port, self.statedir, self.share_path,
+                           consumer=self.consumer_path, consumer_user=SMB_CONSUMER_USER,
+                           smb1=self.smb1, settings=settings)
         with open(self.conf, 'w') as f:
             f.write(text)
-        for sub in ('lock', 'state', 'cache', 'private', 'run', 'ncalrpc',
-                    'bind-dns', 'usershares'):
-            os.makedirs(os.path.join(self.statedir, sub), exist_ok=True)
 
     def start(self, timeout=TIMEOUT * 3):
         ensure_system_user(SMB_FORCE_USER)
@@ -748,6 +763,9 @@ class Samba:
             self.write_config()
             if attempt == 0:
                 self.add_user(SMB_USER, SMB_PASSWORD)
+                if self.consumer_path is not None:
+                    ensure_system_user(SMB_CONSUMER_USER)
+                    self.add_user(SMB_CONSUMER_USER, SMB_CONSUMER_PASSWORD)
             argv = ['smbd', '--foreground', '--no-process-group', '--debug-stdout',
                     '-s', self.conf]
             argv += [f'--option={k}={v}' for k, v in self.global_options.items()]
@@ -830,9 +848,11 @@ class Samba:
                                  f'({proc.returncode}):\n{proc.stdout}{proc.stderr}')
         return proc
 
-    def connect(self, user=SMB_USER, password=SMB_PASSWORD):
-        """A new SMB connection (one smbd process: one inboxfs session)."""
-        conn = SmbClient(self.port, user, password)
+    def connect(self, user=SMB_USER, password=SMB_PASSWORD, share=SMB_SHARE,
+                dialect=None):
+        """A new SMB connection (one smbd process: one inboxfs session);
+        dialect=impacket.smb.SMB_DIALECT for SMB1 (needs smb1=True)."""
+        conn = SmbClient(self.port, user, password, share=share, dialect=dialect)
         self.connections.append(conn)
         return conn
 
@@ -853,12 +873,14 @@ class SmbClient:
     """An impacket SMB2/3 connection with the share connected. Raw access:
     .conn (SMBConnection) and .tid."""
 
-    def __init__(self, port, user, password, timeout=TIMEOUT * 3):
+    def __init__(self, port, user, password, timeout=TIMEOUT * 3, share=SMB_SHARE,
+                 dialect=None):
         from impacket.smbconnection import SMBConnection
+        self.share = share
         self.conn = SMBConnection('127.0.0.1', '127.0.0.1', sess_port=port,
-                                  timeout=timeout)
+                                  timeout=timeout, preferredDialect=dialect)
         self.conn.login(user, password)
-        self.tid = self.conn.connectTree(SMB_SHARE)
+        self.tid = self.conn.connectTree(share)
 
     def create(self, name, disposition, data=None, close=True):
         """Open NAME with an SMB2 create disposition (FILE_CREATE,
@@ -899,12 +921,12 @@ class SmbClient:
         self.conn.closeFile(self.tid, fid)
 
     def listdir(self, pattern='*'):
-        return sorted(f.get_longname() for f in self.conn.listPath(SMB_SHARE, pattern)
+        return sorted(f.get_longname() for f in self.conn.listPath(self.share, pattern)
                       if f.get_longname() not in ('.', '..'))
 
     def read(self, name):
         chunks = []
-        self.conn.getFile(SMB_SHARE, name, chunks.append)
+        self.conn.getFile(self.share, name, chunks.append)
         return b''.join(chunks)
 
     def disconnect(self):

@@ -73,7 +73,7 @@ def parse_table(text):
     table = {}
     for line in text.splitlines():
         fields = line.split()
-        if fields:
+        if fields and not fields[0].startswith('#'):
             assert len(fields) == 2 and re.fullmatch(r'\d+', fields[1]), \
                 f'not a "name value" line: {line!r}'
             table[fields[0]] = int(fields[1])
@@ -387,11 +387,25 @@ class SavedFiles:
                 pass
 
 
+def _get_of(command):
+    """The local file of a printed `smbclient ... -c 'get REMOTE LOCAL; ...'`."""
+    argv = shlex.split(command)
+    for part in argv[argv.index('-c') + 1].split(';'):
+        words = shlex.split(part)
+        if words and words[0] == 'get':
+            return words[2]
+    return None
+
+
 def test_run_demo_commands_work_when_pasted(demo_repo):
-    """Acceptance 1: tools/run builds a fresh copy, mounts a demo inbox,
-    exports it on loopback Samba; the commands it prints work pasted into
-    a shell; Ctrl-C (SIGINT to its process group, as a terminal sends it)
-    unmounts and stops Samba."""
+    """Acceptance 1 (issue 6) and 2 (issue 13): tools/run builds a fresh
+    copy, mounts a demo inbox on a separate read-only mountpoint, exports
+    the mount to clients and the real inbox to the consumer on loopback
+    Samba; the commands it prints (two SMB2 clients and an SMB1 client
+    dropping one name, the consumer listing and picking one up) work
+    pasted into a shell; Ctrl-C (SIGINT to its process group, as a
+    terminal sends it) unmounts, stops Samba and removes its temporary
+    files."""
     demo = Demo(demo_repo, os.path.dirname(demo_repo)).start()
     saved = None
     try:
@@ -399,17 +413,25 @@ def test_run_demo_commands_work_when_pasted(demo_repo):
         out = demo.output()
         assert f'port {demo.port}' in out, out
         assert [m[1] for m in mountinfo(demo.mnt)] == ['fuse.inboxfs'], mountinfo(demo.mnt)
+        assert demo.mnt != demo.inbox, 'the demo over-mounts the inbox'
+        assert 'tools/run: demo directory' in out, out
 
         commands = _pasted_commands(out)
-        puts = [p for p in map(_put_of, filter(lambda c: c.startswith('smbclient'),
-                                               commands)) if p]
-        assert len(puts) == 2, f'expected two smbclient puts, got {commands}'
-        assert puts[0][1] == puts[1][1], f'the two puts use different names: {puts}'
+        clients = [c for c in commands if c.startswith('smbclient //127.0.0.1/inbox ')]
+        consumer = [c for c in commands if c.startswith('smbclient //127.0.0.1/consumer ')]
+        puts = [p for p in map(_put_of, clients) if p]
+        assert len(puts) == 3, f'expected three smbclient puts, got {commands}'
+        assert len({remote for _, remote in puts}) == 1, f'the puts use different names: {puts}'
+        smb1 = [c for c in clients if _put_of(c) and '-m NT1' in c]
+        assert len(smb1) == 1, f'no SMB1 client command: {clients}'
+        assert consumer and any('del ' in c for c in consumer), commands
         assert any(c.startswith('ls -l') for c in commands), commands
         assert any(c.startswith('grep ') for c in commands), commands
         targets = [m.group(1) for c in commands if c.startswith('echo ')
                    for m in [re.search(r'>\s*(\S+)', c)] if m]
-        saved = SavedFiles(targets)
+        picked = [p for p in map(_get_of, consumer) if p]
+        assert len(picked) == 1, consumer
+        saved = SavedFiles(targets + picked)
 
         results = []
         for command in commands:
@@ -429,24 +451,34 @@ def test_run_demo_commands_work_when_pasted(demo_repo):
         for local, _ in puts:
             with open(local, 'rb') as f:
                 payloads.append(f.read())
-        assert payloads[0] != payloads[1]
+        assert len(set(payloads)) == 3
         stem, ext = os.path.splitext(requested)
+        # The consumer picked up and deleted the first; the other two stay
+        # under unique names.
+        with open(picked[0], 'rb') as f:
+            assert f.read() == payloads[0]
         found = inbox_contents(demo.inbox)
-        assert len(found) == 2, f'the demo inbox holds {sorted(found)}'
-        assert found.get(requested) == payloads[0], found
-        others = [n for n in found if n != requested]
-        assert re.fullmatch(rf'{re.escape(stem)}~{TAG}{{12}}{re.escape(ext)}', others[0]), \
-            others
-        assert found[others[0]] == payloads[1]
+        assert sorted(found.values()) == sorted(payloads[1:]), found
+        others = sorted(found)
+        for name in others:
+            assert re.fullmatch(rf'{re.escape(stem)}~{TAG}{{12}}{re.escape(ext)}', name), \
+                others
 
         listing = next(p.stdout for c, p in results if c.startswith('ls -l'))
-        assert requested in listing and others[0] in listing, listing
+        assert requested in listing and all(n in listing for n in others), listing
         grep = next(p.stdout for c, p in results if c.startswith('grep '))
-        assert f'"{requested}" stored as "{others[0]}"' in grep, grep
+        for name in others:
+            assert f'"{requested}" stored as "{name}"' in grep, grep
+        consumer_ls = next(p.stdout for c, p in results
+                           if c.startswith('smbclient //127.0.0.1/consumer ') and "'ls'" in c)
+        assert all(n in consumer_ls for n in others + [requested]), consumer_ls
+        assert '.inboxfs' not in consumer_ls, consumer_ls
 
         os.killpg(demo.pgid, signal.SIGINT)       # Ctrl-C
         assert_stopped(demo)
         assert inbox_contents(demo.inbox) == found, 'the inbox changed when the demo stopped'
+        # Only the inbox is left of the demo.
+        assert sorted(os.listdir(demo.demo_dir)) == ['inbox'], os.listdir(demo.demo_dir)
         assert time.monotonic() - demo.started_at < 180
     finally:
         if saved:
@@ -634,6 +666,53 @@ def test_inboxfs_stat_watch_prints_repeatedly(mounted):
         else:
             reports = [l for l in out.splitlines() if l.split()[:1] == ['drops']]
         assert len(reports) >= 2, f'{len(reports)} reports within a second:\n{out}'
+
+
+def test_inboxfs_stat_watch_prints_time_and_rates(mounted, client):
+    """Issue 13 item 6: -w prints each report's time and the counters'
+    rates per second since the previous report."""
+    proc = subprocess.Popen([STAT_TOOL, '-w', '0.5', mounted.mnt], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.3)
+        for i in range(5):
+            client.call(create_excl, os.path.join(mounted.mnt, f'RATE{i}.SVF'), b'x' * 100)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=TIMEOUT)
+    assert proc.returncode == 0, err
+    reports = [r for r in out.split('\n\n') if r.strip()]
+    assert len(reports) >= 2, out
+    for report in reports:
+        assert re.match(r'# \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\n', report), report
+        assert 'bucket' in report, report
+    rated = [re.search(r'^drops\s+(\d+)\s+([\d.]+)/s$', r, re.M) for r in reports[1:]]
+    assert all(rated), out
+    assert any(float(m.group(2)) > 0 for m in rated), out
+    assert not re.search(r'^publish\.latency\.\S+\s+\d+\s+\S+/s$', out, re.M), out
+
+
+def test_inboxfs_stat_prometheus(mounted, client):
+    client.call(create_excl, os.path.join(mounted.mnt, 'PROM.SVF'), b'counted')
+    proc = stat_tool('--prometheus', mounted.mnt)
+    assert proc.returncode == 0, proc.stderr
+    samples = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith('#'):
+            assert re.match(r'# (TYPE \S+ (counter|gauge)|HELP \S+ .+)$', line), line
+            continue
+        m = re.fullmatch(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)', line)
+        assert m, f'not a Prometheus sample: {line!r}'
+        samples[m.group(1) + (m.group(2) or '')] = float(m.group(3))
+    assert samples['inboxfs_drops_total'] == 1
+    assert samples['inboxfs_publications_total'] == 1
+    assert 'inboxfs_sessions_alive' in samples and 'inboxfs_uptime_s' in samples
+    assert samples['inboxfs_publish_latency_bound_seconds{quantile="0.99"}'] > 0
+    assert f'# TYPE inboxfs_drops_total counter' in proc.stdout
 
 
 def _create_write_unlink_close(path, data):

@@ -140,6 +140,57 @@ def test_install_puts_binary_unit_man_page_and_smb_conf_in_place(install):
         assert os.path.isfile(install.path(kind)), kind
 
 
+def test_install_gives_every_command_a_man_page_and_the_samba_pieces(install):
+    """Issue 13 items 6 and 7: each installed command has its man page; the
+    smbd drop-in, the consumer's include and the Samba example (without
+    @...@ placeholders) are in the doc directory; the load generator is a
+    test tool, not installed by default."""
+    destdir = install.destdir
+    files = [dst for dst in install.installed.values()]
+    commands = [d for d in files if os.path.dirname(d).endswith(('/bin', '/sbin'))]
+    names = sorted(os.path.basename(c) for c in commands)
+    assert names == ['inboxfs', 'inboxfs-quarantine', 'inboxfs-stat'], names
+    pages = {os.path.basename(d) for d in files if re.search(r'/man[18]/', d)}
+    for command in commands:
+        name = os.path.basename(command)
+        section = 8 if command.endswith(f'/sbin/{name}') else 1
+        assert f'{name}.{section}' in pages, f'{command} has no man page ({pages})'
+        assert os.access(destdir + command, os.X_OK), command
+        render_man(destdir + [d for d in files if d.endswith(f'/{name}.{section}')][0])
+    if not install.options.get('install_storm'):
+        assert 'inbox-storm.1' not in pages
+
+    doc = os.path.dirname(install.target('smb.conf'))
+    dropin = os.path.join(doc, 'smbd.service.d', 'inboxfs.conf')
+    assert dropin in files, files
+    settings = unit_settings(open(destdir + dropin).read())
+    assert settings[('Unit', 'BindsTo')] == ['inboxfs@srv-inbox.service']
+    assert settings[('Unit', 'After')] == ['inboxfs@srv-inbox.service']
+    assert os.path.join(doc, 'inboxfs-consumer.conf.example') in files
+    with open(install.path('smb.conf')) as f:
+        example = f.read()
+    assert not re.search(r'@[A-Z_]+@', example), re.findall(r'@[A-Z_]+@', example)
+    assert 'include = /etc/samba/inboxfs-consumer.%U.conf' in example
+    proc = run(['testparm', '-s', '--suppress-prompt', install.path('smb.conf')])
+    if proc.returncode != 127:
+        assert proc.returncode == 0, proc.stderr
+        assert 'found in service section' not in proc.stderr, proc.stderr
+
+
+def test_production_build_needs_neither_cmocka_nor_libsmbclient(tmp_path):
+    """-Dtests=disabled -Dstorm=disabled: configures without looking for
+    either (meson says which dependencies it found)."""
+    need_tools('meson')
+    build = tmp_path / 'build'
+    proc = run(['meson', 'setup', '-Dtests=disabled', '-Dstorm=disabled', build,
+                helpers.SOURCE])
+    assert proc.returncode == 0, f'{proc.stdout}{proc.stderr}'
+    assert not re.search(r'Run-time dependency (cmocka|smbclient)', proc.stdout), proc.stdout
+    targets = {t['name'] for t in meson_introspect(build, '--targets')}
+    assert 'inboxfs' in targets and 'inbox-storm' not in targets
+    assert not any(t.startswith('test_') for t in targets), targets
+
+
 def test_prefix_usr_installs_where_mount_and_systemd_look(tmp_path):
     """The documented install (`meson setup --prefix=/usr`) puts the binary
     on mount.fuse3's search path and the unit where systemd finds it."""
@@ -287,11 +338,13 @@ def unit_exec(text, key):
     return prefix + shlex.split(value)
 
 
-def expand(argv, path, mainpid=None):
-    """What systemd would run for instance PATH: specifiers and $$."""
+def expand(argv, path, mainpid=None, mountpoint=None):
+    """What systemd would run for instance PATH: specifiers and $$; the
+    mountpoint is PATH (an over-mount) unless given."""
     out = []
     for arg in argv:
         arg = arg.replace('%f', path).replace('$$', '$')
+        arg = arg.replace('${INBOXFS_MOUNTPOINT}', mountpoint or path)
         if mainpid is not None:
             arg = arg.replace('${MAINPID}', str(mainpid))
         out.append(arg)
@@ -303,7 +356,8 @@ def test_unit_file_settings(install):
         text = f.read()
     s = unit_settings(text)
     assert s[('Service', 'Type')] == ['simple']
-    assert s[('Service', 'Restart')] == ['on-failure']
+    # Whatever stopped it (a crash, SIGTERM, an unmount), it serves again.
+    assert s[('Service', 'Restart')] == ['always']
     assert s[('Service', 'KillMode')] == ['mixed']
     assert '-/etc/default/inboxfs' in s[('Service', 'EnvironmentFile')]
     assert 'smbd.service' in ' '.join(s[('Unit', 'Before')]).split()
@@ -314,10 +368,38 @@ def test_unit_file_settings(install):
                for e in s[('Service', 'Environment')])
     assert 'recover' in text   # the comment on recovery at every start
 
+    # A separate mountpoint, INBOX.drop unless the administrator says
+    # otherwise (an over-mount: INBOXFS_MOUNTPOINT=INBOX).
+    assert 'INBOXFS_MOUNTPOINT=%f.drop' in s[('Service', 'Environment')]
     assert unit_exec(text, 'ExecStart') == [
-        install.target('binary'), '-f', '-o', '${INBOXFS_OPTIONS}', '%f', '%f']
+        install.target('binary'), '-f', '-o', '${INBOXFS_OPTIONS}', '%f',
+        '${INBOXFS_MOUNTPOINT}']
     stop = unit_exec(text, 'ExecStopPost')
     assert stop[0] == '-' and 'fusermount3 -uz' in ' '.join(stop)
+    assert 'SERVICE_RESULT' in ' '.join(stop)          # says why it stopped
+    # Hardening that keeps the mount visible to smbd: no mount namespace.
+    assert s[('Service', 'NoNewPrivileges')] == ['yes']
+    caps = s[('Service', 'CapabilityBoundingSet')][0].split()
+    assert 'CAP_SYS_ADMIN' in caps and 'CAP_NET_ADMIN' not in caps
+    for namespaced in ('PrivateTmp', 'ProtectSystem', 'ProtectHome', 'PrivateMounts',
+                       'ProtectKernelTunables', 'ReadOnlyPaths', 'PrivateDevices'):
+        assert ('Service', namespaced) not in s, namespaced
+
+
+def test_unit_start_pre_makes_a_read_only_mountpoint(install, tmp_path):
+    with open(install.path('unit')) as f:
+        pre = unit_exec(f.read(), 'ExecStartPre')
+    inbox = tmp_path / 'inbox'
+    inbox.mkdir()
+    mnt = str(inbox) + '.drop'
+    proc = run(expand(pre, str(inbox), mountpoint=mnt), timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stderr
+    st = os.stat(mnt)
+    assert (st.st_uid, st.st_mode & 0o7777) == (0, 0o555)
+    # An existing mountpoint (or a stale mount there) is left alone.
+    os.chmod(mnt, 0o755)
+    assert run(expand(pre, str(inbox), mountpoint=mnt), timeout=TIMEOUT).returncode == 0
+    assert os.stat(mnt).st_mode & 0o7777 == 0o755
 
 
 def test_unit_file_passes_systemd_analyze_verify(install, tmp_path):

@@ -113,7 +113,10 @@ def test_unknown_option_is_refused(run_inboxfs, dirs):
 
 @pytest.mark.parametrize('option, mentions', [
     ('sync=sometimes', ['sync', 'sometimes']),
-    ('names=nostem', ['names', 'nostem']),
+    ('names=nostem', ['names', 'nostem', '%t is required']),
+    ('names=%s:%t%e', ['names', "':' is not allowed"]),
+    ('names=%s~%20t%e', ['names', 'width of %t must be 4 to 13']),
+    ('names=%s~%t', ['names', '%e is required']),
     ('observers=nosuchuser', ['observers', 'nosuchuser']),
     ('observers=', ['observers']),
     ('linger=-1', ['linger', '-1']),

@@ -217,6 +217,49 @@ static void test_template_rejects(void **state)
 	assert_int_equal(name_template_parse(longspec, &t), 0);
 }
 
+static void test_template_errors_say_what_is_wrong(void **state)
+{
+	static const struct {
+		const char *spec, *why;
+	} cases[] = {
+		{ "%s:%t%e", "':' is not allowed" },
+		{ "%s?%t%e", "'?' is not allowed" },
+		{ "%s~%2t%e", "the width of %t must be 4 to 13" },
+		{ "%s~%14t%e", "the width of %t must be 4 to 13" },
+		{ "%s~%t", "%e is required" },
+		{ "nostem", "%t is required" },
+		{ "%t%t%e", "%t may appear only once" },
+		{ "%t%e%e", "%e may appear only once" },
+		{ "%s%s%t%e", "%s may appear at most once" },
+		{ "%t%x%e", "%x is not a field" },
+		{ "%t%e%", "a lone '%' at the end" },
+		{ "%t%3%%e", "%% takes no width" },
+		{ "", "the template is empty" },
+		{ "%t%e\xc3\xa9", "only ASCII" },
+		{ "%t%e\t", "control characters" },
+	};
+	struct name_template t;
+	char why[160];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		why[0] = '\0';
+		assert_int_equal(name_template_check(cases[i].spec, &t, why, sizeof(why)), -EINVAL);
+		if (strstr(why, cases[i].why) == NULL)
+			fail_msg("names=%s: expected \"%s\" in \"%s\"", cases[i].spec,
+				 cases[i].why, why);
+	}
+	/* Valid templates say nothing and parse. */
+	why[0] = '\0';
+	assert_int_equal(name_template_check("%s-%6t%e", &t, why, sizeof(why)), 0);
+	assert_string_equal(why, "");
+	assert_string_equal(t.spec, "%s-%6t%e");
+	/* A small buffer is never overrun. */
+	char tiny[8];
+	assert_int_equal(name_template_check("%s:%t%e", &t, tiny, sizeof(tiny)), -EINVAL);
+	assert_int_equal(strlen(tiny), sizeof(tiny) - 1);
+}
+
 static void test_unique_default_form(void **state)
 {
 	struct name_template t;
@@ -634,6 +677,7 @@ int main(void)
 		cmocka_unit_test(test_template_presets),
 		cmocka_unit_test(test_template_custom),
 		cmocka_unit_test(test_template_rejects),
+		cmocka_unit_test(test_template_errors_say_what_is_wrong),
 		cmocka_unit_test(test_unique_default_form),
 		cmocka_unit_test(test_unique_tag_alphabet),
 		cmocka_unit_test(test_unique_keeps_last_extension),
