@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +24,45 @@ struct dirh {
 	struct dirent *entry;
 	off_t offset;
 	struct dirsnap *snap;	/* a client's listing instead of dp */
+	struct dirh *prev, *next;	/* [open_lock] every open one */
 };
+
+/* Every open directory, so that those whose RELEASEDIR never came (the
+ * kernel may unmount with releases still queued) are let go at shutdown. */
+static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct dirh *open_list;
+
+static void dirh_link(struct dirh *d)
+{
+	pthread_mutex_lock(&open_lock);
+	d->next = open_list;
+	if (open_list)
+		open_list->prev = d;
+	open_list = d;
+	pthread_mutex_unlock(&open_lock);
+}
+
+static void dirh_free(struct dirh *d)
+{
+	pthread_mutex_lock(&open_lock);
+	if (d->prev)
+		d->prev->next = d->next;
+	else if (open_list == d)
+		open_list = d->next;
+	if (d->next)
+		d->next->prev = d->prev;
+	pthread_mutex_unlock(&open_lock);
+	if (d->dp)
+		closedir(d->dp);
+	dirsnap_free(d->snap);
+	free(d);
+}
+
+void dirs_shutdown(void)
+{
+	while (open_list)
+		dirh_free(open_list);
+}
 
 void dirsnap_free(struct dirsnap *snap)
 {
@@ -65,12 +104,9 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (ret < 0)
 		goto fail;
 	fi->fh = (uint64_t)(uintptr_t)d;
-	if (fuse_reply_open(req, fi) != 0) {
-		if (d->dp)
-			closedir(d->dp);
-		dirsnap_free(d->snap);
-		free(d);
-	}
+	dirh_link(d);
+	if (fuse_reply_open(req, fi) != 0)
+		dirh_free(d);
 	return;
 fail:
 	free(d);
@@ -208,12 +244,7 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct dirh *d = (struct dirh *)(uintptr_t)fi->fh;
-
-	if (d->dp)
-		closedir(d->dp);
-	dirsnap_free(d->snap);
-	free(d);
+	dirh_free((struct dirh *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
 

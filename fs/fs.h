@@ -60,6 +60,7 @@ struct handle {
 	int fd;
 	struct node *node;
 	struct drop_handle drop;	/* .d set on a client's drop */
+	struct handle *prev, *next;	/* handles.c's list of them all */
 };
 
 static inline struct handle *handle_of(struct fuse_file_info *fi)
@@ -72,6 +73,8 @@ struct handle *handle_new(void);
 void handle_free(struct handle *h);	/* closes its fd */
 /* A new handle of N with descriptor FD, as FI's: 0 or -EMFILE. */
 int handle_attach(struct fuse_file_info *fi, struct node *n, int fd);
+/* Unmounted: let go of the handles whose RELEASE never came. */
+void handles_shutdown(void);
 
 /* ---- statsfile.c: the counters, a read-only file at the root (observers) ---- */
 
@@ -233,5 +236,7 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
 void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 		 size_t size, int flags);
 void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
+/* Unmounted: let go of the directories whose RELEASEDIR never came. */
+void dirs_shutdown(void);
 
 #endif

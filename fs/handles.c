@@ -1,6 +1,7 @@
 /* Open files' handles (fi->fh), within a descriptor budget (R12): the
  * daemon keeps a reserve of descriptors for its own work, so one client
  * holding many files never makes another client's close fail. */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -8,6 +9,10 @@
 #include "fs.h"
 
 static atomic_uint open_handles;
+/* Every handle, so that those whose RELEASE never came (the kernel may
+ * unmount with releases still queued) are let go at shutdown. */
+static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct handle *open_list;	/* [open_lock] */
 
 struct handle *handle_new(void)
 {
@@ -23,11 +28,25 @@ struct handle *handle_new(void)
 		return NULL;
 	}
 	h->fd = -1;
+	pthread_mutex_lock(&open_lock);
+	h->next = open_list;
+	if (open_list)
+		open_list->prev = h;
+	open_list = h;
+	pthread_mutex_unlock(&open_lock);
 	return h;
 }
 
 void handle_free(struct handle *h)
 {
+	pthread_mutex_lock(&open_lock);
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		open_list = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	pthread_mutex_unlock(&open_lock);
 	if (h->fd >= 0)
 		close(h->fd);
 	free(h);
@@ -44,4 +63,21 @@ int handle_attach(struct fuse_file_info *fi, struct node *n, int fd)
 	h->node = n;
 	fi->fh = (uint64_t)(uintptr_t)h;
 	return 0;
+}
+
+void handles_shutdown(void)
+{
+	struct handle *h;
+
+	for (;;) {
+		pthread_mutex_lock(&open_lock);
+		h = open_list;
+		pthread_mutex_unlock(&open_lock);
+		if (h == NULL)
+			break;
+		if (h->drop.d)
+			drop_handle_release(h);
+		else
+			handle_free(h);
+	}
 }

@@ -565,6 +565,8 @@ int main(int argc, char *argv[])
 	log_stop(ret, opts.mountpoint);
 	ret = !(ret == 0 || ret == SIGTERM || ret == SIGINT || ret == SIGHUP);
 	linger_stop();
+	handles_shutdown();
+	dirs_shutdown();
 	sessions_shutdown();
 out_unmount:
 	fuse_session_unmount(fs.se);
