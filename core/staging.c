@@ -70,8 +70,12 @@ static int area_create(struct staging *st)
 			return err;
 		}
 		afd = openat(st->rootfd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (afd < 0)
-			return -errno;
+		if (afd < 0) {
+			err = -errno;
+			if (errno == ENOENT)	/* see below */
+				continue;
+			return err;
+		}
 		lfd = openat(afd, LOCK_FILE, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 		err = lfd < 0 ? -errno : lock_file(lfd);
 		/* Lost to a recovery that took the unlocked lock file for a
@@ -84,6 +88,12 @@ static int area_create(struct staging *st)
 			if (st->sync && (fsync(afd) < 0 || fsync(st->rootfd) < 0))
 				log_warn("fsync of the staging area %s", st->area);
 			return 0;
+		}
+		if (!lock_busy(err) && err != -ENOENT) {
+			/* No locks here (-ENOLCK, -EINVAL): leave nothing behind. */
+			if (lfd >= 0)
+				unlinkat(afd, LOCK_FILE, 0);
+			unlinkat(st->rootfd, tmp, AT_REMOVEDIR);
 		}
 		if (lfd >= 0)
 			close(lfd);

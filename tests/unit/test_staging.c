@@ -698,6 +698,28 @@ static void test_publish_by_link(void **state)
 	assert_int_equal(sb.st_nlink, 1);
 }
 
+static void test_recover_removes_a_dead_half_made_area(void **state)
+{
+	struct fixture *f = *state;
+	struct recovery r;
+	int afd;
+
+	/* An instance died between making its area and renaming it locked. */
+	assert_int_equal(mkdirat(f->st.rootfd, ".new.deadhost.1.00000000", 0700), 0);
+	afd = openat(f->st.rootfd, ".new.deadhost.1.00000000", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(afd >= 0);
+	write_file(afd, LOCK_FILE, "");
+	close(afd);
+	/* And a directory that is no area at all (no lock file) stays. */
+	assert_int_equal(mkdirat(f->st.rootfd, "not-an-area", 0700), 0);
+
+	recover_staging(&f->st, f->inbox_fd, &r);
+	assert_int_equal(r.areas + r.live + r.failed, 0);
+	assert_false(area_exists(f, ".new.deadhost.1.00000000"));
+	assert_true(area_exists(f, "not-an-area"));
+	assert_true(area_exists(f, f->st.area));
+}
+
 #define FIXTURE_TEST(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -724,6 +746,7 @@ int main(void)
 		FIXTURE_TEST(test_recover_old_layout),
 		FIXTURE_TEST(test_recover_crashed_link_publication),
 		FIXTURE_TEST(test_publish_by_link),
+		FIXTURE_TEST(test_recover_removes_a_dead_half_made_area),
 	};
 
 	unit_xml_reset();
