@@ -111,11 +111,32 @@ int sync_mode_parse(const char *spec, enum sync_mode *out)
 	return 0;
 }
 
+int yes_no_parse(const char *spec, bool *out)
+{
+	if (strcmp(spec, "yes") == 0)
+		*out = true;
+	else if (strcmp(spec, "no") == 0)
+		*out = false;
+	else
+		return -EINVAL;
+	return 0;
+}
+
 int seconds_parse(const char *spec, unsigned *out)
 {
 	unsigned long v;
 
 	if (parse_id(spec, &v) < 0 || v > 86400)
+		return -EINVAL;
+	*out = (unsigned)v;
+	return 0;
+}
+
+int count_parse(const char *spec, unsigned *out)
+{
+	unsigned long v;
+
+	if (parse_id(spec, &v) < 0 || v > 1000000)
 		return -EINVAL;
 	*out = (unsigned)v;
 	return 0;

@@ -1,4 +1,5 @@
-/* The daemon's own options (-o observers=,staging=,sync=,names=,linger=)
+/* The daemon's own options (-o observers=,staging=,sync=,names=,linger=,
+ * client_mkdir=)
  * parsed into one config struct. */
 #ifndef INBOXFS_OPTIONS_H
 #define INBOXFS_OPTIONS_H
@@ -23,6 +24,8 @@ struct inboxfs_config {
 	enum sync_mode sync;
 	struct name_template names;
 	unsigned linger;		/* seconds a closed drop stays visible */
+	unsigned max_drops;		/* open drops per session, 0: no cap */
+	bool client_mkdir;		/* clients may create directories (R7) */
 };
 
 /* Parse "root:consumer:@staff:@1001": users or uids, '@' marks a group or
@@ -37,7 +40,13 @@ bool observers_need_groups(const struct observers *o);
 
 int sync_mode_parse(const char *spec, enum sync_mode *out);
 
+/* Parse "yes" or "no". */
+int yes_no_parse(const char *spec, bool *out);
+
 /* Parse a whole number of seconds, 0..86400. */
 int seconds_parse(const char *spec, unsigned *out);
+
+/* Parse a whole number, 0..1000000. */
+int count_parse(const char *spec, unsigned *out);
 
 #endif

@@ -13,16 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <dirent.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/eventfd.h>
-#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "log.h"
+#include "peer.h"
 
 #define SESSION_BUCKETS 1024
 #define TID_SLOTS 4096
@@ -30,11 +27,12 @@
 struct session {
 	pid_t tgid;
 	int pidfd;
-	int conn_fd;		/* [lock] its TCP connection's socket, -1 none, -2 not looked for */
+	int peer_state;		/* [lock] PEER_* */
+	struct peer peer;	/* [lock] the connection it serves, when watched */
 	uint64_t serial;
 	unsigned refs;
 	bool alive;
-	struct drop *drops;
+	struct drop_list drops;	/* drop.c's */
 	struct session *next;
 };
 
@@ -55,10 +53,9 @@ static int epfd = -1, stopfd = -1;
 static pthread_t reaper;
 static void (*end_cb)(struct session *);
 
-void session_lock(void) { pthread_mutex_lock(&lock); }
-void session_unlock(void) { pthread_mutex_unlock(&lock); }
 pid_t session_pid(const struct session *s) { return s->tgid; }
 uint64_t session_serial(const struct session *s) { return s->serial; }
+struct drop_list *session_drops(struct session *s) { return &s->drops; }
 
 static time_t now_sec(void)
 {
@@ -77,7 +74,7 @@ int tid_to_tgid(pid_t tid, pid_t *tgid)
 	snprintf(path, sizeof(path), "/proc/%d/status", (int)tid);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return -ESRCH;
+		return errno == ENOENT ? -ESRCH : -errno;
 	n = read(fd, buf, sizeof(buf) - 1);
 	close(fd);
 	if (n <= 0)
@@ -110,6 +107,13 @@ static void unhash(struct session *s)
 	stats.ended++;
 }
 
+void session_ref(struct session *s)
+{
+	pthread_mutex_lock(&lock);
+	s->refs++;
+	pthread_mutex_unlock(&lock);
+}
+
 void session_put(struct session *s)
 {
 	bool last;
@@ -120,8 +124,6 @@ void session_put(struct session *s)
 	if (!last)
 		return;
 	close(s->pidfd);
-	if (s->conn_fd >= 0)
-		close(s->conn_fd);
 	free(s);
 }
 
@@ -133,14 +135,8 @@ static void session_end(struct session *s)
 
 	pthread_mutex_lock(&lock);
 	was_alive = s->alive;
-	if (was_alive) {
+	if (was_alive)
 		unhash(s);
-		/* Its drops leave the namespace; their files live on until the
-		 * kernel releases them. */
-		for (struct drop *d = s->drops; d; d = d->next)
-			d->visible = false;
-		s->drops = NULL;
-	}
 	pthread_mutex_unlock(&lock);
 	if (!was_alive)
 		return;
@@ -218,13 +214,14 @@ int session_get(pid_t tid, struct session **out)
 
 	pidfd = (int)syscall(SYS_pidfd_open, tgid, 0);
 	if (pidfd < 0)
-		return -ESRCH;
+		return errno == ESRCH ? -ESRCH : -errno;
 	/* The pidfd was opened after the thread was seen in TGID; if the
 	 * thread still belongs to it, the pidfd names the right process. */
 	pid_t again;
-	if (tid_to_tgid(tid, &again) < 0 || again != tgid) {
+	ret = tid_to_tgid(tid, &again);
+	if (ret < 0 || again != tgid) {
 		close(pidfd);
-		return -ESRCH;
+		return ret < 0 ? ret : -ESRCH;
 	}
 	s = calloc(1, sizeof(*s));
 	if (s == NULL) {
@@ -233,7 +230,6 @@ int session_get(pid_t tid, struct session **out)
 	}
 	s->tgid = tgid;
 	s->pidfd = pidfd;
-	s->conn_fd = -2;
 	s->alive = true;
 	s->refs = 2;		/* the table's and the caller's */
 
@@ -332,7 +328,6 @@ void sessions_shutdown(void)
 
 			pthread_mutex_lock(&lock);
 			unhash(s);
-			s->drops = NULL;
 			pthread_mutex_unlock(&lock);
 			session_put(s);
 		}
@@ -349,71 +344,7 @@ void session_stats(struct session_stats *out)
 	pthread_mutex_unlock(&lock);
 }
 
-struct drop *session_find_drop(struct session *s, uint64_t parent, const char *name)
-{
-	for (struct drop *d = s->drops; d; d = d->next)
-		if (d->parent == parent && strcmp(d->name, name) == 0)
-			return d;
-	return NULL;
-}
-
-struct drop *session_next_drop(struct session *s, uint64_t parent, struct drop *prev)
-{
-	for (struct drop *d = prev ? prev->next : s->drops; d; d = d->next)
-		if (d->parent == parent)
-			return d;
-	return NULL;
-}
-
-void session_add_drop(struct session *s, struct drop *d)
-{
-	s->refs++;		/* the drop's reference, dropped by drop_free() */
-	d->owner = s;
-	d->visible = s->alive;
-	if (!s->alive)
-		return;
-	d->next = s->drops;
-	s->drops = d;
-}
-
-void session_hide_drop(struct drop *d)
-{
-	if (!d->visible)
-		return;
-	for (struct drop **pp = &d->owner->drops; *pp; pp = &(*pp)->next) {
-		if (*pp == d) {
-			*pp = d->next;
-			break;
-		}
-	}
-	d->next = NULL;
-	d->visible = false;
-}
-
-struct drop *drop_new(const char *name, uint64_t parent)
-{
-	struct drop *d = calloc(1, sizeof(*d));
-
-	if (d == NULL)
-		return NULL;
-	d->name = strdup(name);
-	if (d->name == NULL) {
-		free(d);
-		return NULL;
-	}
-	d->parent = parent;
-	return d;
-}
-
-void drop_free(struct drop *d)
-{
-	if (d->owner)
-		session_put(d->owner);
-	free(d->name);
-	free(d);
-}
-
-bool task_killed(pid_t tid)
+int task_state(pid_t tid)
 {
 	char path[64], buf[1024];
 	unsigned long flags;
@@ -424,16 +355,16 @@ bool task_killed(pid_t tid)
 	snprintf(path, sizeof(path), "/proc/%d/stat", (int)tid);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return false;
+		return errno == ENOENT ? -ESRCH : -errno;
 	n = read(fd, buf, sizeof(buf) - 1);
 	close(fd);
 	if (n <= 0)
-		return false;
+		return n < 0 && errno != ESRCH ? -errno : -ESRCH;
 	buf[n] = '\0';
 	/* Fields after the command name, which may hold spaces and ')'. */
 	char *p = strrchr(buf, ')');
 	if (p == NULL)
-		return false;
+		return -EIO;
 	p += 2;
 	/* state(3) ... flags(9) ... exit_code(52): field k is token k-3. */
 	char *save = NULL, *tok = strtok_r(p, " ", &save);
@@ -441,87 +372,40 @@ bool task_killed(pid_t tid)
 		if (field == 9) {
 			flags = strtoul(tok, NULL, 10);
 			if (!(flags & 0x4))	/* PF_EXITING */
-				return false;
+				return TASK_RUNNING;
 		} else if (field == 52) {
 			exit_code = (int)strtol(tok, NULL, 10);
-			return (exit_code & 0x7f) != 0;	/* terminated by a signal */
+			/* terminated by a signal? */
+			return (exit_code & 0x7f) != 0 ? TASK_KILLED : TASK_EXITING;
 		}
 	}
-	return false;
+	return -EIO;
 }
 
-static int tcp_state(int fd)
-{
-	struct tcp_info ti;
-	socklen_t len = sizeof(ti);
-
-	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
-		return -1;
-	return ti.tcpi_state;
-}
-
-/* Duplicate the first established TCP socket of S's process, or -1. */
-static int find_connection(struct session *s)
-{
-	char path[64];
-	struct dirent *de;
-	DIR *dp;
-	int found = -1;
-
-	snprintf(path, sizeof(path), "/proc/%d/fd", (int)s->tgid);
-	dp = opendir(path);
-	if (dp == NULL)
-		return -1;
-	while (found < 0 && (de = readdir(dp)) != NULL) {
-		char link[64];
-		ssize_t n;
-		int type, fd;
-		socklen_t len = sizeof(type);
-
-		if (de->d_name[0] == '.')
-			continue;
-		n = readlinkat(dirfd(dp), de->d_name, link, sizeof(link) - 1);
-		if (n <= 0)
-			continue;
-		link[n] = '\0';
-		if (strncmp(link, "socket:", 7) != 0)
-			continue;
-		fd = (int)syscall(SYS_pidfd_getfd, s->pidfd, atoi(de->d_name), 0);
-		if (fd < 0)
-			continue;
-		struct sockaddr_storage sa;
-		socklen_t salen = sizeof(sa);
-		if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM &&
-		    getsockname(fd, (struct sockaddr *)&sa, &salen) == 0 &&
-		    (sa.ss_family == AF_INET || sa.ss_family == AF_INET6) &&
-		    tcp_state(fd) == TCP_ESTABLISHED) {
-			fcntl(fd, F_SETFD, FD_CLOEXEC);
-			found = fd;
-		} else {
-			close(fd);
-		}
-	}
-	closedir(dp);
-	return found;
-}
+enum { PEER_UNKNOWN, PEER_NONE, PEER_WATCHED };
 
 bool session_connection_lost(struct session *s)
 {
-	int fd;
+	struct peer p;
+	int state, ret;
 
 	pthread_mutex_lock(&lock);
-	fd = s->conn_fd;
+	state = s->peer_state;
+	p = s->peer;
 	pthread_mutex_unlock(&lock);
-	if (fd == -2) {
-		fd = find_connection(s);
+	if (state == PEER_UNKNOWN) {
+		ret = peer_watch(s->tgid, &p);
+		if (ret < 0 && ret != -ENOENT) {	/* -ENOENT: it has exited */
+			errno = -ret;
+			log_warn("finding the connection of process %d", (int)s->tgid);
+		}
 		pthread_mutex_lock(&lock);
-		if (s->conn_fd == -2)
-			s->conn_fd = fd;
-		else if (fd >= 0)
-			close(fd);	/* another thread looked first */
-		fd = s->conn_fd;
+		if (s->peer_state == PEER_UNKNOWN) {
+			s->peer = p;
+			s->peer_state = ret > 0 ? PEER_WATCHED : PEER_NONE;
+		}
 		pthread_mutex_unlock(&lock);
 		return false;
 	}
-	return fd >= 0 && tcp_state(fd) != TCP_ESTABLISHED;
+	return state == PEER_WATCHED && peer_lost(&p);
 }

@@ -233,14 +233,39 @@ void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_
 	fuse_reply_err(req, ret);
 }
 
+/* A client learns no file count (df -i shows none, as on btrfs), and free
+ * space only in whole MiB: enough for a client that checks for room before
+ * it copies, too coarse to count others' messages (issue 11). */
+#define CLIENT_SPACE_GRAIN (1024 * 1024)
+
+static void client_statfs(struct statvfs *sv)
+{
+	fsblkcnt_t grain = sv->f_frsize && sv->f_frsize < CLIENT_SPACE_GRAIN ?
+			   CLIENT_SPACE_GRAIN / sv->f_frsize : 1;
+
+	sv->f_files = sv->f_ffree = sv->f_favail = 0;
+	sv->f_bfree -= sv->f_bfree % grain;
+	sv->f_bavail -= sv->f_bavail % grain;
+}
+
 void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct statvfs sv;
+	struct who w;
 
-	if (fstatvfs(inbox_fd(), &sv) < 0)
+	if (fstatvfs(inbox_fd(), &sv) < 0) {
 		fuse_reply_err(req, errno);
-	else
-		fuse_reply_statfs(req, &sv);
+		return;
+	}
+	/* No session needed: only whether the asker is an observer. */
+	if (!observers_match(&fs.cfg.observers, ctx->uid, ctx->gid, NULL, 0)) {
+		WHO_OR_REPLY(req, w);
+		if (!w.observer)
+			client_statfs(&sv);
+		who_put(&w);
+	}
+	fuse_reply_statfs(req, &sv);
 }
 
 /* ---- extended attributes (Samba keeps DOS attributes in them) ---- */
@@ -304,6 +329,12 @@ static void do_xattr(fuse_req_t req, fuse_ino_t ino, enum xattr_op op, const cha
 		goto out;
 	if (statsfile_is(n)) {
 		fuse_reply_err(req, op == XA_LIST ? 0 : op == XA_GET ? ENODATA : EPERM);
+		goto out;
+	}
+	/* R7: a client changes no directory's extended attributes (ACLs
+	 * among them). */
+	if (n->type == S_IFDIR && (op == XA_SET || op == XA_REMOVE) && !may_change_dir(&w)) {
+		fuse_reply_err(req, EPERM);
 		goto out;
 	}
 	fd = node_open(n, O_PATH);

@@ -1,7 +1,7 @@
 /* Open files for observers: open, create, read, write, close. A truncating
  * open of a non-empty file, or a create that finds one, writes beside it
  * (R3). Drops (client files) share the handle code; their close is in
- * client.c. */
+ * drops.c. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -23,13 +23,38 @@
 
 static int new_handle(struct fuse_file_info *fi, struct node *n, int fd)
 {
-	struct handle *h = calloc(1, sizeof(*h));
+	struct handle *h = handle_new();
 
 	if (h == NULL)
-		return -ENOMEM;
+		return -EMFILE;
 	h->fd = fd;
 	h->node = n;
 	fi->fh = (uint64_t)(uintptr_t)h;
+	return 0;
+}
+
+/* A write or truncating open by anyone but root clears set-user-ID, and
+ * set-group-ID where group execution is on, as the kernel does for a writer
+ * without CAP_FSETID: the daemon writes as root, so the backing filesystem
+ * would keep them. (The kernel already asks for it on truncate and chown,
+ * and on writes through the page cache; not on direct I/O, nor on an
+ * atomic O_TRUNC open.) */
+static int kill_setid(uid_t writer, int fd)
+{
+	struct stat st;
+	mode_t mode;
+
+	if (writer == 0)
+		return 0;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	mode = st.st_mode & 07777;
+	if (mode & S_ISUID)
+		mode &= ~S_ISUID;
+	if ((mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+		mode &= ~S_ISGID;
+	if (mode != (st.st_mode & 07777) && fchmod(fd, mode) < 0)
+		return -errno;
 	return 0;
 }
 
@@ -47,16 +72,68 @@ static int create_attempt(const char *name, void *arg)
 	return a->fd < 0 ? -errno : 0;
 }
 
+/* Is GID the requester's group, or one of its supplementary groups? */
+static bool in_group(fuse_req_t req, const struct who *w, gid_t gid)
+{
+	gid_t few[64], *groups = few;
+	bool found = w->gid == gid;
+	int n;
+
+	if (found)
+		return true;
+	n = fuse_req_getgroups(req, 64, few);
+	if (n > 64) {
+		groups = calloc((size_t)n, sizeof(*groups));
+		if (groups == NULL)
+			return false;
+		n = fuse_req_getgroups(req, n, groups);
+	}
+	for (int i = 0; i < n && !found; i++)
+		found = groups[i] == gid;
+	if (groups != few)
+		free(groups);
+	return found;
+}
+
+/* R3: the file written beside another is created only where the observer
+ * could create one itself: write and search permission on the directory.
+ * Checked on the directory's mode bits for the request's uid, gid and
+ * supplementary groups, as the kernel checks them through this mount
+ * (default_permissions, and no ACLs: inboxfs does not ask for
+ * FUSE_POSIX_ACL), rather than by switching this worker thread's
+ * credentials. Root may, as with CAP_DAC_OVERRIDE. */
+static int may_create_in(fuse_req_t req, const struct who *w, int dirfd)
+{
+	struct stat st;
+	mode_t bits;
+
+	if (w->uid == 0)
+		return 0;
+	if (fstat(dirfd, &st) < 0)
+		return -errno;
+	if (st.st_uid == w->uid)
+		bits = st.st_mode >> 6;
+	else if (in_group(req, w, st.st_gid))
+		bits = st.st_mode >> 3;
+	else
+		bits = st.st_mode;
+	return (bits & 3) == 3 ? 0 : -EACCES;
+}
+
 /* R3 for observers: the data of a truncating open of an existing file goes
  * to a new file with a unique name beside it; the old one stays whole.
  * Returns the new descriptor or -errno. */
-static int open_beside(struct who *w, struct node *dir, int dirfd, const char *name,
-		       int flags, mode_t mode)
+static int open_beside(fuse_req_t req, struct who *w, struct node *dir, int dirfd,
+		       const char *name, int flags, mode_t mode)
 {
-	struct create_arg a = { dirfd, flags, -1, mode & 07777 };
+	/* New data by a non-root writer: no set-ID bits (see kill_setid()). */
+	mode_t keep = w->uid == 0 ? 07777 : 01777;
+	struct create_arg a = { dirfd, flags, -1, mode & keep };
 	char placed[NAME_MAX_BYTES + 1], q1[1024], q2[1024];
-	int ret = place_name(&fs.cfg.names, name, false, create_attempt, &a, placed);
+	int ret = may_create_in(req, w, dirfd);
 
+	if (ret == 0)
+		ret = place_name(&fs.cfg.names, name, false, create_attempt, &a, placed);
 	if (ret < 0)
 		return ret;
 	ret = own_new(a.fd, w, dir);
@@ -84,7 +161,8 @@ static bool write_only(int flags)
 
 /* Open N for an observer; a truncating open of a non-empty file is
  * redirected (R3). Sets *redirected when it was. */
-static int observer_open(struct who *w, struct node *n, int flags, bool *redirected)
+static int observer_open(fuse_req_t req, struct who *w, struct node *n, int flags,
+			 bool *redirected)
 {
 	char name[NAME_MAX_BYTES + 1];
 	struct stat st;
@@ -94,13 +172,27 @@ static int observer_open(struct who *w, struct node *n, int flags, bool *redirec
 	fd = node_open(n, flags & ~OPEN_FLAGS_DROPPED);
 	if (fd < 0 || !(flags & O_TRUNC))
 		return fd;
-	if (fstat(fd, &st) < 0 || st.st_size == 0 || !S_ISREG(st.st_mode))
-		return fd;	/* nothing to lose: truncating it is a no-op */
+	if (fstat(fd, &st) < 0) {
+		int err = -errno;
+
+		close(fd);
+		return err;
+	}
+	if (st.st_size == 0 || !S_ISREG(st.st_mode)) {
+		/* Nothing to lose: truncating it is a no-op. */
+		int ret = S_ISREG(st.st_mode) ? kill_setid(w->uid, fd) : 0;
+
+		if (ret < 0) {
+			close(fd);
+			return ret;
+		}
+		return fd;
+	}
 	close(fd);
 	dfd = node_open_parent(n, name, sizeof(name));
 	if (dfd < 0)
 		return -EPERM;	/* nowhere known to put the new data */
-	fd = open_beside(w, NULL, dfd, name, flags, st.st_mode);
+	fd = open_beside(req, w, NULL, dfd, name, flags, st.st_mode);
 	close(dfd);
 	*redirected = fd >= 0;
 	return fd;
@@ -123,10 +215,10 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		if (fd < 0)
 			fuse_reply_err(req, -fd);
 		else if (fuse_reply_open(req, fi) != 0)
-			free(handle_of(fi));
+			handle_free(handle_of(fi));
 		goto out;
 	}
-	fd = observer_open(&w, n, fi->flags, &redirected);
+	fd = observer_open(req, &w, n, fi->flags, &redirected);
 	if (fd < 0) {
 		fuse_reply_err(req, -fd);
 		goto out;
@@ -143,10 +235,8 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, ENOMEM);
 		goto out;
 	}
-	if (fuse_reply_open(req, fi) != 0) {
-		close(fd);
-		free(handle_of(fi));
-	}
+	if (fuse_reply_open(req, fi) != 0)
+		handle_free(handle_of(fi));
 out:
 	who_put(&w);
 }
@@ -186,9 +276,11 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		if (ret == 0 && (fi->flags & O_TRUNC) && fstat(fd, &st) == 0 && st.st_size > 0 &&
 		    S_ISREG(st.st_mode)) {
 			close(fd);
-			fd = open_beside(&w, dir, dfd, name, fi->flags, st.st_mode);
+			fd = open_beside(req, &w, dir, dfd, name, fi->flags, st.st_mode);
 			ret = fd < 0 ? fd : 0;
 			redirected = true;
+		} else if (ret == 0 && (fi->flags & O_TRUNC)) {
+			ret = kill_setid(w.uid, fd);
 		}
 	}
 	dir_put(dir, dfd);
@@ -212,8 +304,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		goto out;
 	}
 	if (fuse_reply_create(req, &e, fi) != 0) {
-		close(fd);
-		free(handle_of(fi));
+		handle_free(handle_of(fi));
 		node_forget(n, 1);
 	}
 out:
@@ -302,10 +393,12 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 {
 	struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
 	struct handle *h = handle_of(fi);
+	struct drop *d = h->drop.d;
 	ssize_t res;
 	int ret;
 
-	ret = drop_written(h);
+	/* A delivered message is the consumer's: no descriptor changes it. */
+	ret = d ? drop_change_begin(d, DROP_CHANGE_DATA) : kill_setid(fuse_req_ctx(req)->uid, h->fd);
 	if (ret < 0) {
 		fuse_reply_err(req, -ret);
 		return;
@@ -314,50 +407,34 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 	out.buf[0].fd = h->fd;
 	out.buf[0].pos = off;
 	res = fuse_buf_copy(&out, in, 0);
-	if (res < 0) {
+	if (d) {
 		/* A drop its writer could not write whole is not delivered,
 		 * whatever comes next (R11: full disk). */
-		if (h->drop)
-			drop_fail(h, (int)-res);
-		fuse_reply_err(req, (int)-res);
-		return;
+		drop_change_end(d, DROP_CHANGE_DATA, res < 0 ? (int)-res : 0);
+		if (res > 0)
+			stat_add(STAT_BYTES, (uint64_t)res);
 	}
-	if (h->node->drop)
-		stat_add(STAT_BYTES, (uint64_t)res);
-	fuse_reply_write(req, (size_t)res);
+	if (res < 0)
+		fuse_reply_err(req, (int)-res);
+	else
+		fuse_reply_write(req, (size_t)res);
 }
 
 void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct handle *h = handle_of(fi);
-	pid_t tid = fuse_req_ctx(req)->pid;
-	struct session *s;
-	int ret = 0;
 
-	/* The closing process, whatever uid it has now: smbd closes a dropped
-	 * connection's files as root. */
-	if (h->drop) {
-		ret = tid > 0 ? session_get(tid, &s) : -ESRCH;
-		if (ret == 0) {
-			ret = drop_flush(h, tid, s);
-			session_put(s);
-		} else {
-			/* A closer we cannot even place is no writer we trust. */
-			drop_fail(h, EIO);
-			ret = 0;
-		}
-	}
-	fuse_reply_err(req, -ret);
+	fuse_reply_err(req, h->drop.d ? -drop_handle_flush(h, fuse_req_ctx(req)->pid) : 0);
 }
 
 void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct handle *h = handle_of(fi);
 
-	drop_release(h);
-	if (h->fd >= 0)
-		close(h->fd);
-	free(h);
+	if (h->drop.d)
+		drop_handle_release(h);
+	else
+		handle_free(h);
 	fuse_reply_err(req, 0);
 }
 
@@ -373,15 +450,21 @@ void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len
 			 struct fuse_file_info *fi)
 {
 	struct handle *h = handle_of(fi);
-	int ret = drop_written(h);
+	struct drop *d = h->drop.d;
+	int ret = d ? drop_change_begin(d, DROP_CHANGE_DATA) : 0, failed = 0;
 
-	if (ret == 0 && fallocate(h->fd, mode, off, len) < 0) {
-		ret = -errno;
-		/* Out of space mid-file, as a failed write: the writer cannot
-		 * trust it. (An unsupported mode is only a question answered.) */
-		if (h->drop && (ret == -ENOSPC || ret == -EDQUOT || ret == -EIO || ret == -EFBIG))
-			drop_fail(h, -ret);
+	if (ret < 0) {
+		fuse_reply_err(req, -ret);
+		return;
 	}
+	if (fallocate(h->fd, mode, off, len) < 0)
+		ret = -errno;
+	/* Out of space mid-file, as a failed write: the writer cannot trust
+	 * it. (An unsupported mode is only a question answered.) */
+	if (loses_data(-ret))
+		failed = -ret;
+	if (d)
+		drop_change_end(d, DROP_CHANGE_DATA, failed);
 	fuse_reply_err(req, -ret);
 }
 

@@ -3,11 +3,13 @@
 #ifndef INBOXFS_FS_H
 #define INBOXFS_FS_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <sys/types.h>
 
 #include <fuse_lowlevel.h>
 
+#include "drop.h"
 #include "inode.h"
 #include "options.h"
 #include "sessions.h"
@@ -19,6 +21,9 @@ struct inboxfs {
 	uint64_t staging_ino;		/* hidden from every view */
 	uint64_t staging_parent_ino;	/* the directory it is in (0: not known) */
 	struct fuse_session *se;
+	const char *mountpoint;		/* resolved, as processes name their files */
+	int mnt_id;			/* the mount's id (0: not known) */
+	unsigned max_handles;		/* open files, leaving a reserve (R12) */
 };
 
 extern struct inboxfs fs;
@@ -27,9 +32,12 @@ extern struct inboxfs fs;
 struct handle {
 	int fd;
 	struct node *node;
-	struct drop *drop;	/* set when opened by the drop's owner */
-	bool flushed;		/* [session_lock] closed once; a later write revives it (dup'd fds) */
+	struct drop_handle drop;	/* .d set on a client's drop */
 };
+
+/* drops.c: handles within the descriptor budget; NULL past it (EMFILE). */
+struct handle *handle_new(void);
+void handle_free(struct handle *h);	/* closes its fd */
 
 /* Who sent a request: an observer, or a client with its session. */
 struct who {
@@ -44,6 +52,9 @@ int who_get(fuse_req_t req, struct who *w);
 void who_put(struct who *w);
 #define WHO_OR_REPLY(req, w) do { int r_ = who_get(req, &(w)); \
 	if (r_ < 0) { fuse_reply_err(req, -r_); return; } } while (0)
+
+/* May W change a directory's attributes (R7)? */
+bool may_change_dir(const struct who *w);
 
 /* Check that W may act on N; replies ENOENT and returns false if not. */
 bool may_use(fuse_req_t req, struct who *w, struct node *n);
@@ -94,12 +105,24 @@ struct dirsnap {
 void dirsnap_free(struct dirsnap *snap);
 int client_snapshot(struct who *w, struct node *dir, struct dirsnap **out);
 
-/* Drop life on handles: called for every open handle of a drop. */
-int drop_written(struct handle *h);	/* -EBADF once delivered */
-/* A close (FLUSH) of H by thread TID of process session S. */
-int drop_flush(struct handle *h, pid_t tid, struct session *s);
-void drop_release(struct handle *h);
-void drop_fail(struct handle *h, int error);	/* never publish it */
+/* Does a failed write or size change with this errno leave the file other
+ * than its writer meant it (a drop that is then never delivered)? */
+static inline bool loses_data(int err)
+{
+	return err == ENOSPC || err == EDQUOT || err == EIO || err == EFBIG;
+}
+
+/* May client W use the open file FI (a handle of its own drop)? */
+bool client_holds(const struct who *w, struct fuse_file_info *fi);
+
+/* drops.c: what a drop's lifecycle decides, carried out. */
+int drop_carry_out(struct drop *d, enum drop_action act, int fd);	/* the close's answer */
+/* A close (FLUSH) of H by thread TID; by the daemon for session S. */
+int drop_handle_flush(struct handle *h, pid_t tid);
+int drop_handle_close(struct handle *h, struct session *s);
+void drop_handle_release(struct handle *h);	/* frees H */
+void drop_handle_abandon(struct handle *h);	/* a handle the kernel did not take */
+void drop_node_free(struct drop *d);		/* drop_config.on_free */
 
 extern const struct fuse_lowlevel_ops inboxfs_ops;
 
@@ -144,14 +167,9 @@ void statsfile_attr(struct stat *st);
 int statsfile_open(struct fuse_file_info *fi);
 void statsfile_read(fuse_req_t req, size_t size, off_t off);
 
-/* The end of a drop whose handles are all released: publish, discard or
- * quarantine it and free it. FD is an open descriptor of it, or -1. */
-void drop_finish(struct drop *d, int fd);
-
-/* linger.c: closed drops kept visible to their session (linger=). */
+/* drops.c: closed drops kept visible to their session (linger=). */
 int linger_start(void);
 void linger_stop(void);
-void linger_add(struct drop *d);	/* with session_lock held */
 uint64_t now_ms(void);
 
 #endif

@@ -29,6 +29,8 @@ struct cmdline {
 	char *sync;
 	char *names;
 	char *linger;
+	char *max_drops;
+	char *client_mkdir;
 	int show_help;
 	int show_version;
 	int nonopts;
@@ -41,6 +43,8 @@ static const struct fuse_opt inboxfs_opts[] = {
 	OPT("sync=%s", sync),
 	OPT("names=%s", names),
 	OPT("linger=%s", linger),
+	OPT("max_drops=%s", max_drops),
+	OPT("client_mkdir=%s", client_mkdir),
 	FUSE_OPT_END
 };
 
@@ -94,6 +98,9 @@ static void usage(FILE *f, const char *prog)
 "    -o names=TEMPLATE      unique-name form: default (%%s~%%t%%e), 8.3 (%%8t%%3e),\n"
 "                           or a template of %%s stem, %%t tag, %%e extension\n"
 "    -o linger=SECONDS      keep a closed drop visible to its session (default 0)\n"
+"    -o max_drops=N         open drops a session may hold, 0: no cap (default 1024)\n"
+"    -o client_mkdir=yes|no\n"
+"                           let clients create directories (default no)\n"
 "\n"
 "general options:\n"
 "    -f                     stay in the foreground, log to stderr\n"
@@ -135,8 +142,9 @@ static void unescape_octal(char *s)
 }
 
 /* True if the topmost mount at REAL (a resolved path) is an inboxfs; its
- * device in *DEV. Reads mountinfo only: no request reaches a mount. */
-static bool topmost_inboxfs(const char *real, dev_t *dev)
+ * device in *DEV and its id in *ID. Reads mountinfo only: no request
+ * reaches a mount. */
+static bool topmost_inboxfs(const char *real, dev_t *dev, int *id)
 {
 	char line[4096];
 	bool found = false;
@@ -148,15 +156,17 @@ static bool topmost_inboxfs(const char *real, dev_t *dev)
 		char mnt[PATH_MAX], *dash = strstr(line, " - ");
 		char fstype[64];
 		unsigned major, minor;
+		int mnt_id;
 
 		if (dash == NULL ||
-		    sscanf(line, "%*s %*s %u:%u %*s %4095s", &major, &minor, mnt) != 3 ||
+		    sscanf(line, "%d %*s %u:%u %*s %4095s", &mnt_id, &major, &minor, mnt) != 4 ||
 		    sscanf(dash + 3, "%63s", fstype) != 1)
 			continue;
 		unescape_octal(mnt);
 		if (strcmp(mnt, real) == 0) {
 			found = strcmp(fstype, "fuse.inboxfs") == 0;
 			*dev = makedev(major, minor);
+			*id = mnt_id;
 		}
 	}
 	fclose(f);
@@ -168,8 +178,9 @@ static bool mounted_inboxfs(const char *path)
 {
 	char real[PATH_MAX];
 	dev_t dev;
+	int id;
 
-	return realpath(path, real) != NULL && topmost_inboxfs(real, &dev);
+	return realpath(path, real) != NULL && topmost_inboxfs(real, &dev, &id);
 }
 
 /* A FUSE mount starts with the kernel's default readahead (128 KiB), and
@@ -183,7 +194,7 @@ static void raise_readahead(const char *real)
 	dev_t dev;
 	int fd, n;
 
-	if (!topmost_inboxfs(real, &dev))
+	if (!topmost_inboxfs(real, &dev, &fs.mnt_id))
 		return;
 	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", major(dev), minor(dev));
 	n = snprintf(kb, sizeof(kb), "%d", READAHEAD_BYTES / 1024);
@@ -192,6 +203,96 @@ static void raise_readahead(const char *real)
 		log_debug("readahead: %s: %s", path, strerror(errno));
 	if (fd >= 0)
 		close(fd);
+}
+
+static bool same_inode(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
+}
+
+/* Is the directory FD (taken over: closed) TOP or below it? Walks up by
+ * "..". *DEPTH: 0 for TOP itself; *CHILD: the entry just below TOP on the
+ * way, when *DEPTH > 0. */
+static bool is_below(int fd, const struct stat *top, struct stat *child, int *depth)
+{
+	struct stat cur, up;
+	bool found = false;
+
+	for (*depth = 0; fd >= 0 && fstat(fd, &cur) == 0 && *depth < 4096; ++*depth) {
+		int ufd;
+
+		if (same_inode(&cur, top)) {
+			found = true;
+			break;
+		}
+		ufd = openat(fd, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (ufd < 0 || fstat(ufd, &up) < 0 || same_inode(&up, &cur)) {
+			if (ufd >= 0)
+				close(ufd);
+			break;	/* the root: not below TOP */
+		}
+		*child = cur;
+		close(fd);
+		fd = ufd;
+	}
+	if (fd >= 0)
+		close(fd);
+	return found;
+}
+
+/* R11: a staging directory must be hidden from every view, and inside
+ * INBOX only the default is: it must be INBOX/.inboxfs itself, or a
+ * directory outside INBOX's tree that does not contain INBOX either. A staging that
+ * does not exist yet is judged by where it would be made. Returns why not,
+ * or NULL (also when PATH cannot be opened: staging_open() reports it). */
+static const char *staging_misplaced(int inbox_fd, const char *path)
+{
+	struct stat in, hidden, child, sg;
+	const char *why = NULL, *leaf = NULL;
+	char *parent = NULL;
+	int fd, depth;
+
+	if (fstat(inbox_fd, &in) < 0)
+		return NULL;
+	if (fstatat(inbox_fd, STAGING_DIR, &hidden, AT_SYMLINK_NOFOLLOW) < 0)
+		memset(&hidden, 0, sizeof(hidden));
+	fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT) {
+		char *slash;
+
+		parent = strdup(path);
+		if (parent == NULL)
+			return NULL;
+		for (size_t n = strlen(parent); n > 1 && parent[n - 1] == '/'; n--)
+			parent[n - 1] = '\0';
+		slash = strrchr(parent, '/');
+		leaf = slash ? slash + 1 : parent;
+		if (slash && slash != parent)
+			*slash = '\0';
+		fd = open(slash == parent ? "/" : slash ? parent : ".",
+			  O_PATH | O_DIRECTORY | O_CLOEXEC);
+	}
+	if (fd < 0)
+		goto out;
+	if (leaf == NULL && fstat(fd, &sg) < 0) {
+		close(fd);
+		goto out;
+	}
+	if (is_below(fd, &in, &child, &depth)) {
+		if (depth == 0 && leaf == NULL)
+			why = "is INBOX itself; use INBOX/" STAGING_DIR " or a directory outside INBOX";
+		else if (depth == 0 ? strcmp(leaf, STAGING_DIR) != 0
+				    : depth > 1 || leaf || !same_inode(&child, &hidden))
+			why = "is inside INBOX, where views would show it; use INBOX/" STAGING_DIR
+			      " or a directory outside INBOX";
+	} else if (leaf == NULL) {
+		fd = dup(inbox_fd);
+		if (is_below(fd, &sg, &child, &depth))
+			why = "contains INBOX; use INBOX/" STAGING_DIR " or a directory outside INBOX";
+	}
+out:
+	free(parent);
+	return why;
 }
 
 static int open_dir_arg(const char *what, const char *path)
@@ -234,19 +335,44 @@ static int parse_config(const struct cmdline *c, struct inboxfs_config *cfg)
 		fprintf(stderr, "inboxfs: linger=%s: expected whole seconds, 0 to 86400\n", c->linger);
 		return -1;
 	}
+	if (count_parse(c->max_drops ? c->max_drops : "1024", &cfg->max_drops) < 0) {
+		fprintf(stderr, "inboxfs: max_drops=%s: expected a whole number, 0 to 1000000\n",
+			c->max_drops);
+		return -1;
+	}
+	if (yes_no_parse(c->client_mkdir ? c->client_mkdir : "no", &cfg->client_mkdir) < 0) {
+		fprintf(stderr, "inboxfs: client_mkdir=%s: expected yes or no\n", c->client_mkdir);
+		return -1;
+	}
 	return 0;
 }
 
 
-static void raise_fd_limit(void)
+/* Descriptors the daemon keeps for its own work (a close reads /proc, a
+ * publication opens directories): no client holding files open can make
+ * another client's close fail (R12). */
+#define FD_RESERVE_MIN 64
+
+/* Raise the descriptor limit as far as allowed and leave a reserve out of
+ * what open files may take. */
+static unsigned handle_budget(void)
 {
 	struct rlimit rl;
+	rlim_t reserve;
 
-	/* One descriptor per live session (its pidfd) and per open file. */
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return 1024 - 2 * FD_RESERVE_MIN;
+	if (rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			getrlimit(RLIMIT_NOFILE, &rl);
 	}
+	if (rl.rlim_cur > 1 << 20)
+		rl.rlim_cur = 1 << 20;
+	/* An eighth, and never less than 2 * FD_RESERVE_MIN (sessions' pidfds
+	 * and libfuse's own come out of it too). */
+	reserve = rl.rlim_cur / 8 > 2 * FD_RESERVE_MIN ? rl.rlim_cur / 8 : 2 * FD_RESERVE_MIN;
+	return rl.rlim_cur > reserve ? (unsigned)(rl.rlim_cur - reserve) : FD_RESERVE_MIN;
 }
 
 int main(int argc, char *argv[])
@@ -320,6 +446,11 @@ int main(int argc, char *argv[])
 	fs.staging.reserved = STATS_FILE;
 	if (fstat(fd, &st) == 0)
 		fs.staging.top_ino = st.st_ino;
+	const char *why = c.staging ? staging_misplaced(fd, c.staging) : NULL;
+	if (why) {
+		fprintf(stderr, "inboxfs: staging=%s: %s\n", c.staging, why);
+		goto out_inodes;
+	}
 	sret = c.staging ? staging_open(&fs.staging, fd, AT_FDCWD, c.staging)
 			 : staging_open(&fs.staging, fd, fd, STAGING_DIR);
 	if (sret < 0) {
@@ -346,7 +477,7 @@ int main(int argc, char *argv[])
 				 "before a crash (link repaired); %u areas recovered, %u live left alone",
 				 r.published, r.quarantined, r.failed, r.repaired, r.areas, r.live);
 	}
-	raise_fd_limit();
+	fs.max_handles = handle_budget();
 
 	if (fuse_set_signal_handlers(fs.se) != 0)
 		goto out_staging;
@@ -355,10 +486,17 @@ int main(int argc, char *argv[])
 	if (fuse_session_mount(fs.se, opts.mountpoint) != 0)
 		goto out_signals;
 	raise_readahead(real_mnt);
+	fs.mountpoint = real_mnt;
 	if (fuse_daemonize(opts.foreground) != 0)
 		goto out_unmount;
 	log_init(opts.foreground, opts.debug);
-	if (sessions_init(NULL) < 0 || linger_start() < 0) {
+	drop_init(&(struct drop_config){
+		.linger_ms = 1000ULL * fs.cfg.linger,
+		.max_drops = fs.cfg.max_drops,
+		.now_ms = now_ms,
+		.on_free = drop_node_free,
+	});
+	if (sessions_init(drop_session_ended) < 0 || linger_start() < 0) {
 		log_warnx("cannot start worker threads");
 		goto out_unmount;
 	}
@@ -399,6 +537,8 @@ out:
 	free(c.sync);
 	free(c.names);
 	free(c.linger);
+	free(c.max_drops);
+	free(c.client_mkdir);
 	fuse_opt_free_args(&args);
 	return ret;
 }

@@ -15,6 +15,7 @@
 #include "fs.h"
 #include "log.h"
 #include "names.h"
+#include "peer.h"
 #include "stats.h"
 
 struct inboxfs fs;
@@ -94,6 +95,16 @@ void fill_entry(struct fuse_entry_param *e, struct node *n, const struct stat *s
 }
 
 /* ---- lookup and attributes ---- */
+
+/* R7: directories belong to the inbox's owner; a client that could chmod
+ * one could make every other client's create there fail. smbd switches to
+ * root for some changes it makes on its user's behalf ("dos filetimes":
+ * the times of anything the user may write), so here a request from an
+ * SMB server process is a client's whatever uid it runs as. */
+bool may_change_dir(const struct who *w)
+{
+	return w->observer && !peer_is_smb_server(w->pid);
+}
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
@@ -179,7 +190,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	int ret;
 
 	WHO_OR_REPLY(req, w);
-	if (!may_use(req, &w, n))
+	if (!client_holds(&w, fi) && !may_use(req, &w, n))
 		goto out;
 	if (statsfile_is(n)) {
 		statsfile_attr(&st);
@@ -199,23 +210,42 @@ out:
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
 		       struct fuse_file_info *fi)
 {
+	enum drop_change what = (valid & FUSE_SET_ATTR_SIZE) ? DROP_CHANGE_DATA : DROP_CHANGE_META;
 	struct node *n = node_of(ino);
+	struct drop *d = NULL;
 	char proc[64];
 	struct stat st;
 	struct who w;
-	int fd, ret = 0;
+	int fd = -1, ret = 0;
 
 	WHO_OR_REPLY(req, w);
-	if (!may_use(req, &w, n))
+	if (!client_holds(&w, fi) && !may_use(req, &w, n))
 		goto out;
-	if (statsfile_is(n)) {
+	if (statsfile_is(n) || (n->type == S_IFDIR && !may_change_dir(&w))) {
 		fuse_reply_err(req, EPERM);
 		goto out;
 	}
+	/* A drop changes only while the lifecycle lets it (drop.h): never
+	 * once delivered, whatever descriptor or path the writer kept. */
+	if (!w.observer && n->type != S_IFDIR) {
+		d = fi ? handle_of(fi)->drop.d : drop_find_node(w.s, n);
+		if (d == NULL) {
+			fuse_reply_err(req, ENOENT);
+			goto out;
+		}
+		if (fi)
+			drop_ref(d);
+		ret = drop_change_begin(d, what);
+		if (ret < 0) {
+			drop_put(d);
+			fuse_reply_err(req, -ret);
+			goto out;
+		}
+	}
 	fd = fi ? handle_of(fi)->fd : node_open(n, O_PATH);
 	if (fd < 0) {
-		fuse_reply_err(req, -fd);
-		goto out;
+		ret = fd;
+		goto done;
 	}
 	/* Through /proc so that an O_PATH descriptor serves every call. */
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
@@ -233,8 +263,6 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int va
 	if (valid & FUSE_SET_ATTR_SIZE) {
 		if ((fi ? ftruncate(fd, attr->st_size) : truncate(proc, attr->st_size)) < 0)
 			goto fail;
-		if (fi)
-			drop_written(handle_of(fi));
 	}
 	if (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
 		struct timespec tv[2] = { { 0, UTIME_OMIT }, { 0, UTIME_OMIT } };
@@ -255,8 +283,12 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int va
 fail:
 	ret = -errno;
 done:
-	if (!fi)
+	if (!fi && fd >= 0)
 		close(fd);
+	if (d) {
+		drop_change_end(d, what, what == DROP_CHANGE_DATA && loses_data(-ret) ? -ret : 0);
+		drop_put(d);
+	}
 	if (ret < 0)
 		fuse_reply_err(req, -ret);
 	else
@@ -296,6 +328,14 @@ out:
 }
 
 /* ---- making names ---- */
+
+/* Names at the top of the inbox that are inboxfs's own: the default
+ * staging directory and the stats file. */
+static bool reserved_name(fuse_ino_t parent, const char *name)
+{
+	return parent == FUSE_ROOT_ID &&
+	       (strcmp(name, STAGING_DIR) == 0 || strcmp(name, STATS_FILE) == 0);
+}
 
 /* Reply with the entry of DIRFD/NAME after an observer made it. */
 static void reply_new_entry(fuse_req_t req, struct who *w, struct node *dir, int dirfd,
@@ -344,12 +384,19 @@ static void make_node(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		return;
 	WHO_OR_REPLY(req, w);
 	if (!w.observer) {
-		if (S_ISDIR(mode) && client_may_use(&w, dir))
-			goto make;	/* R7: clients may create directories */
-		if (S_ISREG(mode) && !link)
+		if (S_ISDIR(mode) && client_may_use(&w, dir)) {
+			/* R7: a client's directory would make every other
+			 * client's create of that name fail, so only where the
+			 * administrator allows it; never over the daemon's own
+			 * names, which no view lists. */
+			if (fs.cfg.client_mkdir && !reserved_name(parent, name))
+				goto make;
+			fuse_reply_err(req, EPERM);
+		} else if (S_ISREG(mode) && !link) {
 			client_mknod(req, &w, dir, name, mode);
-		else
+		} else {
 			fuse_reply_err(req, EPERM);	/* R8 */
+		}
 		goto out;
 	}
 make:
@@ -484,11 +531,31 @@ static int rename_attempt(const char *newname, void *arg)
 	return renameat2(a->olddir, a->oldname, a->newdir, newname, RENAME_NOREPLACE) < 0 ? -errno : 0;
 }
 
+/* R3: a directory is not a message. Onto a directory it follows POSIX
+ * (an empty one is replaced, ENOTEMPTY otherwise), onto anything else it
+ * fails (ENOTDIR), so no path silently starts to mean another directory
+ * and the kernel's cached entries stay true. A plain rename only where the
+ * target is a directory: if the source were swapped for a file meanwhile,
+ * the kernel answers EISDIR rather than replace anything. */
+static int rename_dir(struct rename_arg *a, const char *newname, unsigned flags)
+{
+	struct stat st;
+
+	if (flags & RENAME_NOREPLACE)
+		return rename_attempt(newname, a);
+	if (fstatat(a->newdir, newname, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? rename_attempt(newname, a) : -errno;
+	if (!S_ISDIR(st.st_mode))
+		return -ENOTDIR;
+	return renameat2(a->olddir, a->oldname, a->newdir, newname, 0) < 0 ? -errno : 0;
+}
+
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      fuse_ino_t newparent, const char *newname, unsigned int flags)
 {
 	struct node *dir = node_of(parent), *newdir = node_of(newparent);
 	char placed[NAME_MAX_BYTES + 1], q1[1024], q2[1024];
+	bool src_dir = false, hidden = false;
 	struct stat st;
 	struct who w;
 	int ret;
@@ -514,9 +581,18 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		ret = a.olddir < 0 ? a.olddir : a.newdir;
 		goto reply;
 	}
-	if ((fstatat(a.olddir, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && is_hidden_ino(st.st_ino)) ||
-	    (fstatat(a.newdir, newname, &st, AT_SYMLINK_NOFOLLOW) == 0 && is_hidden_ino(st.st_ino))) {
+	if (fstatat(a.olddir, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+		src_dir = S_ISDIR(st.st_mode);
+		hidden = is_hidden_ino(st.st_ino);
+	}
+	if (!hidden && fstatat(a.newdir, newname, &st, AT_SYMLINK_NOFOLLOW) == 0)
+		hidden = is_hidden_ino(st.st_ino);
+	if (hidden) {
 		ret = -EPERM;
+		goto reply;
+	}
+	if (src_dir && !(flags & RENAME_EXCHANGE)) {
+		ret = rename_dir(&a, newname, flags);
 		goto reply;
 	}
 	if (flags & RENAME_EXCHANGE) {

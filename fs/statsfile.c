@@ -78,10 +78,9 @@ int statsfile_open(struct fuse_file_info *fi)
 
 	if ((fi->flags & O_ACCMODE) != O_RDONLY)
 		return -EACCES;
-	h = calloc(1, sizeof(*h));
+	h = handle_new();
 	if (h == NULL)
-		return -ENOMEM;
-	h->fd = -1;
+		return -EMFILE;
 	h->node = &stats_node;
 	fi->fh = (uint64_t)(uintptr_t)h;
 	fi->direct_io = 1;

@@ -45,6 +45,7 @@ SANITIZER_PATTERNS = [
     r'ERROR: AddressSanitizer',
     r'runtime error:',
     r'LeakSanitizer',
+    r'WARNING: ThreadSanitizer',
     r'^==\d+== (Invalid|Conditional jump|Use of uninitialised|Syscall param'
     r'|Mismatched|Source and destination overlap)',
 ]

@@ -374,7 +374,8 @@ def _directories(mnt):
     }
 
 
-def test_directories_for_clients(mounted, as_client):
+def test_directories_for_clients(mount_inboxfs, as_client):
+    mounted = mount_inboxfs(client_mkdir='yes')   # R7: off by default
     os.mkdir(os.path.join(mounted.mnt, 'byroot'))
     os.chmod(os.path.join(mounted.mnt, 'byroot'), 0o1777)
     result = as_client(CLIENT_UID).call(_directories, mounted.mnt)

@@ -606,17 +606,36 @@ def test_close_returns_after_data_and_directories_are_synced(mount_inboxfs, clie
           f'{[round(f[0].start, 6) for f in dir_syncs.values()]}')
 
 
-def test_empty_drop_acknowledgement_is_synced_before_close_returns(mount_inboxfs, client,
-                                                                   tmp_path):
-    """An empty drop is published at RELEASE, after close() returns; its
-    acknowledgement (d.X renamed a.X in staging) is durable before."""
+def test_empty_drop_is_published_before_close_returns(mount_inboxfs, client, tmp_path):
+    """An empty drop is a message like any other: its writer's close
+    returns once it is published and its directories synced."""
     m = mount_inboxfs()
-    staging = staging_area(os.path.join(os.path.realpath(m.inbox), STAGING), m.pid)
+    inbox = os.path.realpath(m.inbox)
     trace = Strace(m.pid, str(tmp_path / 'strace.log'), TRACED)
     try:
         before, after = client.call(_timed_drop, os.path.join(m.mnt, 'EMPTY.SVF'), b'')
-        wait_until(lambda: os.path.exists(os.path.join(m.inbox, 'EMPTY.SVF')),
-                   what='the empty drop to be published')
+    finally:
+        calls = trace.stop()
+    relevant = [c for c in calls if c.name in SYNC_CALLS + ('renameat2', 'renameat')]
+    renames = [c for c in calls if c.name == 'renameat2' and '"EMPTY.SVF"' in c.args
+               and c.ret == '0']
+    assert len(renames) == 1, f'no publishing rename in {relevant}'
+    syncs = [c for c in calls if c.name in ('fsync', 'fdatasync') and c.ret == '0'
+             and _fd_path(c.args) == inbox and c.start >= renames[0].end]
+    assert syncs and syncs[0].end <= after, f'close returned before the sync: {relevant}'
+    assert read_file(os.path.join(m.inbox, 'EMPTY.SVF')) == b''
+
+
+def test_lingering_acknowledgement_is_synced_before_close_returns(mount_inboxfs, client,
+                                                                   tmp_path):
+    """linger=: a closed drop is published later; its acknowledgement (d.X
+    renamed a.X in staging, which recovery delivers) is durable before the
+    close returns."""
+    m = mount_inboxfs(linger=2)
+    staging = staging_area(os.path.join(os.path.realpath(m.inbox), STAGING), m.pid)
+    trace = Strace(m.pid, str(tmp_path / 'strace.log'), TRACED)
+    try:
+        before, after = client.call(_timed_drop, os.path.join(m.mnt, 'LATER.SVF'), b'later')
     finally:
         calls = trace.stop()
     acks = [c for c in calls if c.name in ('renameat', 'renameat2') and c.ret == '0'
@@ -627,7 +646,9 @@ def test_empty_drop_acknowledgement_is_synced_before_close_returns(mount_inboxfs
              and _fd_path(c.args) == staging and c.start >= acks[0].end]
     assert syncs, f'staging not fsynced after the acknowledgement: {relevant}'
     assert syncs[0].end <= after, 'close returned before the acknowledgement was durable'
-    assert read_file(os.path.join(m.inbox, 'EMPTY.SVF')) == b''
+    wait_until(lambda: os.path.exists(os.path.join(m.inbox, 'LATER.SVF')), timeout=TIMEOUT,
+               what='the lingering drop to be published')
+    assert read_file(os.path.join(m.inbox, 'LATER.SVF')) == b'later'
 
 
 def test_sync_none_issues_no_fsync(mount_inboxfs, client, tmp_path):

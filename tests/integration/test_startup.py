@@ -17,7 +17,7 @@ import pytest
 import helpers
 from helpers import INBOXFS_BIN, SOURCE, TIMEOUT, inboxfs_daemons, mountinfo, wait_until
 
-OPTIONS = ('observers', 'staging', 'sync', 'names', 'linger')
+OPTIONS = ('observers', 'staging', 'sync', 'names', 'linger', 'client_mkdir')
 
 
 # ------------------------------------------------------------------ helpers
@@ -175,6 +175,37 @@ def test_staging_on_another_filesystem_is_refused(run_inboxfs, dirs):
         assert os.listdir(staging) == []
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@pytest.mark.parametrize('where', ['inbox', 'inbox/', 'sub', 'new', 'sub/new', 'staging/sub',
+                                   'parent'])
+def test_staging_that_a_view_would_show_is_refused(run_inboxfs, dirs, where):
+    """Issue 11 item 10: the inbox itself, a directory in it other than
+    INBOX/.inboxfs (made or not), or a directory that contains the inbox:
+    clients would get ENOENT everywhere, observers would see incomplete/."""
+    inbox, mnt = dirs
+    os.mkdir(os.path.join(inbox, 'sub'))
+    os.mkdir(os.path.join(inbox, '.inboxfs'))
+    path = {'inbox': inbox, 'inbox/': inbox + '/', 'sub': os.path.join(inbox, 'sub'),
+            'new': os.path.join(inbox, 'new'), 'sub/new': os.path.join(inbox, 'sub', 'new'),
+            'staging/sub': os.path.join(inbox, '.inboxfs', 'sub'),
+            'parent': os.path.dirname(inbox)}[where]
+    if where == 'staging/sub':
+        os.mkdir(path)
+    before = sorted(os.listdir(inbox))
+    line = assert_refused(run_inboxfs, ['-o', f'staging={path}', inbox, mnt], mnt,
+                          mentions=['staging', 'INBOX'])
+    assert path in line
+    assert sorted(os.listdir(inbox)) == before
+    assert os.listdir(os.path.join(inbox, 'sub')) == []
+
+
+def test_staging_that_is_the_default_by_name_is_accepted(mount_inboxfs, tmp_path):
+    inbox = tmp_path / 'inbox'
+    inbox.mkdir()
+    inbox.chmod(0o1777)
+    m = mount_inboxfs(str(inbox), staging=str(inbox / '.inboxfs'))
+    assert sorted(os.listdir(m.mnt)) == []
 
 
 def test_staging_on_same_filesystem_is_accepted(mount_inboxfs, tmp_path):

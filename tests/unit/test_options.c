@@ -204,6 +204,24 @@ static void test_seconds(void **state)
 	}
 }
 
+static void test_yes_no(void **state)
+{
+	(void)state;
+	const char *bad[] = { "", "Yes", "1", "true", "no ", "y" };
+	bool v = false;
+
+	assert_int_equal(yes_no_parse("yes", &v), 0);
+	assert_true(v);
+	assert_int_equal(yes_no_parse("no", &v), 0);
+	assert_false(v);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		v = true;
+		if (yes_no_parse(bad[i], &v) != -EINVAL)
+			fail_msg("yes/no \"%s\" accepted", bad[i]);
+		assert_true(v);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -218,6 +236,7 @@ int main(void)
 		cmocka_unit_test(test_observers_match),
 		cmocka_unit_test(test_sync_mode),
 		cmocka_unit_test(test_seconds),
+		cmocka_unit_test(test_yes_no),
 	};
 
 	unit_xml_reset();

@@ -1,6 +1,6 @@
 /* Unit tests for core/sessions.c: one session per process found from any
- * of its threads, ended (with the callback) when the process exits, and
- * each session's private namespace of drops. Child processes stand in for
+ * of its threads, ended (with the callback) when the process exits.
+ * (Each session's namespace of drops is tested in test_drop.c.) Child processes stand in for
  * clients; they sleep until killed. */
 #include <errno.h>
 #include <limits.h>
@@ -24,7 +24,6 @@ static pid_t ended[256];
 static unsigned nended;
 
 static pid_t children[MAX_CHILDREN];	/* spawned, not yet reaped */
-static bool locked;			/* a test holds session_lock() */
 
 static void on_end(struct session *s)
 {
@@ -103,24 +102,8 @@ static void kill_and_reap(pid_t pid)
 			children[i] = 0;
 }
 
-/* A failed assertion leaves the test at once: these let the teardown
- * release the session lock, so the next tests and the reaper do not hang. */
-static void lock(void)
-{
-	session_lock();
-	locked = true;
-}
-
-static void unlock(void)
-{
-	locked = false;
-	session_unlock();
-}
-
 static int teardown(void **state)
 {
-	if (locked)
-		unlock();
 	for (unsigned i = 0; i < MAX_CHILDREN; i++) {
 		if (children[i] > 0) {
 			kill(children[i], SIGKILL);
@@ -313,140 +296,6 @@ static void test_many_children_end(void **state)
 	}
 }
 
-static unsigned count_drops(struct session *s, uint64_t parent, struct drop *want1,
-			    struct drop *want2)
-{
-	unsigned n = 0;
-
-	for (struct drop *d = session_next_drop(s, parent, NULL); d;
-	     d = session_next_drop(s, parent, d)) {
-		assert_int_equal(d->parent, parent);
-		assert_true(d->visible);
-		assert_true(d == want1 || d == want2);
-		n++;
-	}
-	return n;
-}
-
-static void test_drop_namespace(void **state)
-{
-	struct session *s;
-	struct drop *a, *b, *c;
-
-	assert_int_equal(session_get(gettid(), &s), 0);
-	a = drop_new("a.txt", 1);
-	b = drop_new("b.txt", 1);
-	c = drop_new("a.txt", 2);
-	assert_non_null(a);
-	assert_non_null(b);
-	assert_non_null(c);
-	assert_string_equal(a->name, "a.txt");
-	assert_int_equal(a->parent, 1);
-	assert_null(a->owner);
-	assert_false(a->visible);
-
-	lock();
-	assert_null(session_find_drop(s, 1, "a.txt"));
-	assert_null(session_next_drop(s, 1, NULL));
-	session_add_drop(s, a);
-	session_add_drop(s, b);
-	session_add_drop(s, c);
-	assert_ptr_equal(a->owner, s);
-	assert_true(a->visible && b->visible && c->visible);
-
-	assert_ptr_equal(session_find_drop(s, 1, "a.txt"), a);
-	assert_ptr_equal(session_find_drop(s, 1, "b.txt"), b);
-	assert_ptr_equal(session_find_drop(s, 2, "a.txt"), c);
-	assert_null(session_find_drop(s, 2, "b.txt"));
-	assert_null(session_find_drop(s, 3, "a.txt"));
-	assert_null(session_find_drop(s, 1, "A.TXT"));
-	assert_null(session_find_drop(s, 1, "a.tx"));
-	assert_int_equal(count_drops(s, 1, a, b), 2);
-	assert_int_equal(count_drops(s, 2, c, NULL), 1);
-	assert_int_equal(count_drops(s, 3, NULL, NULL), 0);
-
-	/* A rename within the namespace is seen by lookups. */
-	free(b->name);
-	b->name = strdup("renamed.bin");
-	assert_non_null(b->name);
-	assert_null(session_find_drop(s, 1, "b.txt"));
-	assert_ptr_equal(session_find_drop(s, 1, "renamed.bin"), b);
-
-	session_hide_drop(a);
-	assert_false(a->visible);
-	assert_null(session_find_drop(s, 1, "a.txt"));
-	assert_ptr_equal(session_find_drop(s, 2, "a.txt"), c);
-	assert_int_equal(count_drops(s, 1, b, NULL), 1);
-	session_hide_drop(a);		/* hiding twice is harmless */
-	assert_int_equal(count_drops(s, 1, b, NULL), 1);
-	session_hide_drop(b);
-	session_hide_drop(c);
-	assert_null(session_next_drop(s, 1, NULL));
-	assert_null(session_next_drop(s, 2, NULL));
-	unlock();
-
-	drop_free(a);
-	drop_free(b);
-	drop_free(c);
-	session_put(s);
-}
-
-static void test_drops_are_private_and_end_with_session(void **state)
-{
-	struct session *mine, *theirs;
-	struct drop *d, *late, *own;
-	pid_t child = spawn_sleeper();
-
-	assert_int_equal(session_get(gettid(), &mine), 0);
-	assert_int_equal(session_get(child, &theirs), 0);
-	d = drop_new("secret.doc", 1);
-	own = drop_new("mine.doc", 1);
-	assert_non_null(d);
-	assert_non_null(own);
-
-	lock();
-	session_add_drop(theirs, d);
-	session_add_drop(mine, own);
-	/* Each session sees its own drops only (R2). */
-	assert_ptr_equal(session_find_drop(theirs, 1, "secret.doc"), d);
-	assert_null(session_find_drop(mine, 1, "secret.doc"));
-	assert_null(session_find_drop(theirs, 1, "mine.doc"));
-	assert_ptr_equal(session_next_drop(mine, 1, NULL), own);
-	assert_null(session_next_drop(mine, 1, own));
-	unlock();
-
-	/* The drop holds a reference: the session survives ours. */
-	session_put(theirs);
-	kill_and_reap(child);
-	if (!wait_ended(child))
-		fail_msg("no end callback for pid %d", (int)child);
-
-	lock();
-	assert_false(d->visible);
-	assert_ptr_equal(d->owner, theirs);
-	assert_int_equal(session_pid(d->owner), child);
-	assert_null(session_find_drop(theirs, 1, "secret.doc"));
-	assert_null(session_next_drop(theirs, 1, NULL));
-	session_hide_drop(d);		/* already out: harmless */
-	/* A drop added to an ended session never becomes visible. */
-	late = drop_new("late.doc", 1);
-	assert_non_null(late);
-	session_add_drop(theirs, late);
-	assert_ptr_equal(late->owner, theirs);
-	assert_false(late->visible);
-	assert_null(session_find_drop(theirs, 1, "late.doc"));
-	/* Ours is untouched. */
-	assert_ptr_equal(session_find_drop(mine, 1, "mine.doc"), own);
-	assert_true(own->visible);
-	session_hide_drop(own);
-	unlock();
-
-	drop_free(late);
-	drop_free(d);		/* the last reference to the ended session */
-	drop_free(own);
-	session_put(mine);
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -456,8 +305,6 @@ int main(void)
 		cmocka_unit_test_teardown(test_missing_process, teardown),
 		cmocka_unit_test_teardown(test_child_session_ends, teardown),
 		cmocka_unit_test_teardown(test_many_children_end, teardown),
-		cmocka_unit_test_teardown(test_drop_namespace, teardown),
-		cmocka_unit_test_teardown(test_drops_are_private_and_end_with_session, teardown),
 	};
 
 	unit_xml_reset();

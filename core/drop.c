@@ -1,0 +1,563 @@
+/* A client drop's life: the state machine of drop.h. Every transition is
+ * made here, under drop_lock; fs/ carries out the actions it returns. */
+#include "drop.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sessions.h"
+
+/* An acknowledged drop whose publication failed is tried again this much
+ * later (its directory full, an I/O error): it may never be lost. */
+#define RETRY_MS 5000
+
+static pthread_mutex_t drop_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t drop_idle = PTHREAD_COND_INITIALIZER;	/* inflight reached 0 */
+static struct drop_config cfg;
+static struct drop *lingering;		/* [L] via due_next */
+static bool shutting_down;		/* [L] drop_next_due(true) was called */
+
+static const char *const state_names[] = {
+	[DROP_OPEN] = "open",
+	[DROP_CLOSING] = "closing",
+	[DROP_LINGERING] = "lingering",
+	[DROP_PUBLISHED] = "published",
+	[DROP_FAILED] = "failed",
+	[DROP_UNLINKED] = "unlinked",
+};
+
+const char *drop_state_name(enum drop_state s)
+{
+	return s < sizeof(state_names) / sizeof(state_names[0]) ? state_names[s] : "?";
+}
+
+void drop_init(const struct drop_config *c)
+{
+	pthread_mutex_lock(&drop_lock);
+	cfg = *c;
+	lingering = NULL;
+	shutting_down = false;
+	pthread_mutex_unlock(&drop_lock);
+}
+
+/* ---- with drop_lock held ---- */
+
+static void unlist(struct drop **head, struct drop *d, size_t link)
+{
+	for (struct drop **pp = head; *pp; pp = (struct drop **)((char *)*pp + link)) {
+		if (*pp == d) {
+			*pp = *(struct drop **)((char *)d + link);
+			return;
+		}
+	}
+}
+
+static void linger_until(struct drop *d, uint64_t due)
+{
+	if (d->state != DROP_LINGERING) {
+		d->due_next = lingering;
+		lingering = d;
+	}
+	d->state = DROP_LINGERING;
+	d->due = due;
+}
+
+static void leave_lingering(struct drop *d)
+{
+	if (d->state == DROP_LINGERING)
+		unlist(&lingering, d, offsetof(struct drop, due_next));
+}
+
+static void fail(struct drop *d, int error)
+{
+	d->state = DROP_FAILED;
+	if (d->error == 0)
+		d->error = error ? error : EIO;
+}
+
+/* The next action once no handle is open. */
+static enum drop_action when_unopened(struct drop *d)
+{
+	if (d->nopen > 0)
+		return DROP_NOTHING;
+	switch (d->state) {
+	case DROP_FAILED:
+		d->visible = false;
+		return DROP_QUARANTINE;
+	case DROP_UNLINKED:
+		return DROP_DISCARD;
+	case DROP_PUBLISHED:
+		return DROP_FREE;
+	case DROP_LINGERING:
+		if (d->inflight == 0 && cfg.now_ms() >= d->due) {
+			leave_lingering(d);
+			d->state = DROP_CLOSING;
+			d->visible = false;
+			return DROP_PUBLISH;
+		}
+		return DROP_NOTHING;	/* the linger thread will */
+	default:
+		return DROP_NOTHING;	/* CLOSING: its closer finishes it */
+	}
+}
+
+static void free_drop(struct drop *d)
+{
+	if (cfg.on_free)
+		cfg.on_free(d);
+	if (d->owner)
+		session_put(d->owner);
+	free(d->name);
+	free(d);
+}
+
+/* ---- creation and lookup ---- */
+
+int drop_new(struct session *s, const char *name, uint64_t parent, struct drop **out)
+{
+	struct drop_list *list = session_drops(s);
+	struct drop *d = calloc(1, sizeof(*d));
+
+	if (d == NULL || (d->name = strdup(name)) == NULL) {
+		free(d);
+		return -ENOMEM;
+	}
+	d->parent = parent;
+	d->state = DROP_OPEN;
+	d->refs = 1;		/* the caller's */
+	pthread_mutex_lock(&drop_lock);
+	if (cfg.max_drops && list->count >= cfg.max_drops) {
+		pthread_mutex_unlock(&drop_lock);
+		free(d->name);
+		free(d);
+		return -EMFILE;
+	}
+	session_ref(s);
+	d->owner = s;
+	d->next = list->head;
+	list->head = d;
+	list->count++;
+	pthread_mutex_unlock(&drop_lock);
+	*out = d;
+	return 0;
+}
+
+static struct drop *find_locked(struct session *s, uint64_t parent, const char *name)
+{
+	for (struct drop *d = session_drops(s)->head; d; d = d->next)
+		if (d->visible && d->parent == parent && strcmp(d->name, name) == 0)
+			return d;
+	return NULL;
+}
+
+int drop_start(struct drop *d, struct drop_handle *h)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&drop_lock);
+	if (find_locked(d->owner, d->parent, d->name)) {
+		ret = -EEXIST;
+	} else {
+		d->visible = session_alive(d->owner);
+		d->nopen = d->nlive = 1;
+		d->refs += 2;	/* the handle's, and the lifecycle's until drop_finished() */
+		h->d = d;
+		h->live = true;
+	}
+	pthread_mutex_unlock(&drop_lock);
+	return ret;
+}
+
+struct drop *drop_find(struct session *s, uint64_t parent, const char *name)
+{
+	struct drop *d;
+
+	pthread_mutex_lock(&drop_lock);
+	d = find_locked(s, parent, name);
+	if (d)
+		d->refs++;
+	pthread_mutex_unlock(&drop_lock);
+	return d;
+}
+
+struct drop *drop_find_node(struct session *s, const void *node)
+{
+	struct drop *d;
+
+	pthread_mutex_lock(&drop_lock);
+	for (d = session_drops(s)->head; d; d = d->next)
+		if (d->visible && d->node == node)
+			break;
+	if (d)
+		d->refs++;
+	pthread_mutex_unlock(&drop_lock);
+	return d;
+}
+
+int drop_list(struct session *s, uint64_t parent, int (*fn)(const struct drop *d, void *arg),
+	      void *arg)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&drop_lock);
+	for (struct drop *d = session_drops(s)->head; d && ret == 0; d = d->next)
+		if (d->visible && d->parent == parent)
+			ret = fn(d, arg);
+	pthread_mutex_unlock(&drop_lock);
+	return ret;
+}
+
+void drop_ref(struct drop *d)
+{
+	pthread_mutex_lock(&drop_lock);
+	d->refs++;
+	pthread_mutex_unlock(&drop_lock);
+}
+
+void drop_put(struct drop *d)
+{
+	bool last;
+
+	pthread_mutex_lock(&drop_lock);
+	last = --d->refs == 0;
+	if (last) {
+		struct drop_list *list = session_drops(d->owner);
+
+		unlist(&list->head, d, offsetof(struct drop, next));
+		list->count--;
+	}
+	pthread_mutex_unlock(&drop_lock);
+	if (last)
+		free_drop(d);
+}
+
+/* ---- handles ---- */
+
+int drop_open(struct drop *d, struct drop_handle *h, int flags)
+{
+	bool writing = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
+	int ret = 0;
+
+	pthread_mutex_lock(&drop_lock);
+	if (!d->visible) {
+		ret = -ENOENT;
+	} else if (d->state == DROP_OPEN) {
+		d->nopen++;
+		d->nlive++;
+		if (flags & O_TRUNC)
+			d->written = true;
+		h->live = true;
+	} else if (d->state == DROP_LINGERING && !writing) {
+		d->nopen++;
+		h->live = false;
+	} else {
+		ret = d->state == DROP_LINGERING ? -EACCES : -ENOENT;
+	}
+	if (ret == 0) {
+		d->refs++;
+		h->d = d;
+	}
+	pthread_mutex_unlock(&drop_lock);
+	return ret;
+}
+
+/* Let go of H, the common part of release and abandon. */
+static void handle_gone(struct drop_handle *h)
+{
+	struct drop *d = h->d;
+
+	d->nopen--;
+	if (h->live) {
+		h->live = false;
+		d->nlive--;
+	}
+	d->refs--;	/* the lifecycle's reference is still held */
+}
+
+enum drop_action drop_abandon(struct drop_handle *h)
+{
+	struct drop *d = h->d;
+	enum drop_action act;
+
+	pthread_mutex_lock(&drop_lock);
+	bool was_live = h->live;
+	handle_gone(h);
+	/* Its only writer's handle never reached the client: nobody had it. */
+	if (was_live && d->state == DROP_OPEN && d->nlive == 0) {
+		d->state = DROP_UNLINKED;
+		d->visible = false;
+	}
+	act = when_unopened(d);
+	pthread_mutex_unlock(&drop_lock);
+	return act;
+}
+
+enum drop_action drop_release(struct drop_handle *h)
+{
+	struct drop *d = h->d;
+	enum drop_action act;
+
+	pthread_mutex_lock(&drop_lock);
+	handle_gone(h);
+	if (d->state == DROP_OPEN && d->nlive == 0) {
+		d->visible = false;
+		if (d->orphaned) {
+			/* Its writer exited before writing and nobody wrote
+			 * since: an empty message, whole. */
+			d->state = DROP_CLOSING;
+			while (d->inflight > 0)
+				pthread_cond_wait(&drop_idle, &drop_lock);
+			pthread_mutex_unlock(&drop_lock);
+			return DROP_PUBLISH;
+		}
+		/* Every writer's handle is gone and none was closed last: its
+		 * writer never closed it (a descriptor lost in transit). */
+		fail(d, EIO);
+	}
+	act = when_unopened(d);
+	pthread_mutex_unlock(&drop_lock);
+	return act;
+}
+
+/* ---- changes ---- */
+
+int drop_change_begin(struct drop *d, enum drop_change what)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&drop_lock);
+	switch (d->state) {
+	case DROP_OPEN:
+	case DROP_UNLINKED:
+		break;
+	case DROP_LINGERING:
+		if (what != DROP_CHANGE_META)
+			ret = -EBADF;
+		break;
+	default:
+		ret = -EBADF;	/* delivered, being delivered, or lost */
+	}
+	if (ret == 0)
+		d->inflight++;
+	pthread_mutex_unlock(&drop_lock);
+	return ret;
+}
+
+void drop_change_end(struct drop *d, enum drop_change what, int error)
+{
+	pthread_mutex_lock(&drop_lock);
+	if (error == 0 && what == DROP_CHANGE_DATA)
+		d->written = true;
+	/* A drop its writer could not write whole is never delivered. */
+	if (error && d->state == DROP_OPEN)
+		fail(d, error);
+	if (--d->inflight == 0)
+		pthread_cond_broadcast(&drop_idle);
+	pthread_mutex_unlock(&drop_lock);
+}
+
+int drop_rename(struct drop *d, uint64_t parent, const char *name, uint64_t *old)
+{
+	struct drop *other;
+	char *copy = strdup(name);
+	int ret = 0;
+
+	if (copy == NULL)
+		return -ENOMEM;
+	pthread_mutex_lock(&drop_lock);
+	other = find_locked(d->owner, parent, name);
+	if (!d->visible)
+		ret = -ENOENT;
+	else if (other && other != d)
+		ret = -EEXIST;	/* never over another drop either (R3) */
+	if (ret == 0) {
+		free(d->name);
+		d->name = copy;
+		*old = d->parent;
+		d->parent = parent;
+		copy = NULL;
+	}
+	pthread_mutex_unlock(&drop_lock);
+	free(copy);
+	return ret;
+}
+
+int drop_unlink(struct drop *d, enum drop_action *act)
+{
+	int ret = 0;
+
+	*act = DROP_NOTHING;
+	pthread_mutex_lock(&drop_lock);
+	if (!d->visible || (d->state != DROP_OPEN && d->state != DROP_LINGERING)) {
+		ret = -ENOENT;
+	} else {
+		leave_lingering(d);
+		d->state = DROP_UNLINKED;
+		d->visible = false;
+		*act = when_unopened(d);
+	}
+	pthread_mutex_unlock(&drop_lock);
+	return ret;
+}
+
+/* ---- closes ---- */
+
+static bool counts_locked(struct drop *d, struct session *closer)
+{
+	/* Only its writer's close counts: a child that inherited the
+	 * descriptor (`{ echo; /bin/echo; } > f`) closes its copy when it
+	 * exits, while the writer goes on. Once the writer has gone, whoever
+	 * holds it on is the writer. A closer that cannot be placed (NULL)
+	 * may be the writer. */
+	return closer == NULL || closer == d->owner || !session_alive(d->owner);
+}
+
+bool drop_close_counts(struct drop_handle *h, struct session *closer)
+{
+	bool counts;
+
+	pthread_mutex_lock(&drop_lock);
+	counts = h->live && counts_locked(h->d, closer);
+	pthread_mutex_unlock(&drop_lock);
+	return counts;
+}
+
+bool drop_close_ambiguous(struct drop_handle *h)
+{
+	bool ambiguous;
+
+	pthread_mutex_lock(&drop_lock);
+	ambiguous = h->live && h->d->state == DROP_OPEN && h->d->nlive == 1;
+	pthread_mutex_unlock(&drop_lock);
+	return ambiguous;
+}
+
+int drop_close(struct drop_handle *h, struct session *closer, const struct drop_close *c,
+	       enum drop_action *act)
+{
+	struct drop *d = h->d;
+	int ret = 0;
+
+	*act = DROP_NOTHING;
+	pthread_mutex_lock(&drop_lock);
+	if (!h->live || !counts_locked(d, closer))
+		goto out;
+	if (d->state == DROP_OPEN) {
+		if (c->error)
+			fail(d, c->error);
+		else if (c->aborted)
+			fail(d, EIO);	/* a dead writer's drop is incomplete (R6) */
+		else if (d->nlive == 1 && c->held_elsewhere)
+			goto out;	/* not its writer's last close */
+		else if (d->nlive == 1 && c->exiting && !d->written) {
+			d->orphaned = true;
+			goto out;	/* whoever holds it on writes it */
+		}
+	}
+	h->live = false;
+	d->nlive--;
+	switch (d->state) {
+	case DROP_OPEN:
+		if (d->nlive > 0)
+			break;
+		d->state = DROP_CLOSING;
+		if (cfg.linger_ms == 0)
+			d->visible = false;	/* the name is free again from this close */
+		while (d->inflight > 0)
+			pthread_cond_wait(&drop_idle, &drop_lock);
+		*act = cfg.linger_ms ? DROP_ACK : DROP_PUBLISH;
+		break;
+	case DROP_FAILED:
+		if (d->nlive == 0)
+			d->visible = false;
+		ret = -d->error;	/* the writer learns its drop is lost */
+		break;
+	default:
+		break;		/* UNLINKED: a deleted file's close */
+	}
+out:
+	pthread_mutex_unlock(&drop_lock);
+	return ret;
+}
+
+enum drop_action drop_acked(struct drop *d, int result, int *answer)
+{
+	enum drop_action act = DROP_NOTHING;
+
+	pthread_mutex_lock(&drop_lock);
+	*answer = result;
+	if (result < 0) {
+		fail(d, -result);
+		d->visible = false;
+		act = when_unopened(d);
+	} else {
+		d->acked = true;
+		linger_until(d, cfg.now_ms() + cfg.linger_ms);
+	}
+	pthread_mutex_unlock(&drop_lock);
+	return act;
+}
+
+enum drop_action drop_published(struct drop *d, int result, int *answer)
+{
+	enum drop_action act;
+
+	pthread_mutex_lock(&drop_lock);
+	*answer = result;
+	d->visible = false;
+	if (result == 0) {
+		d->state = DROP_PUBLISHED;
+	} else if (d->acked) {
+		/* Its close was acknowledged: it must still be delivered. Left
+		 * staged as a.* at shutdown, recovery delivers it. */
+		if (shutting_down) {
+			d->state = DROP_PUBLISHED;	/* by the next start's recovery */
+			act = d->nopen ? DROP_NOTHING : DROP_FREE;
+			pthread_mutex_unlock(&drop_lock);
+			return act;
+		}
+		linger_until(d, cfg.now_ms() + RETRY_MS);
+	} else {
+		fail(d, -result);
+	}
+	act = when_unopened(d);
+	pthread_mutex_unlock(&drop_lock);
+	return act;
+}
+
+struct drop *drop_next_due(bool all)
+{
+	uint64_t now = cfg.now_ms();
+	struct drop *d;
+
+	pthread_mutex_lock(&drop_lock);
+	if (all)
+		shutting_down = true;
+	for (d = lingering; d; d = d->due_next)
+		if (d->nopen == 0 && d->inflight == 0 && (all || now >= d->due))
+			break;
+	if (d) {
+		leave_lingering(d);
+		d->state = DROP_CLOSING;
+		d->visible = false;
+		d->refs++;
+	}
+	pthread_mutex_unlock(&drop_lock);
+	return d;
+}
+
+void drop_finished(struct drop *d)
+{
+	drop_put(d);	/* the lifecycle's reference */
+}
+
+void drop_session_ended(struct session *s)
+{
+	pthread_mutex_lock(&drop_lock);
+	for (struct drop *d = session_drops(s)->head; d; d = d->next)
+		d->visible = false;
+	pthread_mutex_unlock(&drop_lock);
+}

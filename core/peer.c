@@ -1,0 +1,317 @@
+/* Watching an SMB server process's TCP connection by socket inode through
+ * NETLINK_SOCK_DIAG, without a descriptor of it (see peer.h). */
+#include "peer.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define SMB_SERVER_EXE "smbd"
+
+bool peer_is_smb_server(pid_t pid)
+{
+	char path[64], exe[4096];
+	const char *base;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/exe", (int)pid);
+	n = readlink(path, exe, sizeof(exe) - 1);
+	if (n <= 0)
+		return false;
+	exe[n] = '\0';
+	/* A binary replaced by an upgrade while it runs reads "... (deleted)". */
+	if (n > 10 && strcmp(exe + n - 10, " (deleted)") == 0)
+		exe[n - 10] = '\0';
+	base = strrchr(exe, '/');
+	return strcmp(base ? base + 1 : exe, SMB_SERVER_EXE) == 0;
+}
+
+/* The socket inode numbers of PID's descriptors (readlink only). */
+static int socket_inodes(pid_t pid, uint64_t **out, size_t *count)
+{
+	size_t n = 0, cap = 0;
+	uint64_t *inos = NULL;
+	char path[64];
+	struct dirent *de;
+	DIR *dp;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	dp = opendir(path);
+	if (dp == NULL)
+		return -errno;
+	while ((de = readdir(dp)) != NULL) {
+		unsigned long long ino;
+		char link[64];
+		ssize_t len;
+
+		if (de->d_name[0] == '.')
+			continue;
+		len = readlinkat(dirfd(dp), de->d_name, link, sizeof(link) - 1);
+		if (len <= 0)
+			continue;
+		link[len] = '\0';
+		if (sscanf(link, "socket:[%llu]", &ino) != 1)
+			continue;
+		if (n == cap) {
+			uint64_t *grown = realloc(inos, (cap ? cap * 2 : 16) * sizeof(*inos));
+
+			if (grown == NULL) {
+				free(inos);
+				closedir(dp);
+				return -ENOMEM;
+			}
+			inos = grown;
+			cap = cap ? cap * 2 : 16;
+		}
+		inos[n++] = ino;
+	}
+	closedir(dp);
+	*out = inos;
+	*count = n;
+	return 0;
+}
+
+static int diag_socket(void)
+{
+	int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+
+	return fd < 0 ? -errno : fd;
+}
+
+static int diag_send(int fd, uint8_t family, uint32_t states, const struct inet_diag_sockid *id,
+		     bool dump)
+{
+	struct {
+		struct nlmsghdr nlh;
+		struct inet_diag_req_v2 r;
+	} req;
+	struct sockaddr_nl nl = { .nl_family = AF_NETLINK };
+
+	memset(&req, 0, sizeof(req));
+	req.nlh.nlmsg_len = sizeof(req);
+	req.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+	req.nlh.nlmsg_flags = NLM_F_REQUEST | (dump ? NLM_F_DUMP : 0);
+	req.r.sdiag_family = family;
+	req.r.sdiag_protocol = IPPROTO_TCP;
+	req.r.idiag_states = states;
+	if (id) {
+		req.r.id = *id;
+	} else {
+		req.r.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
+		req.r.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+	}
+	if (sendto(fd, &req, sizeof(req), 0, (struct sockaddr *)&nl, sizeof(nl)) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Read the answers to one request, calling FN on each socket; stops at the
+ * end of a dump or after one answer. 0, or -errno (the kernel's too). */
+static int diag_receive(int fd, bool dump,
+			void (*fn)(const struct inet_diag_msg *m, void *arg), void *arg)
+{
+	/* The kernel fills a dump's messages up to the largest buffer a
+	 * reader offered (32 KiB at most): this one never truncates one. */
+	long buf[32768 / sizeof(long)];
+
+	for (;;) {
+		ssize_t len = recv(fd, buf, sizeof(buf), MSG_TRUNC);
+		struct nlmsghdr *h = (struct nlmsghdr *)buf;
+
+		if (len < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (len == 0)
+			return -EIO;
+		if ((size_t)len > sizeof(buf))
+			return -EMSGSIZE;
+		for (; NLMSG_OK(h, (unsigned)len); h = NLMSG_NEXT(h, len)) {
+			if (h->nlmsg_type == NLMSG_DONE)
+				return 0;
+			if (h->nlmsg_type == NLMSG_ERROR) {
+				const struct nlmsgerr *e = NLMSG_DATA(h);
+
+				return e->error < 0 ? e->error : -EIO;
+			}
+			if (h->nlmsg_type == SOCK_DIAG_BY_FAMILY)
+				fn(NLMSG_DATA(h), arg);
+			if (!dump)
+				return 0;
+		}
+	}
+}
+
+struct scan {
+	const uint64_t *inos;
+	size_t ninos;
+	struct peer found[16];	/* established sockets of the process */
+	size_t nfound;
+	uint16_t listening[256];	/* listening ports of the host */
+	size_t nlistening;
+};
+
+static void record(struct peer *p, const struct inet_diag_msg *m)
+{
+	memset(p, 0, sizeof(*p));
+	p->ino = m->idiag_inode;
+	p->family = m->idiag_family;
+	p->sport = m->id.idiag_sport;
+	p->dport = m->id.idiag_dport;
+	memcpy(p->src, m->id.idiag_src, sizeof(p->src));
+	memcpy(p->dst, m->id.idiag_dst, sizeof(p->dst));
+	p->cookie[0] = m->id.idiag_cookie[0];
+	p->cookie[1] = m->id.idiag_cookie[1];
+}
+
+static void scan_one(const struct inet_diag_msg *m, void *arg)
+{
+	struct scan *s = arg;
+
+	if (m->idiag_state == TCP_LISTEN) {
+		if (s->nlistening < sizeof(s->listening) / sizeof(s->listening[0]))
+			s->listening[s->nlistening++] = m->id.idiag_sport;
+		return;
+	}
+	for (size_t i = 0; i < s->ninos; i++) {
+		if (s->inos[i] == m->idiag_inode && m->idiag_inode != 0 &&
+		    s->nfound < sizeof(s->found) / sizeof(s->found[0])) {
+			record(&s->found[s->nfound++], m);
+			return;
+		}
+	}
+}
+
+int peer_find(pid_t pid, struct peer *out)
+{
+	static const uint8_t families[] = { AF_INET, AF_INET6 };
+	struct scan s = { 0 };
+	uint64_t *inos = NULL;
+	int fd, ret;
+
+	memset(out, 0, sizeof(*out));
+	ret = socket_inodes(pid, &inos, &s.ninos);
+	if (ret < 0 || s.ninos == 0) {
+		free(inos);
+		return ret;
+	}
+	s.inos = inos;
+	fd = diag_socket();
+	if (fd < 0) {
+		free(inos);
+		return fd;
+	}
+	for (size_t f = 0; f < sizeof(families) && ret == 0; f++) {
+		ret = diag_send(fd, families[f], (1U << TCP_ESTABLISHED) | (1U << TCP_LISTEN),
+				NULL, true);
+		if (ret == 0)
+			ret = diag_receive(fd, true, scan_one, &s);
+	}
+	close(fd);
+	free(inos);
+	if (ret < 0 || s.nfound == 0)
+		return ret;
+	/* An smbd may have connections of its own (to a domain controller):
+	 * the client's is the one accepted on a port the host listens on. */
+	*out = s.found[0];
+	for (size_t i = 0; i < s.nfound; i++) {
+		for (size_t j = 0; j < s.nlistening; j++) {
+			if (s.found[i].sport == s.listening[j]) {
+				*out = s.found[i];
+				return 1;
+			}
+		}
+	}
+	return 1;
+}
+
+int peer_watch(pid_t pid, struct peer *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (!peer_is_smb_server(pid))
+		return 0;
+	return peer_find(pid, out);
+}
+
+struct state {
+	bool found;
+	uint8_t state;
+	uint64_t ino;
+};
+
+static void state_one(const struct inet_diag_msg *m, void *arg)
+{
+	struct state *st = arg;
+
+	st->found = true;
+	st->state = m->idiag_state;
+	st->ino = m->idiag_inode;
+}
+
+bool peer_lost(const struct peer *p)
+{
+	struct inet_diag_sockid id;
+	struct state st = { 0 };
+	int fd, ret;
+
+	if (p->ino == 0)
+		return false;
+	memset(&id, 0, sizeof(id));
+	id.idiag_sport = p->sport;
+	id.idiag_dport = p->dport;
+	memcpy(id.idiag_src, p->src, sizeof(id.idiag_src));
+	memcpy(id.idiag_dst, p->dst, sizeof(id.idiag_dst));
+	/* The cookie makes it this very socket, not a later one that reuses
+	 * its addresses and ports (-ESTALE then). */
+	id.idiag_cookie[0] = p->cookie[0];
+	id.idiag_cookie[1] = p->cookie[1];
+	fd = diag_socket();
+	if (fd < 0) {
+		ret = fd;
+	} else {
+		ret = diag_send(fd, p->family, ~0U, &id, false);
+		if (ret == 0)
+			ret = diag_receive(fd, false, state_one, &st);
+		close(fd);
+	}
+	if (ret == -ENOENT || ret == -ESTALE)
+		return true;	/* gone */
+	if (ret < 0) {
+		errno = -ret;
+		log_warn("asking the kernel for the state of a connection");
+		return true;
+	}
+	return !st.found || st.state != TCP_ESTABLISHED || st.ino != p->ino;
+}
+
+const char *peer_format(const struct peer *p, char *buf, size_t size)
+{
+	char addr[INET6_ADDRSTRLEN];
+	const uint8_t *b = (const uint8_t *)p->dst;
+	static const uint8_t v4mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+
+	if (p->ino == 0) {
+		snprintf(buf, size, "local");
+	} else if (p->family == AF_INET || memcmp(b, v4mapped, 12) == 0) {
+		inet_ntop(AF_INET, p->family == AF_INET ? b : b + 12, addr, sizeof(addr));
+		snprintf(buf, size, "%s:%u", addr, (unsigned)ntohs(p->dport));
+	} else {
+		inet_ntop(AF_INET6, b, addr, sizeof(addr));
+		snprintf(buf, size, "[%s]:%u", addr, (unsigned)ntohs(p->dport));
+	}
+	return buf;
+}

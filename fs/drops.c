@@ -1,0 +1,408 @@
+/* Carrying out what a drop's lifecycle (core/drop.h) decides: the closes
+ * and releases of drop handles, making a drop durable and publishing it,
+ * putting it aside, and the thread that publishes lingering drops. Every
+ * publication starts in drop_carry_out(). */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fs.h"
+#include "log.h"
+#include "names.h"
+#include "stats.h"
+
+/* ---- handles, within the descriptor budget (R12) ---- */
+
+static atomic_uint open_handles;
+
+struct handle *handle_new(void)
+{
+	struct handle *h;
+
+	if (atomic_fetch_add(&open_handles, 1) >= fs.max_handles) {
+		atomic_fetch_sub(&open_handles, 1);
+		return NULL;
+	}
+	h = calloc(1, sizeof(*h));
+	if (h == NULL) {
+		atomic_fetch_sub(&open_handles, 1);
+		return NULL;
+	}
+	h->fd = -1;
+	return h;
+}
+
+void handle_free(struct handle *h)
+{
+	if (h->fd >= 0)
+		close(h->fd);
+	free(h);
+	atomic_fetch_sub(&open_handles, 1);
+}
+
+uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t now_usec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* ---- the actions ---- */
+
+/* FD, or a descriptor of D's staged file opened into *OWN. */
+static int drop_fd(struct drop *d, int fd, int *own)
+{
+	*own = -1;
+	if (fd >= 0)
+		return fd;
+	*own = node_open(d->node, O_RDONLY);
+	return *own;
+}
+
+/* Move D (CLOSING: its name and directory stay put) into its directory.
+ * A directory removed while D was open (an observer may) cannot take it:
+ * it goes to the top of the inbox, as recovery would place it. */
+static int publish(struct drop *d, int fd)
+{
+	char final[NAME_MAX_BYTES + 1], q1[1024], q2[1024];
+	uint64_t start = now_usec();
+	struct node *dir = node_of(d->parent);
+	bool top = false;
+	int own, dfd, ret;
+
+	fd = drop_fd(d, fd, &own);
+	if (fd < 0) {
+		ret = fd;
+		goto out;
+	}
+	if (fs.staging.sync && fsync(fd) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	for (;;) {
+		dfd = dir_get(dir);
+		ret = dfd < 0 ? dfd : publish_drop(&fs.staging, d->stage_name, dfd, d->name, final);
+		if (dfd >= 0)
+			dir_put(dir, dfd);
+		if (top || (ret != -ENOENT && ret != -ESTALE))
+			break;
+		top = true;
+		dir = node_of(FUSE_ROOT_ID);
+	}
+	if (ret < 0)
+		goto out;
+	stage_clear_origin(fd);		/* only now: a crash before keeps it recoverable */
+	if (top)
+		log_warnx("publish: the directory of \"%s\" is gone; stored at the top as \"%s\"",
+			  log_name(d->name, q1, sizeof(q1)), log_name(final, q2, sizeof(q2)));
+	else if (ret == 1)
+		log_info("rewrite: \"%s\" stored as \"%s\" (pid %d, uid %u)",
+			 log_name(d->name, q1, sizeof(q1)), log_name(final, q2, sizeof(q2)),
+			 (int)d->pid, (unsigned)d->uid);
+	if (ret == 1 || (top && strcmp(final, d->name) != 0))
+		stat_add(STAT_REWRITES, 1);
+	stat_add(STAT_PUBLISHED, 1);
+	stat_latency(now_usec() - start);
+	ret = 0;
+out:
+	if (own >= 0)
+		close(own);
+	if (ret < 0) {
+		stat_add(STAT_ERRORS, 1);
+		errno = -ret;
+		log_warn("publishing \"%s\" (%s)", log_name(d->name, q1, sizeof(q1)), d->stage_name);
+	}
+	return ret;
+}
+
+/* Make D durable and staged as acknowledged (a.*): recovery delivers it. */
+static int ack(struct drop *d, int fd)
+{
+	int own, ret = 0;
+
+	fd = drop_fd(d, fd, &own);
+	if (fd < 0)
+		ret = fd;
+	else if (fs.staging.sync && fsync(fd) < 0)
+		ret = -errno;
+	if (ret == 0)
+		ret = stage_ack(&fs.staging, d->stage_name);
+	if (own >= 0)
+		close(own);
+	if (ret < 0) {
+		stat_add(STAT_ERRORS, 1);
+		errno = -ret;
+		log_warn("acknowledging %s", d->stage_name);
+	}
+	return ret;
+}
+
+static void quarantine(struct drop *d)
+{
+	const char *why = d->error == EIO ? "its writer never saw a successful close"
+					  : strerror(d->error);
+
+	if (quarantine_drop(&fs.staging, d->stage_name, d->name, why) == 0)
+		stat_add(STAT_QUARANTINED, 1);
+}
+
+int drop_carry_out(struct drop *d, enum drop_action act, int fd)
+{
+	int answer = 0;
+
+	for (;;) {
+		switch (act) {
+		case DROP_NOTHING:
+			return answer;
+		case DROP_ACK:
+			act = drop_acked(d, ack(d, fd), &answer);
+			break;
+		case DROP_PUBLISH:
+			act = drop_published(d, publish(d, fd), &answer);
+			break;
+		case DROP_QUARANTINE:
+			quarantine(d);
+			drop_finished(d);
+			return answer;
+		case DROP_DISCARD:
+			discard_drop(&fs.staging, d->stage_name);
+			stat_add(STAT_DISCARDED, 1);
+			drop_finished(d);
+			return answer;
+		case DROP_FREE:
+			drop_finished(d);
+			return answer;
+		}
+	}
+}
+
+void drop_node_free(struct drop *d)
+{
+	if (d->node == NULL)
+		return;
+	node_forget(node_of(d->parent), 1);
+	node_forget(d->node, 1);
+}
+
+/* ---- closes ---- */
+
+/* 1 if the fdinfo file at PATH is of inode INO on mount MNT_ID (on any
+ * mount if not known), 0 if not, or -errno. */
+static int fdinfo_is(const char *path, int mnt_id, uint64_t ino)
+{
+	char buf[512];
+	const char *p, *m;
+	ssize_t n;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n < 0)
+		return -errno;
+	buf[n] = '\0';
+	p = strstr(buf, "\nino:");
+	m = strstr(buf, "\nmnt_id:");
+	if (p == NULL)
+		return -ENOTSUP;	/* a kernel before 5.14: cannot tell */
+	return strtoull(p + 5, NULL, 10) == ino &&
+	       (mnt_id == 0 || (m && atoi(m + 8) == mnt_id));
+}
+
+/* Does the process PID still hold drop D open on another descriptor (a
+ * shell's redirections duplicate descriptors and close them, before and
+ * after writing)? 1, 0 or -errno: a close that cannot tell fails. The
+ * descriptor being closed is out of the table already. */
+static int held_elsewhere(pid_t pid, const struct drop *d)
+{
+	size_t plen = strlen(fs.mountpoint);
+	char path[64 + NAME_MAX_BYTES], link[PATH_MAX];
+	struct dirent *de;
+	int dfd, ret = 0;
+	DIR *dp;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return errno == ENOENT || errno == ESRCH ? 0 : -errno;
+	dp = fdopendir(dfd);
+	if (dp == NULL) {
+		close(dfd);
+		return -errno;
+	}
+	while (ret == 0 && (errno = 0, de = readdir(dp)) != NULL) {
+		ssize_t n = readlinkat(dfd, de->d_name, link, sizeof(link) - 1);
+
+		/* Only a file below the mount can be the drop: its fdinfo tells. */
+		if (de->d_name[0] == '.' || n < (ssize_t)plen || memcmp(link, fs.mountpoint, plen) != 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/fdinfo/%s", (int)pid, de->d_name);
+		ret = fdinfo_is(path, fs.mnt_id, d->ino);
+		if (ret == -ENOENT)
+			ret = 0;	/* closed while we looked */
+	}
+	if (ret == 0 && de == NULL && errno != 0)
+		ret = -errno;
+	closedir(dp);
+	return ret;
+}
+
+/* Find out how H's close by thread TID of session S came about. */
+static void close_facts(struct handle *h, pid_t tid, struct session *s, struct drop_close *c)
+{
+	int ret = task_state(tid);
+
+	if (ret < 0) {
+		c->error = -ret;
+		return;
+	}
+	/* A writer killed mid-copy has its files closed by the kernel, and
+	 * smbd closes a dropped connection's files itself: neither close is
+	 * an acknowledgement, the drop is incomplete (R6). */
+	c->aborted = ret == TASK_KILLED || session_connection_lost(h->drop.d->owner);
+	c->exiting = ret == TASK_EXITING;
+	if (c->aborted || !drop_close_ambiguous(&h->drop))
+		return;
+	ret = held_elsewhere(session_pid(s), h->drop.d);
+	if (ret < 0)
+		c->error = -ret;
+	else
+		c->held_elsewhere = ret == 1;
+}
+
+/* H closed by session S (NULL: a closer that cannot be placed, for
+ * reason UNPLACED, an errno) and its thread TID (0: no facts to find). */
+static int handle_close(struct handle *h, struct session *s, pid_t tid, int unplaced)
+{
+	struct drop_close c = { .error = unplaced };
+	enum drop_action act;
+	int ret;
+
+	if (s && !drop_close_counts(&h->drop, s))
+		return 0;
+	if (s && tid > 0)
+		close_facts(h, tid, s, &c);
+	ret = drop_close(&h->drop, s, &c, &act);
+	if (act != DROP_NOTHING)
+		ret = drop_carry_out(h->drop.d, act, h->fd);
+	return ret;
+}
+
+int drop_handle_close(struct handle *h, struct session *s)
+{
+	return handle_close(h, s, 0, 0);
+}
+
+int drop_handle_flush(struct handle *h, pid_t tid)
+{
+	struct session *s = NULL;
+	int ret;
+
+	/* The closing process, whatever uid it has now: smbd closes a
+	 * dropped connection's files as root. A closer we cannot place (its
+	 * thread gone, /proc out of reach) is no writer we can trust. */
+	ret = tid > 0 ? session_get(tid, &s) : -ESRCH;
+	ret = handle_close(h, s, tid, ret == -ESRCH ? EIO : -ret);
+	if (s)
+		session_put(s);
+	return ret;
+}
+
+void drop_handle_release(struct handle *h)
+{
+	struct drop *d = h->drop.d;
+
+	drop_carry_out(d, drop_release(&h->drop), h->fd);
+	handle_free(h);
+}
+
+void drop_handle_abandon(struct handle *h)
+{
+	drop_carry_out(h->drop.d, drop_abandon(&h->drop), h->fd);
+	handle_free(h);
+}
+
+/* ---- linger=SECONDS (R2) ----
+ * A closed drop stays visible to its session for that long, so local tools
+ * that work on a name after closing it (rsync sets times on its temporary
+ * file and renames it) find it; publication waits until then. Its close is
+ * durable and acknowledged (staged a.*: recovery delivers it). */
+
+static pthread_mutex_t wait_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
+static bool stopping, started;
+static pthread_t worker;
+
+static void publish_due(bool all)
+{
+	struct drop *d;
+
+	while ((d = drop_next_due(all)) != NULL) {
+		drop_carry_out(d, DROP_PUBLISH, -1);
+		drop_put(d);
+	}
+}
+
+static void *linger_main(void *arg)
+{
+	pthread_mutex_lock(&wait_lock);
+	while (!stopping) {
+		struct timespec until;
+
+		pthread_mutex_unlock(&wait_lock);
+		publish_due(false);
+		pthread_mutex_lock(&wait_lock);
+		/* A tenth of a second is the promised precision. */
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += 100 * 1000 * 1000;
+		if (until.tv_nsec >= 1000000000) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000;
+		}
+		if (!stopping)
+			pthread_cond_timedwait(&wake, &wait_lock, &until);
+	}
+	pthread_mutex_unlock(&wait_lock);
+	return NULL;
+}
+
+int linger_start(void)
+{
+	if (fs.cfg.linger == 0)
+		return 0;
+	if (pthread_create(&worker, NULL, linger_main, NULL) != 0)
+		return -1;
+	started = true;
+	return 0;
+}
+
+void linger_stop(void)
+{
+	if (!started)
+		return;
+	pthread_mutex_lock(&wait_lock);
+	stopping = true;
+	pthread_cond_signal(&wake);
+	pthread_mutex_unlock(&wait_lock);
+	pthread_join(worker, NULL);
+	started = false;
+	/* Unmounting: nobody can reopen them now. */
+	publish_due(true);
+}
