@@ -15,44 +15,208 @@
 
 #include "log.h"
 
+/* Lock FD for as long as it stays open: an OFD lock, which is the open
+ * file's (not the process's, so fuse_daemonize()'s fork keeps it), and
+ * which cluster filesystems (GlusterFS, NFS, CephFS) enforce between
+ * hosts. The kernel drops it when its holder dies. */
+static int lock_file(int fd)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+
+	return fcntl(fd, F_OFD_SETLK, &fl) < 0 ? -errno : 0;
+}
+
+static bool lock_busy(int err)
+{
+	return err == -EAGAIN || err == -EACCES;
+}
+
+/* The host's name as an area name's first part: no dots (they separate
+ * the parts), nothing but letters, digits, '-' and '_'. */
+static void host_part(char *buf, size_t size)
+{
+	char host[256] = "";
+
+	if (gethostname(host, sizeof(host) - 1) < 0 || host[0] == '\0')
+		strcpy(host, "localhost");
+	host[strcspn(host, ".")] = '\0';
+	for (char *c = host; *c; c++) {
+		if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+		      (*c >= '0' && *c <= '9') || *c == '-' || *c == '_'))
+			*c = '_';
+	}
+	snprintf(buf, size, "%.48s", host);
+}
+
+/* Make and lock this instance's area. It is made under a temporary name
+ * and renamed only once locked, so that no recovery ever sees an area of
+ * a live instance unlocked. */
+static int area_create(struct staging *st)
+{
+	char host[64], tmp[AREA_NAME_MAX + 8];
+	int err = -EEXIST;
+
+	host_part(host, sizeof(host));
+	for (int i = 0; i < 16; i++) {
+		int afd, lfd;
+
+		snprintf(st->area, sizeof(st->area), "%s.%d.%08x", host, (int)getpid(),
+			 (unsigned)name_tag_next());
+		snprintf(tmp, sizeof(tmp), ".new.%s", st->area);
+		if (mkdirat(st->rootfd, tmp, 0700) < 0) {
+			err = -errno;
+			if (errno == EEXIST)
+				continue;
+			return err;
+		}
+		afd = openat(st->rootfd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (afd < 0) {
+			err = -errno;
+			if (errno == ENOENT)	/* see below */
+				continue;
+			return err;
+		}
+		lfd = openat(afd, LOCK_FILE, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		err = lfd < 0 ? -errno : lock_file(lfd);
+		/* Lost to a recovery that took the unlocked lock file for a
+		 * dead instance's: it removes the directory, try another. */
+		if (err == 0 && renameat(st->rootfd, tmp, st->rootfd, st->area) < 0)
+			err = -errno;
+		if (err == 0) {
+			st->dirfd = afd;
+			st->lockfd = lfd;
+			if (st->sync && (fsync(afd) < 0 || fsync(st->rootfd) < 0))
+				log_warn("fsync of the staging area %s", st->area);
+			return 0;
+		}
+		if (!lock_busy(err) && err != -ENOENT) {
+			/* No locks here (-ENOLCK, -EINVAL): leave nothing behind. */
+			if (lfd >= 0)
+				unlinkat(afd, LOCK_FILE, 0);
+			unlinkat(st->rootfd, tmp, AT_REMOVEDIR);
+		}
+		if (lfd >= 0)
+			close(lfd);
+		close(afd);
+		if (!lock_busy(err) && err != -ENOENT)
+			return err;
+	}
+	return err;
+}
+
+/* Can a staged file be renamed with RENAME_NOREPLACE here? NFS, CephFS
+ * and GlusterFS answer EINVAL: there publication is link() + unlink(). */
+static void probe_noreplace(struct staging *st)
+{
+	int fd = openat(st->dirfd, "probe", O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC,
+			0600);
+
+	st->noreplace = true;
+	if (fd < 0)
+		return;
+	close(fd);
+	if (renameat2(st->dirfd, "probe", st->dirfd, "probe.2", RENAME_NOREPLACE) == 0) {
+		unlinkat(st->dirfd, "probe.2", 0);
+	} else {
+		st->noreplace = errno != EINVAL && errno != ENOSYS;
+		unlinkat(st->dirfd, "probe", 0);
+	}
+}
+
 int staging_open(struct staging *st, int inbox_fd, int dirfd, const char *path)
 {
 	struct stat in, sg;
 	bool created = mkdirat(dirfd, path, 0700) == 0;
+	int err;
 
 	if (!created && errno != EEXIST)
 		return -errno;
-	st->dirfd = openat(dirfd, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (st->dirfd < 0)
+	st->dirfd = st->lockfd = st->incomplete_fd = -1;
+	st->rootfd = openat(dirfd, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (st->rootfd < 0)
 		return -errno;
-	if (fstat(inbox_fd, &in) < 0 || fstat(st->dirfd, &sg) < 0)
+	if (fstat(inbox_fd, &in) < 0 || fstat(st->rootfd, &sg) < 0)
 		goto fail_errno;
 	if (in.st_dev != sg.st_dev) {
-		close(st->dirfd);
+		close(st->rootfd);
 		if (created)	/* leave nothing behind on a refused start */
 			unlinkat(dirfd, path, AT_REMOVEDIR);
 		return -EXDEV;
 	}
-	if (mkdirat(st->dirfd, INCOMPLETE_DIR, 0700) < 0 && errno != EEXIST)
+	if (mkdirat(st->rootfd, INCOMPLETE_DIR, 0700) < 0 && errno != EEXIST)
 		goto fail_errno;
-	st->incomplete_fd = openat(st->dirfd, INCOMPLETE_DIR,
+	st->incomplete_fd = openat(st->rootfd, INCOMPLETE_DIR,
 				   O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (st->incomplete_fd < 0)
 		goto fail_errno;
+	err = area_create(st);
+	if (err < 0)
+		goto fail;
+	probe_noreplace(st);
+	log_info("staging area %s; publication by %s", st->area,
+		 st->noreplace ? "renameat2(RENAME_NOREPLACE)" : "link() and unlink()");
 	return 0;
 fail_errno:
-	{
-		int err = -errno;
+	err = -errno;
+fail:
+	if (st->incomplete_fd >= 0)
+		close(st->incomplete_fd);
+	close(st->rootfd);
+	return err;
+}
 
-		close(st->dirfd);
-		return err;
+/* A directory stream of its own over directory FD: a dup() would share
+ * FD's offset with every other reader. */
+static DIR *opendir_at(int fd)
+{
+	int own = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *dp = own < 0 ? NULL : fdopendir(own);
+
+	if (dp == NULL && own >= 0)
+		close(own);
+	return dp;
+}
+
+/* Does area AFD hold anything but its lock file? */
+static bool area_empty(int afd)
+{
+	DIR *dp = opendir_at(afd);
+	bool empty = true;
+	struct dirent *de;
+
+	if (dp == NULL)
+		return false;
+	while ((de = readdir(dp)) != NULL) {
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0 &&
+		    strcmp(de->d_name, LOCK_FILE) != 0)
+			empty = false;
 	}
+	closedir(dp);
+	return empty;
+}
+
+/* Remove area NAME (descriptor AFD), its lock held: the lock file first,
+ * so that a recovery that opened it before and locks it after finds it
+ * unlinked and leaves the area be. */
+static int area_remove(struct staging *st, int afd, const char *name)
+{
+	if (unlinkat(afd, LOCK_FILE, 0) < 0 || unlinkat(st->rootfd, name, AT_REMOVEDIR) < 0)
+		return -errno;
+	if (st->sync)
+		fsync(st->rootfd);
+	return 0;
 }
 
 void staging_close(struct staging *st)
 {
+	/* Drops still open at unmount stay, locked until we exit, and the
+	 * next start of any instance recovers them. */
+	if (area_empty(st->dirfd) && area_remove(st, st->dirfd, st->area) < 0)
+		log_warn("removing the staging area %s", st->area);
 	close(st->incomplete_fd);
 	close(st->dirfd);
+	close(st->lockfd);
+	close(st->rootfd);
 }
 
 int stage_create(struct staging *st, mode_t mode, uid_t uid, gid_t gid,
@@ -80,6 +244,7 @@ int stage_create(struct staging *st, mode_t mode, uid_t uid, gid_t gid,
 
 struct publish_arg {
 	struct staging *st;
+	int srcfd;		/* the area NAME is staged in */
 	const char *name;
 	int dirfd;
 };
@@ -88,21 +253,26 @@ static int publish_attempt(const char *final, void *arg)
 {
 	struct publish_arg *a = arg;
 
-	if (renameat2(a->st->dirfd, a->name, a->dirfd, final, RENAME_NOREPLACE) == 0)
-		return 0;
-	if (errno != EINVAL && errno != ENOSYS)
+	if (a->st->noreplace) {
+		if (renameat2(a->srcfd, a->name, a->dirfd, final, RENAME_NOREPLACE) == 0)
+			return 0;
+		if (errno != EINVAL && errno != ENOSYS)
+			return -errno;
+	}
+	/* No RENAME_NOREPLACE here: link() never replaces either. Between
+	 * the two calls the file has two links: a crash there is repaired by
+	 * recovery, which then only removes the staged name. */
+	if (linkat(a->srcfd, a->name, a->dirfd, final, 0) < 0)
 		return -errno;
-	/* No RENAME_NOREPLACE here: link() never replaces either. */
-	if (linkat(a->st->dirfd, a->name, a->dirfd, final, 0) < 0)
-		return -errno;
-	unlinkat(a->st->dirfd, a->name, 0);
+	if (unlinkat(a->srcfd, a->name, 0) < 0)
+		log_warn("unlinking %s after its publication as a link", a->name);
 	return 0;
 }
 
-int publish_drop(struct staging *st, const char *name, int dirfd,
-		 const char *requested, char *final)
+static int publish_from(struct staging *st, int srcfd, const char *name, int dirfd,
+			const char *requested, char *final)
 {
-	struct publish_arg a = { st, name, dirfd };
+	struct publish_arg a = { st, srcfd, name, dirfd };
 	struct stat sb;
 	/* The reserved name (the stats file's) would hide the message. */
 	bool free_name = !st->reserved || strcmp(requested, st->reserved) != 0 ||
@@ -111,10 +281,16 @@ int publish_drop(struct staging *st, const char *name, int dirfd,
 
 	if (ret >= 0 && st->sync) {
 		/* The new entry and the removal from staging, both durable. */
-		if (fsync(dirfd) < 0 || fsync(st->dirfd) < 0)
+		if (fsync(dirfd) < 0 || fsync(srcfd) < 0)
 			log_warn("fsync of directories after publishing %s", final);
 	}
 	return ret;
+}
+
+int publish_drop(struct staging *st, const char *name, int dirfd,
+		 const char *requested, char *final)
+{
+	return publish_from(st, st->dirfd, name, dirfd, requested, final);
 }
 
 #define ORIGIN_XATTR "trusted.inboxfs.origin"
@@ -205,31 +381,92 @@ static int open_origin_dir(int inbox_fd, const struct origin *o)
 	return open_by_handle_at(inbox_fd, &h.fh, O_PATH | O_DIRECTORY | O_CLOEXEC);
 }
 
-void recover_staging(struct staging *st, int inbox_fd, struct recovery *r)
+static int quarantine_from(struct staging *st, int srcfd, const char *name,
+			   const char *requested, const char *why)
+{
+	char q[NAME_MAX_BYTES * 4 + 1];
+	struct stat sb;
+	long long size = fstatat(srcfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0 ? sb.st_size : -1;
+
+	if (renameat(srcfd, name, st->incomplete_fd, name) < 0) {
+		int err = -errno;
+
+		log_warn("quarantine of %s (\"%s\") failed", name,
+			 log_name(requested, q, sizeof(q)));
+		return err;
+	}
+	if (st->sync)
+		fsync(st->incomplete_fd);
+	log_warnx("quarantined \"%s\" as %s/%s (%lld bytes): %s",
+		  log_name(requested, q, sizeof(q)), INCOMPLETE_DIR, name, size, why);
+	return 0;
+}
+
+int quarantine_drop(struct staging *st, const char *name, const char *requested,
+		    const char *why)
+{
+	return quarantine_from(st, st->dirfd, name, requested, why);
+}
+
+int discard_drop(struct staging *st, const char *name)
+{
+	return unlinkat(st->dirfd, name, 0) < 0 ? -errno : 0;
+}
+
+/* A staged file with a second link was published by link() and its
+ * instance died before the unlink(): the message is in the inbox, only
+ * the staged name is left to remove (with the origin, as a publication
+ * does). Nothing but a publication links a staged file. */
+static int repair_link(int srcfd, const char *name)
+{
+	int fd = openat(srcfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+
+	if (fd >= 0) {
+		stage_clear_origin(fd);
+		close(fd);
+	}
+	if (unlinkat(srcfd, name, 0) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Recover the drops staged in SRCFD (an area, or the staging directory's
+ * old layout). */
+static void recover_dir(struct staging *st, int srcfd, int inbox_fd, struct recovery *r)
 {
 	char q1[1024], q2[1024], final[NAME_MAX_BYTES + 1];
-	int fd = dup(st->dirfd);
+	DIR *dp = opendir_at(srcfd);
 	struct dirent *de;
-	DIR *dp;
 
-	memset(r, 0, sizeof(*r));
-	if (fd < 0 || (dp = fdopendir(fd)) == NULL) {
-		log_warn("recovery: cannot read the staging directory");
-		if (fd >= 0)
-			close(fd);
+	if (dp == NULL) {
+		log_warn("recovery: cannot read a staging directory");
 		r->failed++;
 		return;
 	}
 	while ((de = readdir(dp)) != NULL) {
 		struct origin o;
+		struct stat sb;
 		bool known;
 
 		if ((de->d_name[0] != 'a' && de->d_name[0] != 'd') || de->d_name[1] != '.' ||
-		    strlen(de->d_name) >= STAGE_NAME_MAX)
+		    strlen(de->d_name) >= STAGE_NAME_MAX ||
+		    fstatat(srcfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(sb.st_mode))
 			continue;
-		known = stage_get_origin(st->dirfd, de->d_name, &o) == 0;
+		known = stage_get_origin(srcfd, de->d_name, &o) == 0;
+		if (sb.st_nlink > 1) {
+			if (repair_link(srcfd, de->d_name) == 0) {
+				log_info("recovery: \"%s\" (%s) was published by link() before a crash; "
+					 "its staged name is removed", known ?
+					 log_name(o.name, q1, sizeof(q1)) : "(unknown)", de->d_name);
+				r->repaired++;
+			} else {
+				log_warn("recovery: removing %s, published by link()", de->d_name);
+				r->failed++;
+			}
+			continue;
+		}
 		if (de->d_name[0] == 'd' || !known) {
-			if (quarantine_drop(st, de->d_name, known ? o.name : "(unknown)",
+			if (quarantine_from(st, srcfd, de->d_name, known ? o.name : "(unknown)",
 					    de->d_name[0] == 'd' ? "recovery: its writer never saw a successful close"
 								 : "recovery: its origin is unreadable") == 0)
 				r->quarantined++;
@@ -240,8 +477,9 @@ void recover_staging(struct staging *st, int inbox_fd, struct recovery *r)
 		/* Acknowledged: deliver it where it was asked for, or at the
 		 * inbox's top if that directory is gone. */
 		int dirfd = open_origin_dir(inbox_fd, &o);
-		int sfd = openat(st->dirfd, de->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-		int ret = publish_drop(st, de->d_name, dirfd >= 0 ? dirfd : inbox_fd, o.name, final);
+		int sfd = openat(srcfd, de->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+		int ret = publish_from(st, srcfd, de->d_name, dirfd >= 0 ? dirfd : inbox_fd, o.name,
+				       final);
 
 		if (dirfd >= 0)
 			close(dirfd);
@@ -263,28 +501,103 @@ void recover_staging(struct staging *st, int inbox_fd, struct recovery *r)
 	closedir(dp);
 }
 
-int quarantine_drop(struct staging *st, const char *name, const char *requested,
-		    const char *why)
+/* Recover area NAME if its instance is gone: take its lock (or leave it to
+ * its live owner, or to the recovery that holds it), recover its drops,
+ * remove it. Two recoveries racing for one area take turns, and the
+ * second finds it gone. */
+static void recover_area(struct staging *st, const char *name, int inbox_fd, struct recovery *r)
 {
-	char q[NAME_MAX_BYTES * 4 + 1];
-	struct stat sb;
-	long long size = fstatat(st->dirfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0 ? sb.st_size : -1;
+	bool temporary = strncmp(name, ".new.", 5) == 0;
+	struct stat locked, linked;
+	int afd, lfd, err;
+	unsigned before;
 
-	if (renameat(st->dirfd, name, st->incomplete_fd, name) < 0) {
-		int err = -errno;
-
-		log_warn("quarantine of %s (\"%s\") failed", name,
-			 log_name(requested, q, sizeof(q)));
-		return err;
+	afd = openat(st->rootfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (afd < 0)
+		return;		/* not a directory, or removed meanwhile */
+	lfd = openat(afd, LOCK_FILE, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+	if (lfd < 0) {
+		if (!temporary)
+			log_debug("staging: %s has no lock file: not an area, left alone", name);
+		close(afd);
+		return;
 	}
-	if (st->sync)
-		fsync(st->incomplete_fd);
-	log_warnx("quarantined \"%s\" as %s/%s (%lld bytes): %s",
-		  log_name(requested, q, sizeof(q)), INCOMPLETE_DIR, name, size, why);
-	return 0;
+	err = lock_file(lfd);
+	if (lock_busy(err)) {
+		if (!temporary) {
+			log_info("recovery: staging area %s belongs to a live instance: left alone", name);
+			r->live++;
+		}
+		goto out;
+	}
+	if (err < 0) {
+		errno = -err;
+		log_warn("recovery: locking the staging area %s", name);
+		r->failed++;
+		goto out;
+	}
+	/* Recovered and removed by another instance while we waited. */
+	if (fstat(lfd, &locked) < 0 || fstatat(afd, LOCK_FILE, &linked, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    locked.st_ino != linked.st_ino)
+		goto out;
+	before = r->failed;
+	if (!temporary) {
+		log_info("recovery: staging area %s of an instance that is gone", name);
+		recover_dir(st, afd, inbox_fd, r);
+		r->areas++;
+	}
+	if (r->failed == before && area_empty(afd) && area_remove(st, afd, name) < 0)
+		log_warn("recovery: removing the staging area %s", name);
+out:
+	close(lfd);
+	close(afd);
 }
 
-int discard_drop(struct staging *st, const char *name)
+/* The old layout: drops staged straight in the staging directory by a
+ * version before areas. Recovered under the staging directory's own lock,
+ * so that two instances starting at once do not both deliver them; an
+ * instance of that version still running there is not protected. */
+static void recover_old_layout(struct staging *st, int inbox_fd, struct recovery *r)
 {
-	return unlinkat(st->dirfd, name, 0) < 0 ? -errno : 0;
+	int lfd = openat(st->rootfd, LOCK_FILE, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	int err = lfd < 0 ? -errno : -EAGAIN;
+
+	/* Its holder recovers for a moment only, then unlocks: wait 30 s. */
+	for (int i = 0; lfd >= 0 && i < 600 && lock_busy(err); i++) {
+		err = lock_file(lfd);
+		if (lock_busy(err))
+			usleep(50000);
+	}
+	if (err < 0) {
+		errno = -err;
+		log_warn("recovery: locking the staging directory for its old layout");
+		r->failed++;
+	} else {
+		recover_dir(st, st->rootfd, inbox_fd, r);
+	}
+	if (lfd >= 0)
+		close(lfd);
+}
+
+void recover_staging(struct staging *st, int inbox_fd, struct recovery *r)
+{
+	struct dirent *de;
+	DIR *dp;
+
+	memset(r, 0, sizeof(*r));
+	recover_old_layout(st, inbox_fd, r);
+	dp = opendir_at(st->rootfd);
+	if (dp == NULL) {
+		log_warn("recovery: cannot read the staging directory");
+		r->failed++;
+		return;
+	}
+	while ((de = readdir(dp)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
+		    strcmp(de->d_name, INCOMPLETE_DIR) == 0 || strcmp(de->d_name, st->area) == 0 ||
+		    (de->d_type != DT_DIR && de->d_type != DT_UNKNOWN))
+			continue;
+		recover_area(st, de->d_name, inbox_fd, r);
+	}
+	closedir(dp);
 }

@@ -1,6 +1,19 @@
-/* Staging and publication of client drops (R4, R5): a drop is written in
- * the staging directory and renamed into the inbox, never overwriting, once
- * its writer has closed it. */
+/* Staging and publication of client drops (R4, R5, R13): a drop is written
+ * in this instance's staging area and moved into the inbox, never
+ * overwriting, once its writer has closed it.
+ *
+ * Layout of the staging directory (default INBOX/.inboxfs), shared by every
+ * instance serving the inbox, on one host or on several over a cluster
+ * filesystem:
+ *
+ *   HOST.PID.RANDOM/     one area per running instance (RANDOM: 8 hex)
+ *       lock             locked (OFD fcntl lock) for as long as it runs
+ *       d.TAG, a.TAG     its drops: being written / acknowledged (R6)
+ *   incomplete/          drops that are never to be delivered, of all
+ *   lock                 taken while the old layout's files are recovered
+ *   d.TAG, a.TAG         drops of a version before areas (recovered)
+ *   .new.*               an area being made (renamed once locked)
+ */
 #ifndef INBOXFS_STAGING_H
 #define INBOXFS_STAGING_H
 
@@ -11,11 +24,19 @@
 
 #define STAGING_DIR ".inboxfs"
 #define INCOMPLETE_DIR "incomplete"
+#define LOCK_FILE "lock"
 #define STAGE_NAME_MAX 40
+#define AREA_NAME_MAX 96
 
 struct staging {
-	int dirfd;		/* the staging directory */
+	int rootfd;		/* the staging directory, shared by all instances */
+	int dirfd;		/* this instance's area in it: drops are staged here */
+	int lockfd;		/* AREA/lock, locked while this instance runs */
 	int incomplete_fd;	/* STAGING/incomplete, where unfinished drops go */
+	char area[AREA_NAME_MAX];	/* the area's name in the staging directory */
+	/* renameat2(RENAME_NOREPLACE) works on this filesystem (probed at
+	 * start); else publication is link() then unlink(). */
+	bool noreplace;
 	bool sync;		/* fsync data and directories (sync=close) */
 	const struct name_template *names;
 	const char *reserved;	/* a name never published at the inbox's top */
@@ -23,7 +44,9 @@ struct staging {
 };
 
 /* Open (creating) the staging directory at DIRFD/PATH, check it is on the
- * filesystem of INBOX_FD. -EXDEV if it is not. */
+ * filesystem of INBOX_FD (-EXDEV if it is not), make this instance's area
+ * in it and lock it, and probe how to publish. staging_close() removes the
+ * area if it is empty, and unlocks it. */
 int staging_open(struct staging *st, int inbox_fd, int dirfd, const char *path);
 void staging_close(struct staging *st);
 
@@ -67,11 +90,19 @@ int stage_unack(struct staging *st, char name[STAGE_NAME_MAX]);
 
 struct recovery {
 	unsigned published, quarantined, failed;
+	/* Published by link() before a crash kept it from unlinking its
+	 * staged name: only that name was removed. */
+	unsigned repaired;
+	unsigned areas;		/* areas of instances gone, recovered */
+	unsigned live;		/* areas of live instances, left alone */
 };
 
-/* R6, before serving: deliver every acknowledged drop exactly once and
- * move every other staged file to incomplete/, logging each. INBOX_FD
- * opens the directories recorded in origins (by handle). */
+/* R6 and R13, before serving: in every staging area whose lock can be
+ * taken (its instance is gone, on whatever host) and in the old layout,
+ * deliver every acknowledged drop exactly once and move every other
+ * staged file to incomplete/, logging each; then remove the area. A live
+ * instance's area is never touched. INBOX_FD opens the directories
+ * recorded in origins (by handle). */
 void recover_staging(struct staging *st, int inbox_fd, struct recovery *r);
 
 #endif

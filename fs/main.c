@@ -505,23 +505,24 @@ int main(int argc, char *argv[])
 			sret == -EXDEV ? "not on the filesystem of INBOX" : strerror(-sret));
 		goto out_inodes;
 	}
-	fstat(fs.staging.dirfd, &st);
+	fstat(fs.staging.rootfd, &st);
 	fs.staging_ino = st.st_ino;
-	if (fstatat(fs.staging.dirfd, "..", &st, 0) == 0)
+	if (fstatat(fs.staging.rootfd, "..", &st, 0) == 0)
 		fs.staging_parent_ino = st.st_ino;
 	statsfile_init();
 	{
 		struct recovery r;
 
-		/* R6: before serving, deliver what was acknowledged and put
-		 * aside what was not. */
+		/* R6, R13: before serving, deliver what instances that are
+		 * gone acknowledged and put aside what they did not. */
 		recover_staging(&fs.staging, fd, &r);
-		stat_add(STAT_RECOVERED, r.published + r.quarantined);
+		stat_add(STAT_RECOVERED, r.published + r.quarantined + r.repaired);
 		stat_add(STAT_QUARANTINED, r.quarantined);
 		stat_add(STAT_PUBLISHED, r.published);
-		if (r.published + r.quarantined + r.failed)
-			log_info("recovery: %u delivered, %u quarantined, %u failed",
-				 r.published, r.quarantined, r.failed);
+		if (r.published + r.quarantined + r.failed + r.repaired + r.areas)
+			log_info("recovery: %u delivered, %u quarantined, %u failed, %u published "
+				 "before a crash (link repaired); %u areas recovered, %u live left alone",
+				 r.published, r.quarantined, r.failed, r.repaired, r.areas, r.live);
 	}
 	fs.max_handles = handle_budget();
 

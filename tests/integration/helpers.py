@@ -90,12 +90,40 @@ def inbox_contents(inbox, sub=''):
     return found
 
 
-def staged(inbox, acked=False):
-    """Names of the drops in the default staging directory of INBOX: being
-    written (d.*), and with ACKED those acknowledged but not yet published
-    (a.*) too."""
+def staging_areas(staging):
+    """{area name: its lock file's inode} of the instances' staging areas
+    in a staging directory (core/staging.h: HOST.PID.RANDOM/lock)."""
+    found = {}
+    for entry in os.scandir(staging):
+        if entry.is_dir(follow_symlinks=False) and entry.name != 'incomplete':
+            try:
+                found[entry.name] = os.stat(os.path.join(entry.path, 'lock')).st_ino
+            except FileNotFoundError:
+                pass
+    return found
+
+
+def staging_area(staging, pid):
+    """The path of the staging area of the instance of pid PID."""
+    [area] = [a for a in staging_areas(staging) if a.split('.')[-2:-1] == [str(pid)]]
+    return os.path.join(staging, area)
+
+
+def staged(inbox, acked=False, staging=None):
+    """The drops in the staging directory of INBOX (default INBOX/.inboxfs),
+    as paths relative to it, in every instance's area and in the layout
+    before areas: being written (d.*), and with ACKED those acknowledged but
+    not yet published (a.*) too."""
     kinds = ('d.', 'a.') if acked else ('d.',)
-    return sorted(n for n in os.listdir(os.path.join(inbox, '.inboxfs')) if n[:2] in kinds)
+    top = staging or os.path.join(inbox, '.inboxfs')
+    found = []
+    for entry in os.scandir(top):
+        if entry.is_dir(follow_symlinks=False) and entry.name != 'incomplete':
+            found += [os.path.join(entry.name, n) for n in os.listdir(entry.path)
+                      if n[:2] in kinds]
+        elif entry.name[:2] in kinds:
+            found.append(entry.name)
+    return sorted(found)
 
 
 def incomplete(inbox):

@@ -28,7 +28,7 @@ import pytest
 import helpers
 from helpers import (CLIENT_UID, SMB_FORCE_USER, SOURCE, TIMEOUT, Client, create_excl,
                      errno_of, inbox_contents, mountinfo, process_group, processes, read_log,
-                     run_together, wait_until)
+                     run_together, staged, wait_until)
 
 STATS = '.inboxfs-stats'
 STAT_TOOL = os.path.join(SOURCE, 'tools', 'inboxfs-stat')
@@ -737,8 +737,7 @@ def test_a_drop_deleted_before_its_close_counts_as_discarded(mounted, client):
     assert after['publications'] == before['publications'], (before, after)
     assert after['rewrites'] == before['rewrites'] and after['errors'] == before['errors']
     assert inbox_contents(mounted.inbox) == {}
-    staging = os.path.join(mounted.inbox, '.inboxfs')
-    wait_until(lambda: not [n for n in os.listdir(staging) if n.startswith(('d.', 'a.'))],
+    wait_until(lambda: not staged(mounted.inbox, acked=True),
                what='the staged drop to be removed')
 
 
@@ -938,8 +937,7 @@ def test_observers_second_uid_and_user_name(mount_inboxfs):
 
 
 def _staged_files(staging):
-    return sorted(n for n in os.listdir(staging)
-                  if os.path.isfile(os.path.join(staging, n)))
+    return staged(None, acked=True, staging=staging)
 
 
 def test_staging_dir_holds_drops_until_delivered(mount_inboxfs, client, tmp_path):

@@ -24,7 +24,8 @@ import time
 import pytest
 
 import helpers
-from helpers import CLIENT_UID, TIMEOUT, drop_privileges, incomplete, staged, wait_until
+from helpers import (CLIENT_UID, TIMEOUT, drop_privileges, incomplete, staged, staging_area,
+                     wait_until)
 
 STAGING = '.inboxfs'
 # core/staging.c quarantine_drop(): the name is escaped by log_name(), so it
@@ -566,7 +567,8 @@ def test_close_returns_after_data_and_directories_are_synced(mount_inboxfs, clie
     if sub:
         os.mkdir(os.path.join(m.inbox, sub))
         os.chmod(os.path.join(m.inbox, sub), 0o1777)
-    staging = os.path.join(os.path.realpath(m.inbox), STAGING)
+    # The drop is staged in the instance's own area of the staging directory.
+    staging = staging_area(os.path.join(os.path.realpath(m.inbox), STAGING), m.pid)
     inbox = os.path.join(os.path.realpath(m.inbox), sub) if sub else os.path.realpath(m.inbox)
     trace = Strace(m.pid, str(tmp_path / 'strace.log'), TRACED)
     try:
@@ -630,7 +632,7 @@ def test_lingering_acknowledgement_is_synced_before_close_returns(mount_inboxfs,
     renamed a.X in staging, which recovery delivers) is durable before the
     close returns."""
     m = mount_inboxfs(linger=2)
-    staging = os.path.join(os.path.realpath(m.inbox), STAGING)
+    staging = staging_area(os.path.join(os.path.realpath(m.inbox), STAGING), m.pid)
     trace = Strace(m.pid, str(tmp_path / 'strace.log'), TRACED)
     try:
         before, after = client.call(_timed_drop, os.path.join(m.mnt, 'LATER.SVF'), b'later')

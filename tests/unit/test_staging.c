@@ -334,20 +334,61 @@ static void make_origin(struct fixture *f, const char *sub, const char *requeste
 	snprintf(o->name, sizeof(o->name), "%s", requested);
 }
 
-/* Stage CONTENT with origin O (if set) and, if ACK, acknowledge it as a
- * successful close does. */
-static void stage_with_origin(struct fixture *f, const char *content, const struct origin *o,
-			      bool ack, char name[STAGE_NAME_MAX])
+/* Stage CONTENT in ST with origin O (if set) and, if ACK, acknowledge it
+ * as a successful close does. */
+static void stage_in(struct staging *st, const char *content, const struct origin *o,
+		     bool ack, char name[STAGE_NAME_MAX])
 {
 	int fd;
 
-	assert_int_equal(stage_create(&f->st, 0644, 0, 0, name, &fd), 0);
+	assert_int_equal(stage_create(st, 0644, 0, 0, name, &fd), 0);
 	assert_int_equal(write(fd, content, strlen(content)), (ssize_t)strlen(content));
 	if (o != NULL)
 		assert_int_equal(stage_set_origin(fd, o), 0);
 	close(fd);
 	if (ack)
-		assert_int_equal(stage_ack(&f->st, name), 0);
+		assert_int_equal(stage_ack(st, name), 0);
+}
+
+/* Another instance's staging over the fixture's inbox. */
+static void open_instance(struct fixture *f, struct staging *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->names = &f->names;
+	assert_int_equal(staging_open(st, f->inbox_fd, f->inbox_fd, STAGING_DIR), 0);
+}
+
+/* Can the lock of area NAME be taken (its instance is gone)? */
+static bool area_lockable(struct fixture *f, const char *area)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+	char path[AREA_NAME_MAX + 16];
+	int fd, ret;
+
+	snprintf(path, sizeof(path), "%s/%s/%s", STAGING_DIR, area, LOCK_FILE);
+	fd = openat(f->inbox_fd, path, O_RDWR | O_CLOEXEC);
+	assert_true(fd >= 0);
+	ret = fcntl(fd, F_OFD_SETLK, &fl);
+	close(fd);
+	return ret == 0;
+}
+
+static int incomplete_count(struct fixture *f)
+{
+	DIR *dp = fdopendir(dup(f->st.incomplete_fd));
+	struct dirent *de;
+	int n = 0;
+
+	assert_non_null(dp);
+	while ((de = readdir(dp)) != NULL)
+		n += de->d_name[0] != '.';
+	closedir(dp);
+	return n;
+}
+
+static bool area_exists(struct fixture *f, const char *area)
+{
+	return exists(f->st.rootfd, area);
 }
 
 static void test_origin_roundtrip(void **state)
@@ -406,10 +447,11 @@ static void test_recover(void **state)
 	struct fixture *f = *state;
 	char unacked[STAGE_NAME_MAX], unacked_known[STAGE_NAME_MAX];
 	char to_sub[STAGE_NAME_MAX], to_taken[STAGE_NAME_MAX];
-	char no_origin[STAGE_NAME_MAX], final[NAME_MAX_BYTES + 1];
+	char no_origin[STAGE_NAME_MAX], final[NAME_MAX_BYTES + 1], area[AREA_NAME_MAX];
 	struct origin in_sub, at_top, got;
+	struct staging dead;
 	struct recovery r;
-	int sub;
+	int sub, area_fd;
 
 	if (geteuid() != 0)
 		skip();
@@ -417,20 +459,30 @@ static void test_recover(void **state)
 	sub = openat(f->inbox_fd, "sub", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	assert_true(sub >= 0);
 	write_file(f->inbox_fd, "taken.txt", "original");
-	write_file(f->st.dirfd, "x.other", "not a drop");
 	make_origin(f, "sub", "deep.txt", &in_sub);
 	make_origin(f, NULL, "taken.txt", &at_top);
 
-	stage(f, "never closed", unacked);
-	stage_with_origin(f, "never closed either", &in_sub, false, unacked_known);
-	stage_with_origin(f, "closed, in sub", &in_sub, true, to_sub);
-	stage_with_origin(f, "closed, name taken", &at_top, true, to_taken);
-	stage_with_origin(f, "closed, origin lost", NULL, true, no_origin);
+	/* An instance that stopped (or died) with drops in its area. */
+	open_instance(f, &dead);
+	snprintf(area, sizeof(area), "%s", dead.area);
+	write_file(dead.dirfd, "x.other", "not a drop");
+	stage_in(&dead, "never closed", NULL, false, unacked);
+	stage_in(&dead, "never closed either", &in_sub, false, unacked_known);
+	stage_in(&dead, "closed, in sub", &in_sub, true, to_sub);
+	stage_in(&dead, "closed, name taken", &at_top, true, to_taken);
+	stage_in(&dead, "closed, origin lost", NULL, true, no_origin);
+	area_fd = dup(dead.dirfd);
+	assert_false(area_lockable(f, area));
+	staging_close(&dead);
+	assert_true(area_lockable(f, area));
 
 	recover_staging(&f->st, f->inbox_fd, &r);
 	assert_int_equal(r.published, 2);
 	assert_int_equal(r.quarantined, 3);
 	assert_int_equal(r.failed, 0);
+	assert_int_equal(r.repaired, 0);
+	assert_int_equal(r.areas, 1);
+	assert_int_equal(r.live, 0);
 
 	/* Acknowledged drops are delivered where they were asked for. */
 	assert_content(sub, "deep.txt", "closed, in sub");
@@ -457,17 +509,215 @@ static void test_recover(void **state)
 	assert_content(f->st.incomplete_fd, unacked, "never closed");
 	assert_content(f->st.incomplete_fd, unacked_known, "never closed either");
 	assert_content(f->st.incomplete_fd, no_origin, "closed, origin lost");
-	assert_false(exists(f->st.dirfd, unacked));
-	assert_false(exists(f->st.dirfd, unacked_known));
-	assert_false(exists(f->st.dirfd, to_sub));
-	assert_false(exists(f->st.dirfd, to_taken));
-	assert_false(exists(f->st.dirfd, no_origin));
-	assert_content(f->st.dirfd, "x.other", "not a drop");
+	assert_false(exists(area_fd, unacked));
+	assert_false(exists(area_fd, unacked_known));
+	assert_false(exists(area_fd, to_sub));
+	assert_false(exists(area_fd, to_taken));
+	assert_false(exists(area_fd, no_origin));
+	/* What is no drop stays, and so does the area that holds it. */
+	assert_content(area_fd, "x.other", "not a drop");
+	assert_true(area_exists(f, area));
 
 	/* Exactly once: a second recovery finds nothing to do. */
 	recover_staging(&f->st, f->inbox_fd, &r);
-	assert_int_equal(r.published + r.quarantined + r.failed, 0);
+	assert_int_equal(r.published + r.quarantined + r.failed + r.repaired, 0);
+	/* Once empty, a recovered area is removed. */
+	assert_int_equal(unlinkat(area_fd, "x.other", 0), 0);
+	recover_staging(&f->st, f->inbox_fd, &r);
+	assert_false(area_exists(f, area));
+	close(area_fd);
 	close(sub);
+}
+
+static void test_area_is_locked_while_open(void **state)
+{
+	struct fixture *f = *state;
+	char host[256] = "", want[300], area[AREA_NAME_MAX];
+	struct staging other;
+	struct stat sb;
+
+	/* HOST.PID.RANDOM, a directory of the staging directory, where drops
+	 * are staged, with its lock held. */
+	gethostname(host, sizeof(host) - 1);
+	host[strcspn(host, ".")] = '\0';
+	snprintf(want, sizeof(want), "%s.%d.", host, (int)getpid());
+	assert_memory_equal(f->st.area, want, strlen(want));
+	assert_int_equal(fstatat(f->st.rootfd, f->st.area, &sb, AT_SYMLINK_NOFOLLOW), 0);
+	assert_true(S_ISDIR(sb.st_mode));
+	assert_int_equal(sb.st_mode & 07777, 0700);
+	assert_int_equal(fstat(f->st.dirfd, &sb), 0);
+	assert_true(exists(f->st.dirfd, LOCK_FILE));
+	assert_false(area_lockable(f, f->st.area));
+
+	/* A second instance gets an area of its own; closed empty, it is gone. */
+	open_instance(f, &other);
+	assert_string_not_equal(other.area, f->st.area);
+	snprintf(area, sizeof(area), "%s", other.area);
+	assert_false(area_lockable(f, area));
+	staging_close(&other);
+	assert_false(area_exists(f, area));
+	assert_true(area_exists(f, f->st.area));
+}
+
+static void test_recover_leaves_a_live_area_alone(void **state)
+{
+	struct fixture *f = *state;
+	char open_drop[STAGE_NAME_MAX], acked[STAGE_NAME_MAX];
+	struct origin top;
+	struct staging live;
+	struct recovery r;
+
+	if (geteuid() != 0)
+		skip();
+	make_origin(f, NULL, "live.txt", &top);
+	open_instance(f, &live);
+	stage_in(&live, "being written", &top, false, open_drop);
+	stage_in(&live, "closed, lingering", &top, true, acked);
+
+	recover_staging(&f->st, f->inbox_fd, &r);
+	assert_int_equal(r.live, 1);
+	assert_int_equal(r.areas + r.published + r.quarantined + r.failed + r.repaired, 0);
+	assert_content(live.dirfd, open_drop, "being written");
+	assert_content(live.dirfd, acked, "closed, lingering");
+	assert_false(exists(f->inbox_fd, "live.txt"));
+	assert_false(exists(f->st.incomplete_fd, open_drop));
+
+	/* Its owner still publishes from it. */
+	{
+		char final[NAME_MAX_BYTES + 1];
+
+		assert_int_equal(publish_drop(&live, acked, f->inbox_fd, "live.txt", final), 0);
+		assert_content(f->inbox_fd, "live.txt", "closed, lingering");
+	}
+	/* And when it is gone, the next start takes the rest. */
+	staging_close(&live);
+	recover_staging(&f->st, f->inbox_fd, &r);
+	assert_int_equal(r.areas, 1);
+	assert_int_equal(r.quarantined, 1);
+	assert_int_equal(r.live, 0);
+	assert_content(f->st.incomplete_fd, open_drop, "being written");
+}
+
+static void test_recover_old_layout(void **state)
+{
+	struct fixture *f = *state;
+	struct origin top;
+	struct recovery r;
+	int fd;
+
+	if (geteuid() != 0)
+		skip();
+	/* A version before areas staged straight in the staging directory. */
+	make_origin(f, NULL, "old.txt", &top);
+	fd = openat(f->st.rootfd, "a.00000000000000aa", O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "acknowledged", 12), 12);
+	assert_int_equal(stage_set_origin(fd, &top), 0);
+	close(fd);
+	write_file(f->st.rootfd, "d.00000000000000dd", "unfinished");
+
+	recover_staging(&f->st, f->inbox_fd, &r);
+	assert_int_equal(r.published, 1);
+	assert_int_equal(r.quarantined, 1);
+	assert_int_equal(r.failed, 0);
+	assert_content(f->inbox_fd, "old.txt", "acknowledged");
+	assert_content(f->st.incomplete_fd, "d.00000000000000dd", "unfinished");
+	assert_false(exists(f->st.rootfd, "a.00000000000000aa"));
+	assert_false(exists(f->st.rootfd, "d.00000000000000dd"));
+	/* The lock it was recovered under is free again. */
+	recover_staging(&f->st, f->inbox_fd, &r);
+	assert_int_equal(r.published + r.quarantined + r.failed, 0);
+}
+
+/* Acceptance 2: an instance died between the link() that published a
+ * drop and the unlink() of its staged name. */
+static void test_recover_crashed_link_publication(void **state)
+{
+	struct fixture *f = *state;
+	char acked[STAGE_NAME_MAX], closing[STAGE_NAME_MAX], area[AREA_NAME_MAX];
+	struct origin top, got;
+	struct staging dead;
+	struct recovery r;
+	int n = 0;
+
+	if (geteuid() != 0)
+		skip();
+	make_origin(f, NULL, "once.txt", &top);
+	open_instance(f, &dead);
+	snprintf(area, sizeof(area), "%s", dead.area);
+	/* An acknowledged one (published at its release) and one published
+	 * at its close (still d.*), each linked into the inbox, not unlinked. */
+	stage_in(&dead, "acked", &top, true, acked);
+	stage_in(&dead, "closing", &top, false, closing);
+	assert_int_equal(linkat(dead.dirfd, acked, f->inbox_fd, "once.txt", 0), 0);
+	assert_int_equal(linkat(dead.dirfd, closing, f->inbox_fd, "twice.txt", 0), 0);
+	staging_close(&dead);
+
+	recover_staging(&f->st, f->inbox_fd, &r);
+	assert_int_equal(r.repaired, 2);
+	assert_int_equal(r.published + r.quarantined + r.failed, 0);
+	assert_int_equal(r.areas, 1);
+	/* Each once, under the name it was published as, origin gone. */
+	{
+		DIR *dp = fdopendir(dup(f->inbox_fd));
+		struct dirent *de;
+
+		assert_non_null(dp);
+		while ((de = readdir(dp)) != NULL)
+			n += de->d_name[0] != '.';
+		closedir(dp);
+	}
+	assert_int_equal(n, 2);
+	assert_content(f->inbox_fd, "once.txt", "acked");
+	assert_content(f->inbox_fd, "twice.txt", "closing");
+	assert_int_equal(stage_get_origin(f->inbox_fd, "once.txt", &got), -ENODATA);
+	assert_int_equal(incomplete_count(f), 0);
+	assert_false(area_exists(f, area));
+}
+
+static void test_publish_by_link(void **state)
+{
+	struct fixture *f = *state;
+	char a[STAGE_NAME_MAX], b[STAGE_NAME_MAX];
+	char fa[NAME_MAX_BYTES + 1], fb[NAME_MAX_BYTES + 1];
+	struct stat sb;
+
+	/* Where the filesystem lacks RENAME_NOREPLACE (probed at start). */
+	assert_true(f->st.noreplace);	/* ext4, tmpfs have it */
+	f->st.noreplace = false;
+	stage(f, "first", a);
+	stage(f, "second", b);
+	assert_int_equal(publish_drop(&f->st, a, f->inbox_fd, "x.bin", fa), 0);
+	assert_int_equal(publish_drop(&f->st, b, f->inbox_fd, "x.bin", fb), 1);
+	assert_string_equal(fa, "x.bin");
+	assert_content(f->inbox_fd, "x.bin", "first");
+	assert_content(f->inbox_fd, fb, "second");
+	assert_false(exists(f->st.dirfd, a));
+	assert_false(exists(f->st.dirfd, b));
+	assert_int_equal(fstatat(f->inbox_fd, fb, &sb, 0), 0);
+	assert_int_equal(sb.st_nlink, 1);
+}
+
+static void test_recover_removes_a_dead_half_made_area(void **state)
+{
+	struct fixture *f = *state;
+	struct recovery r;
+	int afd;
+
+	/* An instance died between making its area and renaming it locked. */
+	assert_int_equal(mkdirat(f->st.rootfd, ".new.deadhost.1.00000000", 0700), 0);
+	afd = openat(f->st.rootfd, ".new.deadhost.1.00000000", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(afd >= 0);
+	write_file(afd, LOCK_FILE, "");
+	close(afd);
+	/* And a directory that is no area at all (no lock file) stays. */
+	assert_int_equal(mkdirat(f->st.rootfd, "not-an-area", 0700), 0);
+
+	recover_staging(&f->st, f->inbox_fd, &r);
+	assert_int_equal(r.areas + r.live + r.failed, 0);
+	assert_false(area_exists(f, ".new.deadhost.1.00000000"));
+	assert_true(area_exists(f, "not-an-area"));
+	assert_true(area_exists(f, f->st.area));
 }
 
 #define FIXTURE_TEST(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -491,6 +741,12 @@ int main(void)
 		FIXTURE_TEST(test_origin_roundtrip),
 		FIXTURE_TEST(test_ack_unack),
 		FIXTURE_TEST(test_recover),
+		FIXTURE_TEST(test_area_is_locked_while_open),
+		FIXTURE_TEST(test_recover_leaves_a_live_area_alone),
+		FIXTURE_TEST(test_recover_old_layout),
+		FIXTURE_TEST(test_recover_crashed_link_publication),
+		FIXTURE_TEST(test_publish_by_link),
+		FIXTURE_TEST(test_recover_removes_a_dead_half_made_area),
 	};
 
 	unit_xml_reset();

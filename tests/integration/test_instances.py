@@ -1,0 +1,124 @@
+"""Several inboxfs instances over one inbox (R13, issue 12): each owns a
+staging area locked while it runs; a start-up recovers only the areas of
+instances that are gone, never a live one's. Two mounts of one inbox on
+this machine (ext4 or tmpfs): the cluster-filesystem case is
+test_gluster.py."""
+
+import os
+import re
+
+from helpers import create_excl, inbox_contents, incomplete, staged
+
+OPEN = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+
+
+def test_second_instance_leaves_an_open_drop_of_the_first_alone(mount_inboxfs, client):
+    """Issue 12's repro: instance 1 holds an open drop, instance 2 starts
+    over the same inbox. Its recovery must not take the drop (on aee336c it
+    moved it to incomplete/ and the writer's close failed with ENOENT):
+    the drop is published by its own instance, the close succeeds, and both
+    instances serve."""
+    first = mount_inboxfs()
+    s = client.session()
+    fd = s.open(os.path.join(first.mnt, 'x.svf'), OPEN, 0o644)
+    s.write(fd, b'A-part1')
+
+    second = mount_inboxfs(first.inbox)
+    s.write(fd, b' A-part2')
+    s.close(fd)
+
+    assert inbox_contents(first.inbox) == {'x.svf': b'A-part1 A-part2'}
+    assert incomplete(first.inbox) == {}
+    assert 'quarantined' not in second.log(), second.log()
+    # Both serve, and a drop of the same name through the second is kept too.
+    client.call(create_excl, os.path.join(second.mnt, 'x.svf'), b'B')
+    client.call(create_excl, os.path.join(first.mnt, 'y.svf'), b'C')
+    found = inbox_contents(first.inbox)
+    assert sorted(found.values()) == [b'A-part1 A-part2', b'B', b'C'], found
+    assert found['y.svf'] == b'C'
+    assert staged(first.inbox, acked=True) == []
+
+
+def _closed_lingering(client, mount, name, data):
+    """A drop closed through MOUNT (mounted with linger=) and acknowledged,
+    not yet published: staged as a.*."""
+    before = set(staged(mount.inbox, acked=True))
+    client.call(create_excl, os.path.join(mount.mnt, name), data)
+    [new] = set(staged(mount.inbox, acked=True)) - before
+    assert os.path.basename(new).startswith('a.'), new
+    return new
+
+
+def test_restart_recovers_a_dead_instance_and_leaves_a_live_one_alone(mount_inboxfs,
+                                                                      client):
+    """Acceptance 2: instance 1 is killed (-9) with an acknowledged drop (a
+    lingering one) and an open one in its area while instance 2 serves an
+    open drop of its own. Instance 1's restart delivers the acknowledged
+    drop once and quarantines the open one; instance 2's drop is untouched
+    and its close succeeds."""
+    first = mount_inboxfs(linger=60)
+    second = mount_inboxfs(first.inbox)
+    _closed_lingering(client, first, 'ACKED.SVF', b'acknowledged by instance 1')
+    s1, s2 = client.session(), client.session()
+    fd1 = s1.open(os.path.join(first.mnt, 'OPEN.SVF'), OPEN, 0o644)
+    s1.write(fd1, b'never closed')
+    fd2 = s2.open(os.path.join(second.mnt, 'LIVE.SVF'), OPEN, 0o644)
+    s2.write(fd2, b'instance 2, ')
+
+    first.crash()
+    s1.end()
+    first.start()
+
+    assert inbox_contents(first.inbox) == {'ACKED.SVF': b'acknowledged by instance 1'}
+    assert list(incomplete(first.inbox).values()) == [b'never closed']
+    log = first.log()
+    assert 'belongs to a live instance: left alone' in log, log
+    assert '1 areas recovered, 1 live left alone' in log, log
+    s2.write(fd2, b'still open')
+    s2.close(fd2)
+    assert inbox_contents(first.inbox) == {'ACKED.SVF': b'acknowledged by instance 1',
+                                           'LIVE.SVF': b'instance 2, still open'}
+    assert staged(first.inbox, acked=True) == []
+
+
+def test_crash_between_link_and_unlink_is_repaired_without_duplicate(mount_inboxfs, client):
+    """Acceptance 2: where the filesystem lacks RENAME_NOREPLACE a drop is
+    published by link() then unlink() of its staged name. An instance
+    killed between the two leaves the message in the inbox and its staged
+    name behind, with two links: the next start removes the staged name
+    and delivers nothing twice (on aee336c it published it again under a
+    unique name)."""
+    m = mount_inboxfs(linger=60)
+    stage = _closed_lingering(client, m, 'LINKED.SVF', b'published once')
+    m.crash()
+    staged_path = os.path.join(m.inbox, '.inboxfs', stage)
+    os.link(staged_path, os.path.join(m.inbox, 'LINKED.SVF'))    # the link() of it
+
+    m.start()
+
+    assert inbox_contents(m.inbox) == {'LINKED.SVF': b'published once'}
+    assert os.stat(os.path.join(m.inbox, 'LINKED.SVF')).st_nlink == 1
+    assert incomplete(m.inbox) == {}
+    assert staged(m.inbox, acked=True) == []
+
+
+def test_two_instances_recovering_one_dead_area_deliver_each_drop_once(mount_inboxfs,
+                                                                      client):
+    """Two instances starting at once over an inbox whose staging holds a
+    dead instance's acknowledged drops: one takes the area's lock and
+    delivers them, the other leaves it; each drop arrives once."""
+    dead = mount_inboxfs(linger=60)
+    want = {f'M{i:03d}.SVF': f'message {i}'.encode() for i in range(40)}
+    for name, data in want.items():
+        _closed_lingering(client, dead, name, data)
+    dead.crash()
+
+    a = mount_inboxfs(dead.inbox, wait=False)
+    b = mount_inboxfs(dead.inbox, wait=False)
+    a.wait_mounted()
+    b.wait_mounted()
+
+    assert inbox_contents(dead.inbox) == want
+    assert incomplete(dead.inbox) == {} and staged(dead.inbox, acked=True) == []
+    published = [len(re.findall(r'recovery: published', m.log())) for m in (a, b)]
+    assert sorted(published) == [0, 40], published
