@@ -37,8 +37,10 @@ void log_init(bool to_stderr, bool debug)
 		    (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino)
 			log_journal = true;
 	}
+	/* LOG_CONS: with no syslog daemon to take a line, it goes to the
+	 * console rather than nowhere. */
 	if (!to_stderr)
-		openlog("inboxfs", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+		openlog("inboxfs", LOG_PID | LOG_NDELAY | LOG_CONS, LOG_DAEMON);
 }
 
 const char *log_level_name(int pri)
