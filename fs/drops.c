@@ -175,12 +175,12 @@ void drop_node_free(struct drop *d)
 
 /* ---- closes ---- */
 
-/* 1 if the fdinfo file at PATH is of inode INO on mount MNT_ID (on any
- * mount if not known), 0 if not, or -errno. */
+/* 1 if the fdinfo file at PATH is an open file (not O_PATH) of inode INO
+ * on mount MNT_ID (on any mount if not known), 0 if not, or -errno. */
 static int fdinfo_is(const char *path, int mnt_id, uint64_t ino)
 {
 	char buf[512];
-	const char *p, *m;
+	const char *p, *m, *f;
 	ssize_t n;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 
@@ -193,8 +193,13 @@ static int fdinfo_is(const char *path, int mnt_id, uint64_t ino)
 	buf[n] = '\0';
 	p = strstr(buf, "\nino:");
 	m = strstr(buf, "\nmnt_id:");
+	f = strstr(buf, "\nflags:");
 	if (p == NULL)
 		return -ENOTSUP;	/* a kernel before 5.14: cannot tell */
+	/* An O_PATH descriptor (Samba keeps such "pathrefs") holds no open
+	 * file: it cannot read or write the drop. */
+	if (f && (strtoul(f + 7, NULL, 8) & O_PATH))
+		return 0;
 	return strtoull(p + 5, NULL, 10) == ino &&
 	       (mnt_id == 0 || (m && atoi(m + 8) == mnt_id));
 }

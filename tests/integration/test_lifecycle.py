@@ -277,3 +277,23 @@ def test_descriptor_reserve(mount_inboxfs, client, as_client, monkeypatch):
     for f in fds:
         assert hog.call(_close_ok, f) == 0
     assert len(_delivered(m.inbox)) == len(fds) + 1
+
+
+def _close_with_a_pathref(path):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    os.write(fd, b'pathref')
+    ref = os.open(path, os.O_PATH)  # as Samba keeps one: no open file
+    os.close(fd)
+    try:
+        return os.path.exists(path)
+    finally:
+        os.close(ref)
+
+
+def test_an_o_path_descriptor_does_not_hold_a_drop_open(mounted, client):
+    """Only open files count as the writer holding its drop elsewhere: an
+    O_PATH descriptor (Samba's "pathref") cannot write, and the close of the
+    last open file publishes the drop at once."""
+    still_visible = client.call(_close_with_a_pathref, os.path.join(mounted.mnt, 'OP.SVF'))
+    assert not still_visible
+    assert _delivered(mounted.inbox) == {'OP.SVF': b'pathref'}
