@@ -279,11 +279,26 @@ static int publish_from(struct staging *st, int srcfd, const char *name, int dir
 			 fstat(dirfd, &sb) < 0 || sb.st_ino != st->top_ino;
 	int ret = place_name(st->names, requested, free_name, publish_attempt, &a, final);
 
-	if (ret >= 0 && st->sync) {
-		/* The new entry and the removal from staging, both durable. */
-		if (fsync(dirfd) < 0 || fsync(srcfd) < 0)
-			log_warn("fsync of directories after publishing %s", final);
+	if (ret < 0 || !st->sync)
+		return ret;
+	/* The new entry, durable before the writer is told: if it cannot be
+	 * made so, the publication is undone and fails (a close that fails
+	 * is never delivered). Once undone is impossible (the consumer took
+	 * it already), it is the consumer's. */
+	if (fsync(dirfd) < 0) {
+		int err = -errno;
+
+		errno = -err;
+		log_warn("fsync of the directory of %s after its publication", final);
+		if (renameat2(dirfd, final, srcfd, name, RENAME_NOREPLACE) == 0 ||
+		    (errno == EINVAL && renameat(dirfd, final, srcfd, name) == 0))
+			return err;
+		log_warn("taking %s back into staging", final);
 	}
+	/* The removal from staging: on one filesystem the rename is one
+	 * journalled step, so this only matters after a link(). */
+	if (fsync(srcfd) < 0)
+		log_warn("fsync of the staging area after publishing %s", final);
 	return ret;
 }
 
