@@ -1,7 +1,8 @@
 """Fixtures for the integration tests, after libfuse's test/util.py: the
 daemon runs in the foreground, the mount is awaited with a deadline while
 the process is watched, and teardown always unmounts, stops the daemon and
-checks its exit status and log. The machinery lives in helpers.py."""
+checks its exit status and log. The machinery lives in the
+package helpers/."""
 
 import os
 import shutil
