@@ -127,6 +127,12 @@ def mounted(mount_inboxfs):
 
 
 @pytest.fixture
+def m(mounted):
+    """The observer tests' short name for `mounted` (test_observer*.py)."""
+    return mounted
+
+
+@pytest.fixture
 def run_inboxfs():
     """run_inboxfs(*args) runs the daemon to completion (bad input,
     --help): a CompletedProcess with text output."""

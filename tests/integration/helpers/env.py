@@ -25,6 +25,7 @@ TIMEOUT = 10.0 * (10 if WRAPPER else 1)
 
 # Uids without a passwd entry, far from system and login accounts.
 CLIENT_UID = 60001
+OTHER_UID = 60002   # a second client
 OBSERVER_UID = 0
 
 SMB_FORCE_USER = 'inboxfs-smb'   # tools/smb.conf: force user
@@ -72,3 +73,10 @@ def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
+
+
+def is_build_dir(path):
+    """Is PATH a meson build directory (build, build-*, or configured)?"""
+    name = os.path.basename(path)
+    return (name == 'build' or name.startswith('build-')
+            or os.path.isdir(os.path.join(path, 'meson-private')))

@@ -1,7 +1,12 @@
 """The backing inbox as the consumer sees it: delivered files, staged and
-quarantined drops, staging areas; and a client's create-new."""
+quarantined drops, staging areas, the counters file; and a client's
+create-new, whole-file reads and writes."""
 
 import os
+
+STATS = '.inboxfs-stats'   # the counters file at the top of a mount
+# R9 / README: STEM~TAG.EXT, the tag 12 base-32 characters.
+TAG = '[0-9A-Z]'
 
 
 def errno_of(fn, *args, **kw):
@@ -95,3 +100,62 @@ def xattr_64k_supported(directory):
         return False
     finally:
         os.unlink(probe)
+
+
+def read_file(path):
+    with open(path, 'rb') as f:
+        return f.read()
+
+
+def write_all(fd, data, chunk=65536):
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view[:chunk])
+        view = view[n:]
+
+
+def assert_delivered_once(mount, payloads, ext=None):
+    """Every payload is in the backing inbox exactly once, intact, and
+    nothing else is; every name keeps the extension."""
+    found = inbox_contents(mount.inbox)
+    counts = {}
+    for data in found.values():
+        counts[data] = counts.get(data, 0) + 1
+    missing = [p for p in payloads if p not in counts]
+    twice = {p: n for p, n in counts.items() if n > 1}
+    extra = [n for n, d in found.items() if d not in set(payloads)]
+    assert not missing, f'{len(missing)} of {len(payloads)} payloads not delivered ' \
+                        f'(inbox has {len(found)} files)'
+    assert not twice, f'payloads delivered more than once: {list(twice.values())[:5]}'
+    assert not extra, f'unexpected files in the inbox: {extra[:10]}'
+    assert len(found) == len(payloads)
+    if ext is not None:
+        bad = [n for n in found if not n.endswith(ext)]
+        assert not bad, f'names that lost the extension {ext}: {bad[:10]}'
+    return found
+
+
+def try_create_excl(path, data):
+    """create_excl(), its errno instead of an exception (0: created)."""
+    try:
+        create_excl(path, data)
+        return 0
+    except OSError as e:
+        return e.errno
+
+
+def read_stats(mnt):
+    """{name: int} from MOUNTPOINT/.inboxfs-stats (as root: an observer)."""
+    stats = {}
+    with open(os.path.join(mnt, STATS), encoding='ascii') as f:
+        for line in f:
+            name, _, value = line.strip().partition(' ')
+            if name:
+                stats[name] = int(value)
+    return stats
+
+
+def write_file(path, data, mode=0o644):
+    with open(path, 'wb') as f:
+        f.write(data)
+    os.chmod(path, mode)

@@ -8,11 +8,12 @@ import shlex
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 
 import helpers   # WRAPPER is read through the package: tests patch helpers.WRAPPER
 from .env import INBOXFS_BIN, TIMEOUT
-from .procs import read_log, stop_process
+from .procs import kernel_stacks, read_log, stop_process
 
 
 # A daemon log line matching one of these fails the test whatever the
@@ -286,3 +287,71 @@ def run_inboxfs(*args, timeout=TIMEOUT, **kw):
     return subprocess.run(helpers.WRAPPER + [INBOXFS_BIN] + [str(a) for a in args],
                           stdin=subprocess.DEVNULL, capture_output=True,
                           text=True, timeout=timeout, **kw)
+
+
+def fuse_connection(mnt):
+    """The FUSE connection number (the device minor) of the top mount at mnt."""
+    path = mnt             # no realpath(): a stat of a wedged mount never returns
+    found = None
+    with open('/proc/self/mountinfo') as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == path and ' - fuse.inboxfs ' in line:
+                found = int(fields[2].split(':')[1])
+    return found
+
+
+def abort_fuse(mnt):
+    """Abort the FUSE connection of the mount at mnt (fusectl), as the
+    kernel does when the daemon's last /dev/fuse descriptor closes: every
+    request waiting on it fails with ENOTCONN. Returns what was done."""
+    conn = fuse_connection(mnt)
+    if conn is None:
+        return 'no fuse.inboxfs mount there'
+    ctl = tempfile.mkdtemp(prefix='fusectl-')
+    try:
+        subprocess.run(['mount', '-t', 'fusectl', 'none', ctl], check=True,
+                       capture_output=True, timeout=TIMEOUT)
+        try:
+            with open(os.path.join(ctl, str(conn), 'abort'), 'w') as f:
+                f.write('1')
+        finally:
+            subprocess.run(['umount', ctl], capture_output=True, timeout=TIMEOUT)
+        return f'aborted FUSE connection {conn}'
+    except (OSError, subprocess.SubprocessError) as e:
+        return f'could not abort FUSE connection {conn}: {e}'
+    finally:
+        os.rmdir(ctl)
+
+
+def reap_all(pids, timeout=TIMEOUT, mnt=None):
+    """Wait for our forked children; SIGKILL (by pid) those that linger.
+    Children stuck in the kernel on a wedged FUSE mount are freed by
+    aborting its connection. Returns ({pid: wait status}, problems)."""
+    status, problems = {}, []
+    left = set(pids)
+
+    def collect(until):
+        while left:
+            for pid in list(left):
+                done, st = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    status[pid] = st
+                    left.discard(pid)
+            if not left or time.monotonic() > until:
+                return
+            time.sleep(0.02)
+
+    collect(time.monotonic() + timeout)
+    if left:
+        problems.append(f'children {sorted(left)} did not finish within {timeout:.0f}s: '
+                        f'{ {p: kernel_stacks(p) for p in left} }')
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        collect(time.monotonic() + TIMEOUT)
+    if left and mnt is not None:
+        problems.append(abort_fuse(mnt))
+        collect(time.monotonic() + TIMEOUT)
+    for pid in left:                       # nothing more we can do: never hang
+        problems.append(f'child {pid} is unkillable: {kernel_stacks(pid)}')
+    return status, problems

@@ -115,3 +115,26 @@ def reap(pid, timeout=TIMEOUT):
             if os.waitpid(pid, os.WNOHANG)[0]:
                 return
             time.sleep(0.01)
+
+
+def task_ids(pid):
+    try:
+        return [int(t) for t in os.listdir(f'/proc/{pid}/task')]
+    except FileNotFoundError:
+        return []
+
+
+def kernel_stacks(pid):
+    """{tid: 'state: stack'} of every thread of pid, for diagnostics."""
+    out = {}
+    for tid in task_ids(pid):
+        try:
+            with open(f'/proc/{pid}/task/{tid}/status') as f:
+                state = next(line.split(None, 1)[1].strip() for line in f
+                             if line.startswith('State:'))
+            with open(f'/proc/{pid}/task/{tid}/stack') as f:
+                stack = ' < '.join(line.split()[-1].split('+')[0] for line in f)
+        except (OSError, StopIteration):
+            continue
+        out[tid] = f'{state}: {stack}'
+    return out
