@@ -1,7 +1,8 @@
 """Fixtures for the integration tests, after libfuse's test/util.py: the
 daemon runs in the foreground, the mount is awaited with a deadline while
 the process is watched, and teardown always unmounts, stops the daemon and
-checks its exit status and log. The machinery lives in helpers.py."""
+checks its exit status and log. The machinery lives in the
+package helpers/."""
 
 import os
 import shutil
@@ -123,6 +124,12 @@ def mount_inboxfs(request):
 def mounted(mount_inboxfs):
     """inboxfs with default options over a fresh inbox."""
     return mount_inboxfs()
+
+
+@pytest.fixture
+def m(mounted):
+    """The observer tests' short name for `mounted` (test_observer*.py)."""
+    return mounted
 
 
 @pytest.fixture

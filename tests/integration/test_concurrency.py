@@ -8,6 +8,7 @@ ThreadSanitizer build, where any report fails it."""
 import errno
 import os
 import random
+import subprocess
 import threading
 import time
 
@@ -123,7 +124,7 @@ def test_one_session_races_its_own_drops(mount_inboxfs, client, as_client, linge
         'sys.path.insert(0, %r)\n'
         'import test_concurrency as t\n'
         'print(len(t._storm(%r, %r)))\n') % (os.path.dirname(__file__), m.mnt, SECONDS)],
-        stdout=helpers.subprocess.PIPE)
+        stdout=subprocess.PIPE)
     try:
         outcomes = client.call(_race, m.mnt, SECONDS, timeout=SECONDS * 20)
     finally:

@@ -14,9 +14,9 @@ import threading
 
 import pytest
 
-from helpers import (TIMEOUT, create_excl, errno_of, incomplete, staged, wait_until,
+from helpers import (STAGING, TIMEOUT, assert_quarantine_accounted, create_excl, errno_of,
+                     inbox_files, incomplete, message, read_file, staged, wait_until,
                      xattr_64k_supported)
-from test_faults import STAGING, assert_quarantine_accounted, inbox_files, message, read_file
 
 WINDOWS_FORBIDDEN = set(b'<>:"/\\|?*') | set(range(0x20))
 

@@ -3,7 +3,7 @@ an SMB server process's drops are tied to its connection, and inboxfs holds
 nothing of anyone's sockets. A local client that has a TCP connection
 delivers its drops whether or not the connection is still up, and its
 close of that connection reaches the peer. (A torn-down SMB connection
-still quarantines its open drop: test_faults.py.) Checked in the BACKING
+still quarantines its open drop: test_durability.py.) Checked in the BACKING
 inbox, by content."""
 
 import os

@@ -1,0 +1,46 @@
+"""Machinery for the integration tests, by concern: env (settings, uids,
+accounts, directories), procs (processes, waits, /proc), files (the backing
+inbox as the consumer sees it), messages (self-proving messages and their
+accounting), mount (inboxfs daemons and mounts), client (client uids and
+sessions), samba (a private smbd and an SMB client). Fixtures in
+conftest.py wrap these; tests import every public name from the package
+itself (`import helpers`, `from helpers import ...`), except the short
+names of helpers.posix, which are imported from there."""
+
+from .env import (CLIENT_UID, INBOXFS_BIN, LONG, OBSERVER_UID, OTHER_UID,
+                  SMB_CONSUMER_PASSWORD, SMB_CONSUMER_SHARE, SMB_CONSUMER_USER,
+                  SMB_FORCE_USER, SMB_PASSWORD, SMB_SHARE, SMB_USER, SOURCE,
+                  STATUS_OBJECT_NAME_COLLISION, STATUS_SUCCESS, TIMEOUT, WRAPPER,
+                  ensure_system_user, free_port, is_build_dir, make_base_dir)
+from .procs import (drop_privileges, inboxfs_daemons, kernel_stacks, open_files,
+                    process_group, processes, read_log, reap, stop_process, task_ids,
+                    wait_until)
+from .files import (STATS, TAG, assert_delivered_once, create_excl, errno_of,
+                    inbox_contents, incomplete, read_file, read_stats, staged,
+                    staging_area, staging_areas, try_create_excl, write_all, write_file,
+                    xattr_64k_supported)
+from .messages import (QUARANTINE_LINE, STAGING, assert_quarantine_accounted, claimed_id,
+                       inbox_files, message, message_id, quarantine_lines)
+from .mount import (DaemonRun, ERROR_PATTERN, Mount, SANITIZER_PATTERNS, abort_fuse,
+                    format_options, fuse_connection, fuse_prerequisites, mountinfo,
+                    reap_all, run_inboxfs)
+from .client import Client, ClientSession, run_together
+from .samba import Samba, SmbClient, nt_status_name, samba_prerequisites
+
+__all__ = [
+    'CLIENT_UID', 'INBOXFS_BIN', 'LONG', 'OBSERVER_UID', 'OTHER_UID',
+    'SMB_CONSUMER_PASSWORD', 'SMB_CONSUMER_SHARE', 'SMB_CONSUMER_USER', 'SMB_FORCE_USER',
+    'SMB_PASSWORD', 'SMB_SHARE', 'SMB_USER', 'SOURCE', 'STATUS_OBJECT_NAME_COLLISION',
+    'STATUS_SUCCESS', 'TIMEOUT', 'WRAPPER', 'ensure_system_user', 'free_port',
+    'is_build_dir', 'make_base_dir', 'drop_privileges', 'inboxfs_daemons',
+    'kernel_stacks', 'open_files', 'process_group', 'processes', 'read_log', 'reap',
+    'stop_process', 'task_ids', 'wait_until', 'STATS', 'TAG', 'assert_delivered_once',
+    'create_excl', 'errno_of', 'inbox_contents', 'incomplete', 'read_file', 'read_stats',
+    'staged', 'staging_area', 'staging_areas', 'try_create_excl', 'write_all',
+    'write_file', 'xattr_64k_supported', 'QUARANTINE_LINE', 'STAGING',
+    'assert_quarantine_accounted', 'claimed_id', 'inbox_files', 'message', 'message_id',
+    'quarantine_lines', 'DaemonRun', 'ERROR_PATTERN', 'Mount', 'SANITIZER_PATTERNS',
+    'abort_fuse', 'format_options', 'fuse_connection', 'fuse_prerequisites', 'mountinfo',
+    'reap_all', 'run_inboxfs', 'Client', 'ClientSession', 'run_together', 'Samba',
+    'SmbClient', 'nt_status_name', 'samba_prerequisites',
+]

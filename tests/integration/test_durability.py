@@ -1,0 +1,414 @@
+"""One drop's durability (issue 4; DESIGN R5, R6): with sync=close its data
+and its directories are fsynced, as strace sees the daemon do it, before
+the writer's close() returns; a writer killed mid-write, or whose SMB
+connection is torn down mid-write, delivers nothing. Checked in the
+BACKING inbox, by content (helpers/messages.py).
+
+The crash storm and the full disk are in test_faults.py."""
+
+import hashlib
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+import helpers
+from helpers import (STAGING, TIMEOUT, assert_quarantine_accounted, inbox_files, incomplete,
+                     message, message_id, read_file, reap_all, staged, staging_area, task_ids,
+                     wait_until, write_all)
+
+
+# ------------------------------------------------------------------ helpers
+
+def tracer_of(pid, tid):
+    try:
+        with open(f'/proc/{pid}/task/{tid}/status') as f:
+            for line in f:
+                if line.startswith('TracerPid:'):
+                    return int(line.split()[1])
+    except FileNotFoundError:
+        pass
+    return None
+
+
+# ----------------------------------------- (2) durability by strace, R5
+
+STRACE_LINE = re.compile(r'^(\d+)\s+(\d+\.\d+)\s+(.*)$')
+SYSCALL = re.compile(r'^(\w+)\((.*)\)\s+=\s+(-?\w+|\?)(?:\s+(\w+)\s+\([^)]*\))?'
+                     r'\s*(?:<(\d+\.\d+)>)?$')
+
+
+class Call:
+    def __init__(self, tid, start, name, args, ret, err, duration):
+        self.tid, self.start, self.name, self.args, self.ret = tid, start, name, args, ret
+        self.err = err
+        self.end = start + duration
+
+    def __repr__(self):
+        return (f'{self.tid} {self.start:.6f} {self.name}({self.args}) = {self.ret}'
+                + (f' {self.err}' if self.err else ''))
+
+
+def parse_strace(path):
+    """The completed system calls of an `strace -f -ttt -T -y` log, in the
+    order they started; unfinished/resumed pairs are joined."""
+    calls, pending = [], {}
+    for line in read_file(path).decode(errors='replace').splitlines():
+        m = STRACE_LINE.match(line)
+        if not m:
+            continue
+        tid, ts, text = int(m.group(1)), float(m.group(2)), m.group(3)
+        if text.endswith('<unfinished ...>'):
+            pending[tid] = (ts, text[:-len('<unfinished ...>')].rstrip())
+            continue
+        r = re.match(r'^<\.\.\. (\w+) resumed>\s?(.*)$', text)
+        if r:
+            if tid not in pending:
+                continue
+            ts, head = pending.pop(tid)
+            text = head + r.group(2)
+        s = SYSCALL.match(text)
+        if s:
+            calls.append(Call(tid, ts, s.group(1), s.group(2), s.group(3), s.group(4),
+                              float(s.group(5) or 0)))
+    calls.sort(key=lambda c: c.start)
+    return calls
+
+
+class Strace:
+    """strace attached to every thread of a running daemon."""
+
+    def __init__(self, pid, out, syscalls):
+        self.pid, self.out = pid, out
+        self.err = open(out + '.err', 'wb')
+        self.proc = subprocess.Popen(
+            ['strace', '-f', '-ttt', '-T', '-y', '-s', '256', '-p', str(pid),
+             '-e', f'trace={",".join(syscalls)}', '-o', out],
+            stdin=subprocess.DEVNULL, stdout=self.err, stderr=self.err)
+        try:
+            wait_until(self._attached, what=f'strace to attach to every thread of {pid}')
+        except BaseException:
+            self.stop()
+            raise
+
+    def _attached(self):
+        if self.proc.poll() is not None:
+            raise AssertionError(f'strace exited with {self.proc.returncode}: '
+                                 f'{read_file(self.out + ".err").decode(errors="replace")}')
+        tids = task_ids(self.pid)
+        return tids and all(tracer_of(self.pid, t) == self.proc.pid for t in tids)
+
+    def stop(self):
+        """Detach (SIGINT makes strace detach and flush its output)."""
+        helpers.stop_process(self.proc, sig=signal.SIGINT)
+        self.err.close()
+        return parse_strace(self.out)
+
+
+def _timed_drop(path, data):
+    """Create-new, write, close; the wall-clock times around the close."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    if data:
+        write_all(fd, data)
+    before = time.time()
+    os.close(fd)
+    after = time.time()
+    return before, after
+
+
+def _fd_path(args, index=0):
+    """The path strace -y printed for the INDEX-th descriptor argument."""
+    paths = re.findall(r'\d+<([^>]*)>', args)
+    return paths[index] if len(paths) > index else None
+
+
+SYNC_CALLS = ('fsync', 'fdatasync', 'syncfs', 'sync_file_range')
+TRACED = ['fsync', 'fdatasync', 'syncfs', 'sync_file_range', 'renameat2', 'renameat',
+          'openat', 'close']
+
+
+@pytest.mark.parametrize('sub', ['', 'sub'])
+def test_close_returns_after_data_and_directories_are_synced(mount_inboxfs, client, tmp_path,
+                                                             sub):
+    """sync=close (the default): the drop's data is fsynced before it is
+    renamed into its directory (the inbox, or a subdirectory), that
+    directory and the staging directory are fsynced after the rename, and
+    all of it happens before the client's close() returns."""
+    m = mount_inboxfs()
+    if sub:
+        os.mkdir(os.path.join(m.inbox, sub))
+        os.chmod(os.path.join(m.inbox, sub), 0o1777)
+    # The drop is staged in the instance's own area of the staging directory.
+    staging = staging_area(os.path.join(os.path.realpath(m.inbox), STAGING), m.pid)
+    inbox = os.path.join(os.path.realpath(m.inbox), sub) if sub else os.path.realpath(m.inbox)
+    trace = Strace(m.pid, str(tmp_path / 'strace.log'), TRACED)
+    try:
+        before, after = client.call(_timed_drop, os.path.join(m.mnt, sub, 'DURABLE.SVF'),
+                                    message('durable', 100_000))
+    finally:
+        calls = trace.stop()
+    assert message_id(read_file(os.path.join(m.inbox, sub, 'DURABLE.SVF'))) == 'durable'
+
+    relevant = [c for c in calls if c.name in SYNC_CALLS + ('renameat2', 'renameat')]
+    renames = [c for c in calls if c.name == 'renameat2' and '"DURABLE.SVF"' in c.args
+               and 'RENAME_NOREPLACE' in c.args and c.ret == '0']
+    assert len(renames) == 1, f'no single publishing renameat2 in {relevant}'
+    rename = renames[0]
+    stage_name = re.search(r'"(d\.[0-9a-f]+)"', rename.args).group(1)
+    assert _fd_path(rename.args, 0) == staging, rename
+    assert _fd_path(rename.args, 1) == inbox, rename
+
+    data_syncs = [c for c in calls if c.name in ('fsync', 'fdatasync') and c.ret == '0'
+                  and _fd_path(c.args) == os.path.join(staging, stage_name)]
+    assert data_syncs, f'the drop {stage_name} was never fsynced: {relevant}'
+    assert data_syncs[-1].end <= rename.start, \
+        f'the drop was renamed before its fsync ended: {data_syncs[-1]} / {rename}'
+    # What is renamed is what was written: nothing was written after the fsync.
+    dir_syncs = {path: [c for c in calls if c.name in ('fsync', 'fdatasync') and c.ret == '0'
+                        and _fd_path(c.args) == path and c.start >= rename.end]
+                 for path in (inbox, staging)}
+    for path, found in dir_syncs.items():
+        assert found, f'no successful fsync of {path} after the rename: {relevant}'
+    # All of it before the client's close() returned.
+    last = max([data_syncs[-1].end, rename.end] + [found[0].end for found in dir_syncs.values()])
+    assert last <= after, f'the close returned at {after:.6f}, the last sync ended at {last:.6f}'
+    print(f'\nclose: {before:.6f} .. {after:.6f}; fsync(drop) {data_syncs[-1].start:.6f}, '
+          f'renameat2 {rename.start:.6f}, fsync(dirs) '
+          f'{[round(f[0].start, 6) for f in dir_syncs.values()]}')
+
+
+def test_empty_drop_is_published_before_close_returns(mount_inboxfs, client, tmp_path):
+    """An empty drop is a message like any other: its writer's close
+    returns once it is published and its directories synced."""
+    m = mount_inboxfs()
+    inbox = os.path.realpath(m.inbox)
+    trace = Strace(m.pid, str(tmp_path / 'strace.log'), TRACED)
+    try:
+        before, after = client.call(_timed_drop, os.path.join(m.mnt, 'EMPTY.SVF'), b'')
+    finally:
+        calls = trace.stop()
+    relevant = [c for c in calls if c.name in SYNC_CALLS + ('renameat2', 'renameat')]
+    renames = [c for c in calls if c.name == 'renameat2' and '"EMPTY.SVF"' in c.args
+               and c.ret == '0']
+    assert len(renames) == 1, f'no publishing rename in {relevant}'
+    syncs = [c for c in calls if c.name in ('fsync', 'fdatasync') and c.ret == '0'
+             and _fd_path(c.args) == inbox and c.start >= renames[0].end]
+    assert syncs and syncs[0].end <= after, f'close returned before the sync: {relevant}'
+    assert read_file(os.path.join(m.inbox, 'EMPTY.SVF')) == b''
+
+
+def test_lingering_acknowledgement_is_synced_before_close_returns(mount_inboxfs, client,
+                                                                   tmp_path):
+    """linger=: a closed drop is published later; its acknowledgement (d.X
+    renamed a.X in staging, which recovery delivers) is durable before the
+    close returns."""
+    m = mount_inboxfs(linger=2)
+    staging = staging_area(os.path.join(os.path.realpath(m.inbox), STAGING), m.pid)
+    trace = Strace(m.pid, str(tmp_path / 'strace.log'), TRACED)
+    try:
+        before, after = client.call(_timed_drop, os.path.join(m.mnt, 'LATER.SVF'), b'later')
+    finally:
+        calls = trace.stop()
+    acks = [c for c in calls if c.name in ('renameat', 'renameat2') and c.ret == '0'
+            and re.search(r'"d\.[0-9a-f]+".*"a\.[0-9a-f]+"', c.args)]
+    relevant = [c for c in calls if c.name in SYNC_CALLS + ('renameat2', 'renameat')]
+    assert len(acks) == 1, f'no acknowledgement rename in {relevant}'
+    syncs = [c for c in calls if c.name in ('fsync', 'fdatasync') and c.ret == '0'
+             and _fd_path(c.args) == staging and c.start >= acks[0].end]
+    assert syncs, f'staging not fsynced after the acknowledgement: {relevant}'
+    assert syncs[0].end <= after, 'close returned before the acknowledgement was durable'
+    wait_until(lambda: os.path.exists(os.path.join(m.inbox, 'LATER.SVF')), timeout=TIMEOUT,
+               what='the lingering drop to be published')
+    assert read_file(os.path.join(m.inbox, 'LATER.SVF')) == b'later'
+
+
+def test_sync_none_issues_no_fsync(mount_inboxfs, client, tmp_path):
+    m = mount_inboxfs(sync='none')
+    trace = Strace(m.pid, str(tmp_path / 'strace.log'), TRACED)
+    try:
+        client.call(_timed_drop, os.path.join(m.mnt, 'FAST.SVF'), message('fast', 100_000))
+        client.call(_timed_drop, os.path.join(m.mnt, 'FAST.SVF'), message('fast2', 10))
+        client.call(_timed_drop, os.path.join(m.mnt, 'EMPTY.SVF'), b'')
+        wait_until(lambda: os.path.exists(os.path.join(m.inbox, 'EMPTY.SVF')),
+                   what='the empty drop to be published')
+    finally:
+        calls = trace.stop()
+    # The trace saw the publications, and no sync of any kind.
+    assert [c for c in calls if c.name == 'renameat2' and '"FAST.SVF"' in c.args]
+    syncs = [c for c in calls if c.name in SYNC_CALLS]
+    assert not syncs, f'sync=none issued {syncs}'
+    assert sorted(message_id(d) for n, d in inbox_files(m).items() if n != 'EMPTY.SVF') == \
+        ['fast', 'fast2']
+
+
+# -------------------------------------------------- (3) dead writers, R6
+
+KILLED_WRITER = r'''
+import hashlib, os, sys
+def chunk(k):
+    return hashlib.sha256(b'%d' % k).digest() * 2048          # 64 KiB
+paths = sys.argv[2:]
+fds = [os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644) for p in paths]
+mode = sys.argv[1]
+k = 0
+while True:
+    for fd in fds:
+        n = os.write(fd, chunk(k))
+        assert n == 65536, n
+    k += 1
+    if mode == 'park' and k == 3:
+        sys.stdout.write('%d\n' % (k * 65536)); sys.stdout.flush()
+        sys.stdin.read()                       # parked until killed
+    elif mode == 'stream' and k % 4 == 0:
+        sys.stdout.write('%d\n' % (k * 65536)); sys.stdout.flush()
+'''
+
+
+def stream_prefix(size):
+    out = b''.join(hashlib.sha256(b'%d' % k).digest() * 2048 for k in range(size // 65536 + 1))
+    return out[:size]
+
+
+@pytest.mark.parametrize('mode', ['park', 'stream'])
+def test_writer_killed_mid_write_delivers_nothing(mounted, client, mode):
+    """A writer SIGKILLed with two drops open (parked after 192 KiB, or in
+    the middle of a stream of writes): nothing reaches the inbox; both
+    drops sit in incomplete/ with exactly the bytes written so far, and
+    the log says so."""
+    names = ['KILLED1.SVF', 'KILLED2.SVF']
+    proc = client.popen([sys.executable, '-c', KILLED_WRITER, mode]
+                        + [os.path.join(mounted.mnt, n) for n in names],
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        written = 0
+        target = 3 * 65536 if mode == 'park' else 40 * 65536
+        while written < target:
+            assert select.select([proc.stdout], [], [], TIMEOUT)[0], 'writer did not write'
+            line = proc.stdout.readline()
+            assert line, f'writer died: {proc.wait()}'
+            written = int(line)
+        assert len(staged(mounted.inbox, acked=True)) == 2
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=TIMEOUT) == -signal.SIGKILL
+    finally:
+        helpers.stop_process(proc, sig=signal.SIGKILL)
+        proc.stdin.close()
+        proc.stdout.close()
+
+    found = wait_until(lambda: len(incomplete(mounted.inbox)) == 2 and incomplete(mounted.inbox),
+                       what='both partial drops in incomplete/')
+    assert inbox_files(mounted) == {}
+    assert staged(mounted.inbox, acked=True) == []
+    for name, data in found.items():
+        assert len(data) >= written, (name, len(data), written)
+        assert data == stream_prefix(len(data)), f'{name}: not the bytes written'
+        if mode == 'park':
+            assert len(data) == written
+    files, lines = assert_quarantine_accounted(mounted)
+    assert sorted(lines[n][0] for n in files) == names
+    time.sleep(0.3)                                       # nothing shows up late either
+    assert inbox_files(mounted) == {}
+    # The daemon serves on.
+    client.call(_timed_drop, os.path.join(mounted.mnt, 'KILLED1.SVF'), message('after', 10))
+    assert message_id(read_file(os.path.join(mounted.inbox, 'KILLED1.SVF'))) == 'after'
+
+
+def _smb_holder(port, name, part, ready_w):
+    """In a forked child: an SMB connection that creates NAME (FILE_CREATE),
+    writes PART, reports, and then waits to be killed."""
+    from impacket import smb3structs as s3
+    conn = helpers.SmbClient(port, helpers.SMB_USER, helpers.SMB_PASSWORD)
+    status, fid = conn.create(name, s3.FILE_CREATE, data=part, close=False)
+    os.write(ready_w, b'%d\n' % status)
+    while True:
+        time.sleep(60)
+
+
+def smb_holders(server, name):
+    """The smbd processes holding NAME open (readlink of /proc/PID/fd never
+    touches the mount)."""
+    return {pid for pid in helpers.process_group(server.proc.pid)
+            if any(t.endswith('/' + name) for t in helpers.open_files(pid))}
+
+
+def _tear_down(server, name, part, how):
+    """Open NAME over SMB, write PART, and drop the connection without
+    closing the file: the client process is SIGKILLed (the kernel closes
+    its socket), or its socket is reset (SO_LINGER 0)."""
+    if how == 'kill':
+        ready_r, ready_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(ready_r)
+                _smb_holder(server.port, name, part, ready_w)
+            finally:
+                os._exit(1)
+        os.close(ready_w)
+        try:
+            assert select.select([ready_r], [], [], TIMEOUT * 3)[0], 'SMB client did not start'
+            status = int(os.read(ready_r, 64) or b'-1')
+            assert status == helpers.STATUS_SUCCESS, helpers.nt_status_name(status)
+            yield
+            os.kill(pid, signal.SIGKILL)
+        finally:
+            os.close(ready_r)
+            reap_all([pid])
+    else:
+        from impacket import smb3structs as s3
+        conn = helpers.SmbClient(server.port, helpers.SMB_USER, helpers.SMB_PASSWORD)
+        status, fid = conn.create(name, s3.FILE_CREATE, data=part, close=False)
+        assert status == helpers.STATUS_SUCCESS, helpers.nt_status_name(status)
+        yield
+        sock = conn.conn.getSMBServer()._NetBIOSSession.get_socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b'\x01\x00\x00\x00\x00\x00\x00\x00')
+        sock.close()                                       # RST, no SMB CLOSE, no LOGOFF
+        conn.conn = None
+
+
+@pytest.mark.parametrize('how', ['kill', 'reset'])
+def test_smb_connection_torn_down_mid_write_delivers_nothing(mounted, samba, how):
+    """Through real Samba: FILE_CREATE, write part of the data, then the
+    TCP connection dies without an SMB CLOSE. smbd's connection process
+    exits; nothing may be delivered; the partial data goes to incomplete/."""
+    server = samba(mounted.mnt)
+    part = stream_prefix(300_000)
+    steps = _tear_down(server, 'SMBDEAD.SVF', part, how)
+    next(steps)                                             # open, part written
+    conn_pids = smb_holders(server, 'SMBDEAD.SVF')
+    assert len(conn_pids) == 1, f'smbd processes holding the file: {conn_pids}'
+    assert len(staged(mounted.inbox, acked=True)) == 1
+    assert inbox_files(mounted) == {}
+    conn_pid = conn_pids.pop()
+    # What smbd does with the open file when its client vanishes.
+    trace = Strace(conn_pid, os.path.join(server.base, 'smbd-strace.log'),
+                   ['close', 'exit_group', 'fsync', 'fdatasync', 'ftruncate'])
+    try:
+        try:
+            next(steps)
+        except StopIteration:
+            pass
+        wait_until(lambda: conn_pid not in helpers.process_group(server.proc.pid),
+                   timeout=TIMEOUT * 3, what="smbd's connection process to exit")
+    finally:
+        calls = trace.stop()
+    wait_until(lambda: staged(mounted.inbox, acked=True) == [], what='the drop to leave staging')
+    delivered = {n: len(d) for n, d in inbox_files(mounted).items()}
+    closes = [c for c in calls if c.name == 'close' and 'SMBDEAD.SVF' in c.args]
+    exits = [c for c in calls if c.name == 'exit_group']
+    how_closed = ('smbd closed the file itself, with close(2), before exit_group: '
+                  f'{closes} then {exits[:1]}' if closes and exits and
+                  closes[0].start < exits[0].start else
+                  f'smbd did not close the file itself (closes {closes}, exit {exits[:1]})')
+    assert delivered == {}, (
+        f'a torn-down SMB connection delivered {delivered} ({len(part)} bytes written, '
+        f'no SMB CLOSE): {how_closed}; the daemon took that close for an acknowledgement')
+    found = incomplete(mounted.inbox)
+    assert list(found.values()) == [part]
+    assert_quarantine_accounted(mounted)
