@@ -14,7 +14,7 @@ import time
 import pytest
 
 import helpers
-from helpers import TIMEOUT, inbox_contents, incomplete, wait_until
+from helpers import inbox_contents, incomplete, wait_until
 
 
 def _delivered(inbox):

@@ -9,13 +9,11 @@ import json
 import os
 import re
 import select
-import shutil
 import signal
 import subprocess
 import sys
 import time
 
-import pytest
 
 import helpers
 from helpers import SOURCE, TIMEOUT, incomplete, inbox_contents, wait_until

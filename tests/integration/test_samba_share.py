@@ -22,7 +22,7 @@ from helpers import (SMB_SHARE, STATUS_SUCCESS, TIMEOUT, inbox_contents, nt_stat
                      staged, wait_until)
 
 s3 = pytest.importorskip('impacket.smb3structs')
-from impacket.smbconnection import SMB_DIALECT, SessionError, SMBConnection  # noqa: E402
+from impacket.smbconnection import SMB_DIALECT, SessionError  # noqa: E402
 
 STATUS_PENDING = 0x00000103
 NOTIFY_ALL = (s3.FILE_NOTIFY_CHANGE_FILE_NAME | s3.FILE_NOTIFY_CHANGE_DIR_NAME

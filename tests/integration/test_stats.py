@@ -188,7 +188,7 @@ def test_inboxfs_stat_prometheus(mounted, client):
     assert samples['inboxfs_publications_total'] == 1
     assert 'inboxfs_sessions_alive' in samples and 'inboxfs_uptime_s' in samples
     assert samples['inboxfs_publish_latency_bound_seconds{quantile="0.99"}'] > 0
-    assert f'# TYPE inboxfs_drops_total counter' in proc.stdout
+    assert '# TYPE inboxfs_drops_total counter' in proc.stdout
 
 
 def _create_write_unlink_close(path, data):
