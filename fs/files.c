@@ -19,6 +19,7 @@
 #include "log.h"
 #include "names.h"
 #include "stats.h"
+#include "transport.h"
 
 
 static int new_handle(struct fuse_file_info *fi, struct node *n, int fd)
@@ -33,29 +34,15 @@ static int new_handle(struct fuse_file_info *fi, struct node *n, int fd)
 	return 0;
 }
 
-/* A write or truncating open by anyone but root clears set-user-ID, and
- * set-group-ID where group execution is on, as the kernel does for a writer
- * without CAP_FSETID: the daemon writes as root, so the backing filesystem
- * would keep them. (The kernel already asks for it on truncate and chown,
- * and on writes through the page cache; not on direct I/O, nor on an
- * atomic O_TRUNC open.) */
+/* A write or truncating open by a writer without CAP_FSETID clears
+ * set-user-ID, and set-group-ID where group execution is on, as the kernel
+ * does for local files: the daemon writes as root, so the backing
+ * filesystem would keep them. With FUSE_HANDLE_KILLPRIV_V2 the kernel says
+ * per request when (and leaves truncate and chown to op_setattr()); without
+ * it, anyone but root stands in for "without CAP_FSETID" (transport.h). */
 static int kill_setid(uid_t writer, int fd)
 {
-	struct stat st;
-	mode_t mode;
-
-	if (writer == 0)
-		return 0;
-	if (fstat(fd, &st) < 0)
-		return -errno;
-	mode = st.st_mode & 07777;
-	if (mode & S_ISUID)
-		mode &= ~S_ISUID;
-	if ((mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
-		mode &= ~S_ISGID;
-	if (mode != (st.st_mode & 07777) && fchmod(fd, mode) < 0)
-		return -errno;
-	return 0;
+	return transport_kill_suidgid(writer) ? kill_suidgid_fd(fd) : 0;
 }
 
 struct create_arg {
@@ -127,7 +114,7 @@ static int open_beside(fuse_req_t req, struct who *w, struct node *dir, int dirf
 		       const char *name, int flags, mode_t mode)
 {
 	/* New data by a non-root writer: no set-ID bits (see kill_setid()). */
-	mode_t keep = w->uid == 0 ? 07777 : 01777;
+	mode_t keep = transport_kill_suidgid(w->uid) ? 01777 : 07777;
 	struct create_arg a = { dirfd, flags, -1, mode & keep };
 	char placed[NAME_MAX_BYTES + 1], q1[1024], q2[1024];
 	int ret = may_create_in(req, w, dirfd);
@@ -459,6 +446,10 @@ void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len
 	}
 	if (fallocate(h->fd, mode, off, len) < 0)
 		ret = -errno;
+	/* With FUSE_HANDLE_KILLPRIV_V2 the kernel neither clears set-ID bits
+	 * on fallocate nor flags the request: do as a write would. */
+	else if (fuse_req_ctx(req)->uid != 0)
+		ret = kill_suidgid_fd(h->fd);
 	/* Out of space mid-file, as a failed write: the writer cannot trust
 	 * it. (An unsupported mode is only a question answered.) */
 	if (loses_data(-ret))

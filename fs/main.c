@@ -21,6 +21,7 @@
 #include "fs.h"
 #include "log.h"
 #include "stats.h"
+#include "transport.h"
 
 struct cmdline {
 	char *inbox;
@@ -101,13 +102,14 @@ static void usage(FILE *f, const char *prog)
 "    -o max_drops=N         open drops a session may hold, 0: no cap (default 1024)\n"
 "    -o client_mkdir=yes|no\n"
 "                           let clients create directories (default no)\n"
+"%s"
 "\n"
 "general options:\n"
 "    -f                     stay in the foreground, log to stderr\n"
 "    -d                     debug output (implies -f)\n"
 "    -s                     single-threaded\n"
 "    -h, --help             this text\n"
-"    -V, --version          print version\n", prog);
+"    -V, --version          print version\n", prog, transport_usage);
 }
 
 /* A stale mount left by a crashed daemon answers ENOTCONN: unmount it.
@@ -386,7 +388,8 @@ int main(int argc, char *argv[])
 	int ret = 1, fd = -1, sret;
 
 	umask(0);	/* the kernel applied the caller's umask already */
-	if (fuse_opt_parse(&args, &c, inboxfs_opts, NULL) < 0 ||
+	if (transport_opt_parse(&args) < 0 ||
+	    fuse_opt_parse(&args, &c, inboxfs_opts, NULL) < 0 ||
 	    fuse_opt_parse(&args, &c, help_opts, opt_proc) < 0)
 		goto out;
 	if (c.show_help) {
@@ -485,6 +488,8 @@ int main(int argc, char *argv[])
 	if (fuse_session_mount(fs.se, opts.mountpoint) != 0)
 		goto out_signals;
 	raise_readahead(real_mnt);
+	if (transport_start(fs.se, !opts.singlethread) < 0)
+		goto out_unmount;
 	fs.mountpoint = real_mnt;
 	if (fuse_daemonize(opts.foreground) != 0)
 		goto out_unmount;
@@ -514,6 +519,7 @@ int main(int argc, char *argv[])
 	}
 	/* libfuse returns the signal that ended the loop: a requested stop. */
 	ret = !(ret == 0 || ret == SIGTERM || ret == SIGINT || ret == SIGHUP);
+	transport_stop();
 	linger_stop();
 	sessions_shutdown();
 out_unmount:

@@ -17,6 +17,7 @@
 #include "names.h"
 #include "peer.h"
 #include "stats.h"
+#include "transport.h"
 
 struct inboxfs fs;
 /* ---- who is asking ---- */
@@ -264,6 +265,10 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int va
 		if ((fi ? ftruncate(fd, attr->st_size) : truncate(proc, attr->st_size)) < 0)
 			goto fail;
 	}
+	/* FUSE_HANDLE_KILLPRIV_V2: a truncate or chown by a caller without
+	 * CAP_FSETID (transport.c). */
+	if ((valid & FUSE_SET_ATTR_KILL_SUID) && (errno = -kill_suidgid_fd(fd)) != 0)
+		goto fail;
 	if (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
 		struct timespec tv[2] = { { 0, UTIME_OMIT }, { 0, UTIME_OMIT } };
 

@@ -1,0 +1,287 @@
+/* The protocol glue between the kernel and libfuse 3.14: every request and
+ * reply passes through fuse_session_custom_io() (libfuse 3.13 and later),
+ * so that inboxfs can use what the kernel offers and 3.14 cannot ask for.
+ *
+ * Protocol facts relied on (include/uapi/linux/fuse.h; fuse_wire.h):
+ * - INIT (7.36 on): the kernel offers flags | flags2 << 32 (flags2 only
+ *   with FUSE_INIT_EXT); what the reply's flags and flags2 name is what
+ *   the connection uses. libfuse 3.14 builds the 64-byte fuse_init_out
+ *   with flags2 and never sets FUSE_HANDLE_KILLPRIV(_V2) or anything past
+ *   bit 40, so adding them to its reply, when offered, is all it takes.
+ * - FUSE_HANDLE_KILLPRIV_V2 (7.33): the kernel no longer reads
+ *   security.capability before writes (one round trip per written file)
+ *   and no longer clears set-ID bits itself; it tells the daemon to, by
+ *   FUSE_WRITE_KILL_SUIDGID in a WRITE's write_flags, FATTR_KILL_SUIDGID in
+ *   SETATTR (truncate, chown) and FUSE_OPEN_KILL_SUIDGID in an O_TRUNC
+ *   OPEN or CREATE, each set when the caller lacks CAP_FSETID. The
+ *   capability itself the backing filesystem removes when the daemon
+ *   writes, truncates or chowns (for any caller, as for local files).
+ * - A reply's fuse_out_header.unique is its request's; unique 0 is a
+ *   notification. libfuse replies on the thread that read the request
+ *   (inboxfs never replies later), which is what lets a thread-local note
+ *   the request's flags for its handler.
+ * - FUSE_OVER_IO_URING (7.42, kernel 6.14): see uring.c.
+ *
+ * Delete this file, fuse_wire.h and uring.c once the platform's libfuse
+ * knows these (3.18: FUSE_CAP_HANDLE_KILLPRIV_V2 with fi->kill_priv,
+ * FUSE_CAP_OVER_IO_URING). */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysinfo.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "fuse_wire.h"
+#include "log.h"
+#include "transport.h"
+
+struct transport {
+	struct fuse_session *se;
+	int devfd;
+	bool multithreaded;
+	bool uring_allowed;	/* -o uring=no says no */
+	bool uring_on;		/* rings prepared, offered in the INIT reply */
+	bool killpriv_v2;	/* negotiated */
+	uint64_t init_unique;	/* the INIT request being answered, 0: none */
+	uint64_t offered;	/* what its flags offered */
+};
+
+static struct transport tr = { .devfd = -1, .uring_allowed = true };
+
+/* What the request this thread handles asked for (set by the read that
+ * fetched it; the handler runs on the same thread before the next). */
+static __thread bool req_kill_suidgid;
+
+const char transport_usage[] =
+"    -o uring=yes|no        serve requests over io_uring where the kernel offers\n"
+"                           it (fuse enable_uring=1), else /dev/fuse (default yes)\n";
+
+int transport_opt_parse(struct fuse_args *args)
+{
+	char *value = NULL;
+	const struct fuse_opt opts[] = {
+		{ "uring=%s", 0, 1 },
+		FUSE_OPT_END
+	};
+	int ret = 0;
+
+	if (fuse_opt_parse(args, &value, opts, NULL) < 0)
+		return -1;
+	if (value == NULL || strcmp(value, "yes") == 0) {
+		tr.uring_allowed = true;
+	} else if (strcmp(value, "no") == 0) {
+		tr.uring_allowed = false;
+	} else {
+		fprintf(stderr, "inboxfs: uring=%s: expected yes or no\n", value);
+		ret = -1;
+	}
+	free(value);
+	return ret;
+}
+
+bool transport_kill_suidgid(uid_t writer)
+{
+	return tr.killpriv_v2 ? req_kill_suidgid : writer != 0;
+}
+
+int kill_suidgid_fd(int fd)
+{
+	char proc[64];
+	struct stat st;
+	mode_t mode;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return 0;
+	mode = st.st_mode & 07777;
+	mode &= ~(mode_t)S_ISUID;
+	if ((mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+		mode &= ~(mode_t)S_ISGID;
+	if (mode == (st.st_mode & 07777))
+		return 0;
+	/* Through /proc: FD may be an O_PATH descriptor (setattr by name). */
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	return fchmodat(AT_FDCWD, proc, mode, 0) < 0 ? -errno : 0;
+}
+
+/* Read what a request carries that libfuse 3.14 drops. A short or odd
+ * request is left to libfuse, which answers it. */
+void transport_note_request(const void *buf, size_t len)
+{
+	const struct wire_in_header *h = buf;
+	const char *arg = (const char *)buf + sizeof(*h);
+	size_t alen = len - sizeof(*h);
+
+	req_kill_suidgid = false;
+	if (len < sizeof(*h))
+		return;
+	switch (h->opcode) {
+	case WIRE_WRITE:
+		if (alen >= sizeof(struct wire_write_in))
+			req_kill_suidgid = ((const struct wire_write_in *)arg)->write_flags &
+					   WIRE_WRITE_KILL_SUIDGID;
+		break;
+	case WIRE_OPEN:
+		if (alen >= sizeof(struct wire_open_in))
+			req_kill_suidgid = ((const struct wire_open_in *)arg)->open_flags &
+					   WIRE_OPEN_KILL_SUIDGID;
+		break;
+	case WIRE_CREATE:
+		if (alen >= sizeof(struct wire_create_in))
+			req_kill_suidgid = ((const struct wire_create_in *)arg)->open_flags &
+					   WIRE_OPEN_KILL_SUIDGID;
+		break;
+	case WIRE_INIT: {
+		struct wire_init_in in = { 0 };
+
+		memcpy(&in, arg, alen < sizeof(in) ? alen : sizeof(in));
+		tr.offered = in.flags;
+		if ((in.flags & WIRE_INIT_EXT) && alen >= offsetof(struct wire_init_in, unused))
+			tr.offered |= (uint64_t)in.flags2 << 32;
+		tr.init_unique = h->unique;
+		break;
+	}
+	default:
+		break;
+	}
+}
+
+static ssize_t dev_read(int fd, void *buf, size_t len, void *userdata)
+{
+	ssize_t n = read(fd, buf, len);
+
+	if (n > 0)
+		transport_note_request(buf, (size_t)n);
+	return n;
+}
+
+/* Possible CPUs: the kernel makes one queue for each. */
+static unsigned possible_cpus(void)
+{
+	char line[256];
+	unsigned max = 0;
+	bool any = false;
+	FILE *f = fopen("/sys/devices/system/cpu/possible", "re");
+
+	if (f && fgets(line, sizeof(line), f)) {
+		for (char *p = line; *p && *p != '\n';) {
+			char *end;
+			unsigned long a = strtoul(p, &end, 10), b = a;
+
+			if (end == p)
+				break;
+			if (*end == '-')
+				b = strtoul(end + 1, &end, 10);
+			if (b > max || !any)
+				max = (unsigned)b;
+			any = true;
+			p = *end == ',' ? end + 1 : end;
+		}
+	}
+	if (f)
+		fclose(f);
+	return any ? max + 1 : (unsigned)get_nprocs_conf();
+}
+
+/* The INIT reply libfuse built: add what the kernel offered and inboxfs
+ * handles. Called before it is written. */
+static void amend_init_reply(struct wire_init_out *out)
+{
+	uint64_t flags = out->flags | (uint64_t)out->flags2 << 32;
+
+	if (tr.offered & WIRE_HANDLE_KILLPRIV_V2) {
+		flags |= WIRE_HANDLE_KILLPRIV_V2;
+		flags &= ~WIRE_HANDLE_KILLPRIV;
+	}
+	if (!(tr.offered & WIRE_OVER_IO_URING)) {
+		if (tr.uring_allowed && tr.multithreaded)
+			log_info("transport: /dev/fuse (the kernel does not offer io_uring: "
+				 "/sys/module/fuse/parameters/enable_uring is 0 or absent)");
+	} else if (!tr.uring_allowed || !tr.multithreaded) {
+		log_info("transport: /dev/fuse (%s)", tr.uring_allowed ? "single-threaded" : "uring=no");
+	} else if (!(flags & WIRE_INIT_EXT)) {
+		log_info("transport: /dev/fuse (no extended INIT)");
+	} else {
+		size_t pages = (size_t)out->max_pages * (size_t)sysconf(_SC_PAGESIZE);
+		struct uring_geometry g = {
+			.payload = out->max_write > pages ? out->max_write : pages,
+			.queues = possible_cpus(),
+		};
+		int ret;
+
+		if (g.payload < 8192)	/* FUSE_MIN_READ_BUFFER */
+			g.payload = 8192;
+		ret = uring_prepare(tr.se, tr.devfd, &g);
+		if (ret == 0) {
+			flags |= WIRE_OVER_IO_URING;
+			tr.uring_on = true;
+		} else {
+			log_warnx("transport: /dev/fuse (io_uring set-up failed: %s)", strerror(-ret));
+		}
+	}
+	out->flags = (uint32_t)flags;
+	out->flags2 = (uint32_t)(flags >> 32);
+	log_debug("transport: INIT offered 0x%llx, answered 0x%llx",
+		  (unsigned long long)tr.offered, (unsigned long long)flags);
+	tr.killpriv_v2 = flags & WIRE_HANDLE_KILLPRIV_V2;
+}
+
+static ssize_t dev_writev(int fd, struct iovec *iov, int count, void *userdata)
+{
+	const struct wire_out_header *oh = iov[0].iov_base;
+	bool init = false;
+	size_t len = 0;
+	ssize_t n;
+
+	for (int i = 0; i < count; i++)
+		len += iov[i].iov_len;
+	if (count >= 1 && iov[0].iov_len >= sizeof(*oh) && oh->unique != 0) {
+		n = uring_reply(iov, count, len);
+		if (n != -2)
+			return n;
+		if (oh->unique == tr.init_unique && oh->error == 0 && count == 2 &&
+		    iov[1].iov_len == sizeof(struct wire_init_out)) {
+			tr.init_unique = 0;
+			amend_init_reply(iov[1].iov_base);
+			init = true;
+		}
+	}
+	n = writev(fd, iov, count);
+	if (init && tr.uring_on) {
+		if (n < 0) {
+			uring_discard();
+			tr.uring_on = false;
+		} else {
+			uring_run();
+		}
+	}
+	return n;
+}
+
+int transport_start(struct fuse_session *se, bool multithreaded)
+{
+	static const struct fuse_custom_io io = {
+		.read = dev_read,
+		.writev = dev_writev,
+	};
+	int ret;
+
+	tr.se = se;
+	tr.devfd = fuse_session_fd(se);
+	tr.multithreaded = multithreaded;
+	ret = fuse_session_custom_io(se, &io, tr.devfd);
+	if (ret < 0)
+		log_warnx("transport: custom I/O refused: %s", strerror(-ret));
+	return ret;
+}
+
+void transport_stop(void)
+{
+	if (tr.uring_on)
+		uring_stop();
+}

@@ -1,0 +1,61 @@
+/* How requests reach inboxfs and replies leave it: /dev/fuse through
+ * libfuse 3.14's custom I/O, with the protocol features 3.14 does not know
+ * (FUSE_HANDLE_KILLPRIV_V2, FUSE_OVER_IO_URING) added to its INIT reply.
+ * See transport.c; delete both once the platform's libfuse knows them. */
+#ifndef INBOXFS_TRANSPORT_H
+#define INBOXFS_TRANSPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <fuse_lowlevel.h>
+
+/* Takes -o uring=yes|no out of ARGS (libfuse would refuse it). -1 and a
+ * line on stderr if the value is bad. */
+int transport_opt_parse(struct fuse_args *args);
+extern const char transport_usage[];
+
+/* After fuse_session_mount(): every request and reply of SE passes through
+ * here from now on. MULTITHREADED: the session is served by
+ * fuse_session_loop_mt() (io_uring is used only then). */
+int transport_start(struct fuse_session *se, bool multithreaded);
+/* After the session loop returns, before anything it serves is torn down:
+ * stops and joins the io_uring threads. */
+void transport_stop(void);
+
+/* Must the request being handled on this thread clear set-user-ID (and
+ * set-group-ID where group execution is on) of the file it writes,
+ * truncates or opens with O_TRUNC? With FUSE_HANDLE_KILLPRIV_V2 the kernel
+ * says so per request (the writer lacks CAP_FSETID); else the writer's
+ * uid stands in for it (root keeps them). */
+bool transport_kill_suidgid(uid_t writer);
+
+/* Clear set-user-ID, and set-group-ID if group execution is on, of the
+ * regular file at FD (any descriptor, O_PATH too). 0 or -errno. */
+int kill_suidgid_fd(int fd);
+
+/* uring.c: the io_uring transport, driven by transport.c. */
+struct uring_geometry {
+	size_t payload;		/* the kernel's max_payload_sz at least */
+	unsigned queues;	/* possible CPUs: one queue each */
+};
+/* Before the INIT reply: make the rings. 0, or -errno (then nothing is
+ * left behind). */
+int uring_prepare(struct fuse_session *se, int devfd, const struct uring_geometry *g);
+/* After the INIT reply with FUSE_OVER_IO_URING was accepted: register the
+ * ring entries and serve. */
+void uring_run(void);
+/* Before the INIT reply without FUSE_OVER_IO_URING: undo uring_prepare(). */
+void uring_discard(void);
+void uring_stop(void);
+/* If the reply OUT (IOV, COUNT, total LEN) answers the ring request this
+ * thread is handling, commit it there and return LEN or -1 (errno);
+ * else return -2. */
+ssize_t uring_reply(const struct iovec *iov, int count, size_t len);
+
+/* transport.c, for uring.c: look at a request before it is dispatched. */
+void transport_note_request(const void *buf, size_t len);
+
+#endif
