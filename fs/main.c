@@ -112,13 +112,15 @@ static void usage(FILE *f, const char *prog)
 "    -V, --version          print version\n", prog, transport_usage);
 }
 
-/* A stale mount left by a crashed daemon answers ENOTCONN: unmount it.
- * statfs(), because stat() may still be answered from the kernel's cache. */
+/* A stale mount left by a crashed daemon answers ENOTCONN (ECONNABORTED
+ * while the kernel still tears down a dead daemon's io_uring queues):
+ * unmount it. statfs(), because stat() may still be answered from the
+ * kernel's cache. */
 static void clean_stale_mount(const char *path)
 {
 	struct statfs sf;
 
-	if (statfs(path, &sf) == 0 || errno != ENOTCONN)
+	if (statfs(path, &sf) == 0 || (errno != ENOTCONN && errno != ECONNABORTED))
 		return;
 	if (umount2(path, MNT_DETACH) == 0)
 		log_warnx("removed a stale mount at %s", path);
