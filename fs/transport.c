@@ -85,7 +85,8 @@ int transport_opt_parse(struct fuse_args *args)
 
 bool transport_kill_suidgid(uid_t writer)
 {
-	return tr.killpriv_v2 ? req_kill_suidgid : writer != 0;
+	/* Set once, by the INIT reply, before any request that asks. */
+	return __atomic_load_n(&tr.killpriv_v2, __ATOMIC_RELAXED) ? req_kill_suidgid : writer != 0;
 }
 
 int kill_suidgid_fd(int fd)
@@ -109,6 +110,18 @@ int kill_suidgid_fd(int fd)
 	return fchmodat(AT_FDCWD, proc, mode, 0) < 0 ? -errno : 0;
 }
 
+/* What a handler wrote before its reply is seen by the handler of a later
+ * request, maybe on another thread: the kernel orders them (the reply's
+ * system call completes before the next request is read), but only a
+ * shared synchronisation tells ThreadSanitizer so. libfuse's own loop
+ * takes a mutex per request; its io_uring threads share none. */
+static unsigned long reply_seq;
+
+void transport_replied(void)
+{
+	__atomic_fetch_add(&reply_seq, 1, __ATOMIC_RELEASE);
+}
+
 /* Read what a request carries that libfuse 3.14 drops. A short or odd
  * request is left to libfuse, which answers it. */
 void transport_note_request(const void *buf, size_t len)
@@ -117,6 +130,7 @@ void transport_note_request(const void *buf, size_t len)
 	const char *arg = (const char *)buf + sizeof(*h);
 	size_t alen = len - sizeof(*h);
 
+	(void)__atomic_load_n(&reply_seq, __ATOMIC_ACQUIRE);
 	req_kill_suidgid = false;
 	if (len < sizeof(*h))
 		return;
@@ -228,7 +242,7 @@ static void amend_init_reply(struct wire_init_out *out)
 	out->flags2 = (uint32_t)(flags >> 32);
 	log_debug("transport: INIT offered 0x%llx, answered 0x%llx",
 		  (unsigned long long)tr.offered, (unsigned long long)flags);
-	tr.killpriv_v2 = flags & WIRE_HANDLE_KILLPRIV_V2;
+	__atomic_store_n(&tr.killpriv_v2, (flags & WIRE_HANDLE_KILLPRIV_V2) != 0, __ATOMIC_RELAXED);
 }
 
 static ssize_t dev_writev(int fd, struct iovec *iov, int count, void *userdata)
@@ -240,6 +254,7 @@ static ssize_t dev_writev(int fd, struct iovec *iov, int count, void *userdata)
 
 	for (int i = 0; i < count; i++)
 		len += iov[i].iov_len;
+	transport_replied();
 	if (count >= 1 && iov[0].iov_len >= sizeof(*oh) && oh->unique != 0) {
 		n = uring_reply(iov, count, len);
 		if (n != -2)

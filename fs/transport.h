@@ -57,5 +57,6 @@ ssize_t uring_reply(const struct iovec *iov, int count, size_t len);
 
 /* transport.c, for uring.c: look at a request before it is dispatched. */
 void transport_note_request(const void *buf, size_t len);
+void transport_replied(void);
 
 #endif

@@ -28,7 +28,7 @@
  *   libfuse loop keeps running; a torn-down connection completes entries
  *   with -ENOTCONN.
  *
- * Each queue is served by URING_THREADS threads pinned to its CPU, each
+ * Each queue is served by a few threads pinned to its CPU, each
  * with a ring of its own and one entry: a handler that blocks (a durable
  * close's fsync) holds up only its own thread. The threads call
  * fuse_session_process_buf() as libfuse's own loop does; the reply comes
@@ -52,7 +52,13 @@
 #include "log.h"
 #include "transport.h"
 
-#define URING_THREADS 4		/* per queue */
+/* Threads per queue: 4 on small machines, fewer where there are many
+ * CPUs (each costs a ring descriptor, out of the daemon's reserve, and a
+ * payload buffer of max_write). */
+static unsigned threads_per_queue(unsigned queues)
+{
+	return queues <= 8 ? 4 : queues <= 32 ? 2 : 1;
+}
 /* Room before the payload for the in-header and op header, so a request
  * is one contiguous buffer for libfuse without moving its payload. */
 #define HEAD_ROOM 4096
@@ -79,6 +85,7 @@ static struct {
 	int devfd;
 	int stopfd;
 	size_t payload;
+	unsigned per_queue;
 	size_t nthreads;
 	struct ring_thread *threads;
 } ur = { .devfd = -1, .stopfd = -1 };
@@ -270,7 +277,8 @@ int uring_prepare(struct fuse_session *se, int devfd, const struct uring_geometr
 	ur.stopfd = eventfd(0, EFD_CLOEXEC);
 	if (ur.stopfd < 0)
 		return -errno;
-	ur.nthreads = (size_t)g->queues * URING_THREADS;
+	ur.per_queue = threads_per_queue(g->queues);
+	ur.nthreads = (size_t)g->queues * ur.per_queue;
 	ur.threads = calloc(ur.nthreads, sizeof(*ur.threads));
 	if (ur.threads == NULL) {
 		ur.nthreads = 0;
@@ -281,7 +289,7 @@ int uring_prepare(struct fuse_session *se, int devfd, const struct uring_geometr
 		struct ring_thread *t = &ur.threads[i];
 		struct ring_ent *e = &t->ent;
 
-		t->qid = (unsigned)(i / URING_THREADS);
+		t->qid = (unsigned)(i / ur.per_queue);
 		ret = io_uring_queue_init(4, &t->ring, IORING_SETUP_SQE128);
 		if (ret < 0)
 			break;
@@ -317,8 +325,8 @@ void uring_run(void)
 		started += t->started;
 	}
 	if (started == ur.nthreads) {
-		log_info("transport: io_uring, %zu queues, %d threads each",
-			 ur.nthreads / URING_THREADS, URING_THREADS);
+		log_info("transport: io_uring, %zu queues, %u threads each",
+			 ur.nthreads / ur.per_queue, ur.per_queue);
 		return;
 	}
 	/* A queue without an entry would hold every request: make the kernel

@@ -9,6 +9,7 @@ import errno
 import os
 import re
 import stat
+import time
 
 import pytest
 
@@ -48,9 +49,16 @@ def enable_uring():
         yield setter
 
 
-def transport_lines(m):
-    return [line for line in m.log().splitlines() if 'transport: ' in line
-            and 'INIT offered' not in line]
+def transport_lines(m, timeout=10):
+    """The log lines that say which transport serves (written once the INIT
+    reply is out, maybe just after the mount shows)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = [line for line in m.log().splitlines() if 'transport: ' in line
+                 and 'INIT offered' not in line]
+        if lines or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.02)
 
 
 def exercise(m, client):
