@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "fs.h"
+#include "transport.h"
 #include "log.h"
 #include "names.h"
 #include "stats.h"
@@ -41,6 +42,7 @@ struct handle *handle_new(void)
 
 void handle_free(struct handle *h)
 {
+	passthrough_forget(h);
 	if (h->fd >= 0)
 		close(h->fd);
 	free(h);

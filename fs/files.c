@@ -176,12 +176,19 @@ static int observer_open(fuse_req_t req, struct who *w, struct node *n, int flag
 		return fd;
 	}
 	close(fd);
+	fd = passthrough_hold(n);
+	if (fd < 0)
+		return fd;
 	dfd = node_open_parent(n, name, sizeof(name));
-	if (dfd < 0)
+	if (dfd < 0) {
+		passthrough_unhold(n);
 		return -EPERM;	/* nowhere known to put the new data */
+	}
 	fd = open_beside(req, w, NULL, dfd, name, flags, st.st_mode);
 	close(dfd);
 	*redirected = fd >= 0;
+	if (fd < 0)
+		passthrough_unhold(n);
 	return fd;
 }
 
@@ -219,7 +226,15 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fi->noflush = 1;	/* an observer's close has nothing to do */
 	if (new_handle(fi, n, fd) < 0) {
 		close(fd);
+		if (redirected)
+			passthrough_unhold(n);
 		fuse_reply_err(req, ENOMEM);
+		goto out;
+	}
+	fd = passthrough_choose(fi, n, handle_of(fi), w.uid, redirected);
+	if (fd < 0) {
+		handle_free(handle_of(fi));
+		fuse_reply_err(req, -fd);
 		goto out;
 	}
 	if (fuse_reply_open(req, fi) != 0)
@@ -288,6 +303,14 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		close(fd);
 		node_forget(n, 1);
 		fuse_reply_err(req, ENOMEM);
+		goto out;
+	}
+	/* A create's inode is the file it opens, beside or not. */
+	ret = passthrough_choose(fi, n, handle_of(fi), w.uid, false);
+	if (ret < 0) {
+		handle_free(handle_of(fi));
+		node_forget(n, 1);
+		fuse_reply_err(req, -ret);
 		goto out;
 	}
 	if (fuse_reply_create(req, &e, fi) != 0) {

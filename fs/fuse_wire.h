@@ -85,10 +85,21 @@ struct wire_create_in {		/* fuse_create_in */
 };
 
 /* INIT flags (flags, and flags2 shifted up by 32) */
+#define WIRE_WRITEBACK_CACHE	(1ULL << 16)
 #define WIRE_HANDLE_KILLPRIV	(1ULL << 19)
 #define WIRE_HANDLE_KILLPRIV_V2	(1ULL << 28)	/* 7.33 */
 #define WIRE_INIT_EXT		(1ULL << 30)	/* 7.36 */
+#define WIRE_PASSTHROUGH	(1ULL << 37)	/* 7.40 */
 #define WIRE_OVER_IO_URING	(1ULL << 41)	/* 7.42 */
+
+struct wire_open_out {		/* fuse_open_out */
+	uint64_t fh;
+	uint32_t open_flags;
+	int32_t backing_id;	/* 7.40; libfuse 3.14: padding */
+};
+#define WIRE_FOPEN_DIRECT_IO	(1U << 0)
+#define WIRE_FOPEN_NOFLUSH	(1U << 5)	/* 7.35 */
+#define WIRE_FOPEN_PASSTHROUGH	(1U << 7)	/* 7.40 */
 
 #define WIRE_WRITE_KILL_SUIDGID	(1U << 2)	/* write_flags, 7.33 */
 #define WIRE_OPEN_KILL_SUIDGID	(1U << 0)	/* open_flags, 7.33 */

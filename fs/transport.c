@@ -44,6 +44,8 @@ struct transport {
 	int devfd;
 	bool multithreaded;
 	bool uring_allowed;	/* -o uring=no says no */
+	bool passthrough_allowed;	/* -o passthrough=yes */
+	bool passthrough_on;
 	bool uring_on;		/* rings prepared, offered in the INIT reply */
 	bool killpriv_v2;	/* negotiated */
 	uint64_t init_unique;	/* the INIT request being answered, 0: none */
@@ -55,31 +57,57 @@ static struct transport tr = { .devfd = -1, .uring_allowed = true };
 /* What the request this thread handles asked for (set by the read that
  * fetched it; the handler runs on the same thread before the next). */
 static __thread bool req_kill_suidgid;
+static __thread uint64_t req_unique;
+/* The open reply to request .unique is to name backing .id. */
+static __thread struct {
+	uint64_t unique;
+	int id;
+} pt_reply;
+
+void transport_reply_passthrough(int id)
+{
+	pt_reply.unique = req_unique;
+	pt_reply.id = id;
+}
 
 const char transport_usage[] =
 "    -o uring=yes|no        serve requests over io_uring where the kernel offers\n"
-"                           it (fuse enable_uring=1), else /dev/fuse (default yes)\n";
+"                           it (fuse enable_uring=1), else /dev/fuse (default yes)\n"
+"    -o passthrough=yes|no  observers' reads and writes of inbox files go straight\n"
+"                           to the backing file where the kernel can (default no)\n";
+
+static int yes_no(const char *s, bool dflt, bool *out)
+{
+	if (s == NULL)
+		*out = dflt;
+	else if (strcmp(s, "yes") == 0 || strcmp(s, "no") == 0)
+		*out = s[0] == 'y';
+	else
+		return -1;
+	return 0;
+}
 
 int transport_opt_parse(struct fuse_args *args)
 {
-	char *value = NULL;
+	struct { char *uring, *passthrough; } v = { NULL, NULL };
 	const struct fuse_opt opts[] = {
-		{ "uring=%s", 0, 1 },
+		{ "uring=%s", offsetof(typeof(v), uring), 1 },
+		{ "passthrough=%s", offsetof(typeof(v), passthrough), 1 },
 		FUSE_OPT_END
 	};
 	int ret = 0;
 
-	if (fuse_opt_parse(args, &value, opts, NULL) < 0)
+	if (fuse_opt_parse(args, &v, opts, NULL) < 0)
 		return -1;
-	if (value == NULL || strcmp(value, "yes") == 0) {
-		tr.uring_allowed = true;
-	} else if (strcmp(value, "no") == 0) {
-		tr.uring_allowed = false;
-	} else {
-		fprintf(stderr, "inboxfs: uring=%s: expected yes or no\n", value);
+	if (yes_no(v.uring, true, &tr.uring_allowed) < 0) {
+		fprintf(stderr, "inboxfs: uring=%s: expected yes or no\n", v.uring);
+		ret = -1;
+	} else if (yes_no(v.passthrough, false, &tr.passthrough_allowed) < 0) {
+		fprintf(stderr, "inboxfs: passthrough=%s: expected yes or no\n", v.passthrough);
 		ret = -1;
 	}
-	free(value);
+	free(v.uring);
+	free(v.passthrough);
 	return ret;
 }
 
@@ -134,6 +162,7 @@ void transport_note_request(const void *buf, size_t len)
 	req_kill_suidgid = false;
 	if (len < sizeof(*h))
 		return;
+	req_unique = h->unique;
 	switch (h->opcode) {
 	case WIRE_WRITE:
 		if (alen >= sizeof(struct wire_write_in))
@@ -208,6 +237,15 @@ static void amend_init_reply(struct wire_init_out *out)
 {
 	uint64_t flags = out->flags | (uint64_t)out->flags2 << 32;
 
+	if (tr.passthrough_allowed && !(tr.offered & WIRE_PASSTHROUGH))
+		log_info("passthrough: the kernel does not offer it (needs 6.9 and "
+			 "CONFIG_FUSE_PASSTHROUGH)");
+	if (tr.passthrough_allowed && (tr.offered & WIRE_PASSTHROUGH) &&
+	    !(flags & WIRE_WRITEBACK_CACHE)) {
+		flags |= WIRE_PASSTHROUGH;
+		out->max_stack_depth = 1;	/* over a plain filesystem */
+		tr.passthrough_on = true;
+	}
 	if (tr.offered & WIRE_HANDLE_KILLPRIV_V2) {
 		flags |= WIRE_HANDLE_KILLPRIV_V2;
 		flags &= ~WIRE_HANDLE_KILLPRIV;
@@ -256,6 +294,23 @@ static ssize_t dev_writev(int fd, struct iovec *iov, int count, void *userdata)
 		len += iov[i].iov_len;
 	transport_replied();
 	if (count >= 1 && iov[0].iov_len >= sizeof(*oh) && oh->unique != 0) {
+		if (pt_reply.id && oh->unique == pt_reply.unique) {
+			struct wire_open_out *o;
+
+			/* fuse_reply_open() or fuse_reply_create(): the open
+			 * arguments end the reply. */
+			if (oh->error == 0 && count >= 2 &&
+			    iov[count - 1].iov_len >= sizeof(*o)) {
+				o = (void *)((char *)iov[count - 1].iov_base +
+					     iov[count - 1].iov_len - sizeof(*o));
+				/* The kernel refuses a passthrough open with
+				 * any flag but these (FOPEN_KEEP_CACHE: EIO). */
+				o->open_flags &= WIRE_FOPEN_NOFLUSH;
+				o->open_flags |= WIRE_FOPEN_PASSTHROUGH;
+				o->backing_id = pt_reply.id;
+			}
+			pt_reply.id = 0;
+		}
 		n = uring_reply(iov, count, len);
 		if (n != -2)
 			return n;
@@ -267,6 +322,10 @@ static ssize_t dev_writev(int fd, struct iovec *iov, int count, void *userdata)
 		}
 	}
 	n = writev(fd, iov, count);
+	if (init && n >= 0 && tr.passthrough_on) {
+		passthrough_enable(fd);
+		log_info("passthrough: on, for observers' opens of inbox files");
+	}
 	if (init && tr.uring_on) {
 		if (n < 0) {
 			uring_discard();

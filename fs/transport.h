@@ -25,6 +25,27 @@ int transport_start(struct fuse_session *se, bool multithreaded);
  * stops and joins the io_uring threads. */
 void transport_stop(void);
 
+/* passthrough.c: observers' opens of inbox files served by the kernel
+ * straight from the backing file (-o passthrough=yes). */
+void passthrough_enable(int devfd);
+struct handle;
+struct node;
+/* Before the open reply of handle H for node N (REDIRECTED: its data is
+ * another file's, R3, and a hold was taken; or a create's new file):
+ * passthrough where the kernel allows it (then FI
+ * says so); 0 or -errno to answer instead. */
+int passthrough_choose(struct fuse_file_info *fi, const struct node *n, struct handle *h,
+		       uid_t uid, bool redirected);
+/* A redirected open (R3) of N is coming: fails with ETXTBSY while N is
+ * open passthrough (the kernel would refuse it), before its file is made;
+ * unhold if it does not come after all. */
+int passthrough_hold(const struct node *n);
+void passthrough_unhold(const struct node *n);
+/* H is freed: its open is over. */
+void passthrough_forget(const struct handle *h);
+/* transport.c: the open reply to the current request names backing ID. */
+void transport_reply_passthrough(int id);
+
 /* Must the request being handled on this thread clear set-user-ID (and
  * set-group-ID where group execution is on) of the file it writes,
  * truncates or opens with O_TRUNC? With FUSE_HANDLE_KILLPRIV_V2 the kernel

@@ -154,7 +154,7 @@ def offered_flags(m):
 def test_killpriv_v2_spares_a_capability_read_per_write(mount_inboxfs):
     """Through the page cache, the kernel read security.capability before
     every write; with FUSE_HANDLE_KILLPRIV_V2 it asks once per inode."""
-    m = mount_inboxfs(debug=True)
+    m = mount_inboxfs(debug=True, passthrough='no')   # its writes are the daemon's
     offered, answered = offered_flags(m)
     if not offered & KILLPRIV_V2:
         pytest.skip('the kernel does not offer FUSE_HANDLE_KILLPRIV_V2')
@@ -227,3 +227,91 @@ def test_a_non_root_observers_page_cache_writes_clear_setid_each_time(mount_inbo
     assert os.stat(path).st_mode & 0o6000 == 0, oct(os.stat(path).st_mode)
     obs.call(os.close, fd)
     assert errno_of(os.stat, os.path.join(m.mnt, 'nope')) == errno.ENOENT
+
+
+# ------------------------------------------------------------ passthrough
+
+def passthrough_on(m):
+    if 'passthrough: on' not in '\n'.join(transport_lines(m) + m.log().splitlines()):
+        pytest.skip('the kernel does not offer FUSE passthrough')
+
+
+@pytest.fixture
+def pt(mount_inboxfs):
+    m = mount_inboxfs(passthrough='yes', observers=f'root:{OBS_UID}')
+    passthrough_on(m)
+    return m
+
+
+def test_passthrough_reads_and_writes_the_backing_file(pt, client):
+    exercise(pt, client)
+    data = os.urandom(5 * 1024 * 1024)
+    with open(os.path.join(pt.mnt, 'rw'), 'wb') as f:
+        f.write(data)
+    with open(os.path.join(pt.mnt, 'rw'), 'r+b') as f:
+        f.seek(4096)
+        f.write(b'patched')
+        f.flush()
+        f.seek(0)
+        got = f.read()
+    want = data[:4096] + b'patched' + data[4096 + 7:]
+    assert got == want
+    with open(os.path.join(pt.inbox, 'rw'), 'rb') as f:
+        assert f.read() == want
+    assert os.stat(os.path.join(pt.mnt, 'rw')).st_size == len(data)
+    import mmap
+    with open(os.path.join(pt.mnt, 'rw'), 'rb') as f:
+        with mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as mm:
+            assert mm[4096:4103] == b'patched'
+
+
+def test_passthrough_and_a_truncating_open_of_the_same_file(pt):
+    """R3 writes a truncating open's data beside the file; that open cannot
+    be passthrough, and the kernel refuses a non-passthrough open of an
+    inode open passthrough: it fails with ETXTBSY while another opener
+    holds the file, and writes beside as ever once it is closed."""
+    path = os.path.join(pt.mnt, 'f')
+    with open(os.path.join(pt.inbox, 'f'), 'wb') as f:
+        f.write(b'precious')
+    reader = open(path, 'rb')
+    try:
+        assert errno_of(os.open, path, os.O_WRONLY | os.O_TRUNC) == errno.ETXTBSY
+        assert reader.read() == b'precious'
+    finally:
+        reader.close()
+    with open(path, 'wb') as f:
+        f.write(b'new')
+    assert sorted(open(os.path.join(pt.inbox, n), 'rb').read()
+                  for n in pt.backing_files()) == [b'new', b'precious']
+
+
+def test_passthrough_and_a_non_root_writer(pt, as_client):
+    """A non-root observer's writable open is not passthrough (its writes
+    must clear set-ID bits); a root reader meanwhile is not either (the
+    kernel would refuse the mix). Joining a passthrough open, it clears
+    the bits at open."""
+    path = _backing_file(pt, 'prog', 0o6777, b'#!/bin/sh\n' * 100)
+    target = os.path.join(pt.mnt, 'prog')
+    obs = as_client(OBS_UID).session()
+    fd = obs.call(os.open, target, os.O_RDWR)
+    with open(target, 'rb') as f:                 # root, alongside
+        assert f.read(10) == b'#!/bin/sh\n'
+    obs.call(os.pwrite, fd, b'#!', 0)
+    assert os.stat(path).st_mode & 0o6000 == 0
+    obs.call(os.close, fd)
+    os.chmod(path, 0o6777)
+    with open(target, 'rb') as f:                 # root first: passthrough
+        fd = obs.call(os.open, target, os.O_RDWR)
+        assert os.stat(path).st_mode & 0o6000 == 0, oct(os.stat(path).st_mode)
+        obs.call(os.pwrite, fd, b'#!', 0)
+        obs.call(os.close, fd)
+        assert f.read(2) == b'#!'
+
+
+def test_passthrough_never_serves_client_drops(pt, client):
+    """A drop's writes reach the daemon: a full disk still fails it
+    (R11). Here: its bytes are counted, which only the daemon does."""
+    client.call(_drop, os.path.join(pt.mnt, 'C.SVF'), b'x' * 5000)
+    with open(os.path.join(pt.mnt, '.inboxfs-stats')) as f:
+        stats = f.read()
+    assert re.search(r'\bbytes\D+5000\b', stats), stats
