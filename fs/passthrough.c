@@ -21,8 +21,10 @@
  *   other kind, or with another backing, fails with EIO. The daemon
  *   therefore counts, per node, the observers' open handles of each kind
  *   and decides each open under one lock: passthrough where none of the
- *   other kind is open. (It hears of a close at RELEASE, after the kernel
- *   forgot the open: its counts can only be too high, which is safe.)
+ *   other kind is open. It hears of a close at RELEASE, after the kernel
+ *   forgot the open: its counts can only be too high, which is safe, but
+ *   for a redirected open, which waits a while for a passthrough open to
+ *   be released (its caller may have closed it just before).
  * - Passthrough I/O runs with the credentials that registered the backing
  *   file: the daemon's (root, CAP_FSETID), so a write through it keeps
  *   set-ID bits. Only root's opens, and read-only ones, get passthrough;
@@ -37,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fs.h"
@@ -68,11 +71,16 @@ struct pt_handle {
 #define BUCKETS 1024
 static struct {
 	pthread_mutex_t lock;
+	pthread_cond_t released;	/* a node's last passthrough handle */
 	struct pt_node *nodes[BUCKETS];
 	struct pt_handle *handles[BUCKETS];
 	int devfd;
 	bool on;
-} pt = { .lock = PTHREAD_MUTEX_INITIALIZER, .devfd = -1 };
+} pt = { .lock = PTHREAD_MUTEX_INITIALIZER, .released = PTHREAD_COND_INITIALIZER, .devfd = -1 };
+
+/* How long a redirected open waits for the RELEASE of a passthrough open
+ * that its caller may already have closed. */
+#define RELEASE_WAIT_MS 1000
 
 static size_t bucket(const void *p)
 {
@@ -141,11 +149,20 @@ static void backing_close(int id)
 int passthrough_hold(const struct node *n)
 {
 	struct pt_node *pn;
+	struct timespec until;
 	int ret = 0;
 
 	if (!__atomic_load_n(&pt.on, __ATOMIC_RELAXED))
 		return 0;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += RELEASE_WAIT_MS / 1000;
 	pthread_mutex_lock(&pt.lock);
+	/* The kernel forgets an open at close(), and tells the daemon later
+	 * (RELEASE): a file written and closed, then opened with O_TRUNC,
+	 * must not find its own passthrough open in the way. */
+	while ((pn = node_entry(n, false)) && pn->passthrough &&
+	       pthread_cond_timedwait(&pt.released, &pt.lock, &until) == 0)
+		;
 	pn = node_entry(n, true);
 	if (pn == NULL)
 		ret = -ENOMEM;
@@ -257,6 +274,7 @@ void passthrough_forget(const struct handle *h)
 		} else if (--pn->passthrough == 0) {
 			backing_close(pn->backing_id);
 			pn->backing_id = 0;
+			pthread_cond_broadcast(&pt.released);
 		}
 		node_entry_drop(pn);
 	}
