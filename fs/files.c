@@ -386,7 +386,9 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		statsfile_read(req, size, off);
 		return;
 	}
-	buf = read_buf(size);
+	buf = uring_reply_buffer(size);	/* over io_uring: no copy of the reply */
+	if (buf == NULL)
+		buf = read_buf(size);
 	if (buf == NULL) {
 		fuse_reply_err(req, ENOMEM);
 		return;

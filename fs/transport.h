@@ -76,6 +76,11 @@ void uring_stop(void);
  * else return -2. */
 ssize_t uring_reply(const struct iovec *iov, int count, size_t len);
 
+/* Where the reply to the request this thread handles will be copied, if
+ * it is an io_uring request and SIZE fits: a READ's data read there is
+ * not copied again. The request's own payload is gone by then. */
+void *uring_reply_buffer(size_t size);
+
 /* transport.c, for uring.c: look at a request before it is dispatched. */
 void transport_note_request(const void *buf, size_t len);
 void transport_replied(void);

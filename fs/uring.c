@@ -126,6 +126,13 @@ static int submit_cmd(struct ring_thread *t, uint32_t op)
 	return ret < 0 ? ret : 0;
 }
 
+void *uring_reply_buffer(size_t size)
+{
+	struct ring_ent *e = cur_ent;
+
+	return e && !e->committed && size <= ur.payload ? e->buf + HEAD_ROOM : NULL;
+}
+
 ssize_t uring_reply(const struct iovec *iov, int count, size_t len)
 {
 	const struct wire_out_header *oh = iov[0].iov_base;
@@ -144,7 +151,11 @@ ssize_t uring_reply(const struct iovec *iov, int count, size_t len)
 	} else {
 		memcpy(e->hdr.in_out, oh, sizeof(*oh));
 		for (int i = 1; i < count; i++) {
-			memcpy(e->buf + HEAD_ROOM + off, iov[i].iov_base, iov[i].iov_len);
+			char *to = e->buf + HEAD_ROOM + off;
+
+			/* A READ's data may be there already (uring_reply_buffer). */
+			if (iov[i].iov_base != to)
+				memmove(to, iov[i].iov_base, iov[i].iov_len);
 			off += iov[i].iov_len;
 		}
 		e->hdr.ring_ent_in_out.payload_sz = (uint32_t)off;
