@@ -11,6 +11,7 @@
 #include "fs.h"
 #include "names.h"
 #include "stats.h"
+#include "transport.h"
 
 void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
@@ -104,7 +105,9 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		statsfile_read(req, size, off);
 		return;
 	}
-	buf = read_buf(size);
+	buf = uring_reply_buffer(size);	/* over io_uring: no copy of the reply */
+	if (buf == NULL)
+		buf = read_buf(size);
 	if (buf == NULL) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -187,6 +190,10 @@ void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len
 	}
 	if (fallocate(h->fd, mode, off, len) < 0)
 		ret = -errno;
+	/* With FUSE_HANDLE_KILLPRIV_V2 the kernel neither clears set-ID bits
+	 * on fallocate nor flags the request: do as a write would. */
+	else if (fuse_req_ctx(req)->uid != 0)
+		ret = kill_suidgid_fd(h->fd);
 	/* Out of space mid-file, as a failed write: the writer cannot trust
 	 * it. (An unsupported mode is only a question answered.) */
 	if (loses_data(-ret))

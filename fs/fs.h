@@ -1,6 +1,9 @@
 /* fs/: the FUSE low-level operations over core/. Start reading here.
  *
  * Layers (each file calls only those above it in this list):
+ *   transport.c, uring.c, passthrough.c (transport.h)  how requests arrive
+ *                and replies leave: /dev/fuse or io_uring through libfuse
+ *                3.14's custom I/O, KILLPRIV_V2, passthrough for observers
  *   inode.c      the inode table: FUSE node ids, backing inodes, file handles
  *   handles.c    open files (fi->fh) within the descriptor budget (R12)
  *   statsfile.c  the counters as a read-only file at the root

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "fs.h"
+#include "transport.h"
 
 static atomic_uint open_handles;
 /* Every handle, so that those whose RELEASE never came (the kernel may
@@ -39,6 +40,7 @@ struct handle *handle_new(void)
 
 void handle_free(struct handle *h)
 {
+	passthrough_forget(h);
 	pthread_mutex_lock(&open_lock);
 	if (h->prev)
 		h->prev->next = h->next;

@@ -22,6 +22,7 @@
 #include "fs.h"
 #include "log.h"
 #include "stats.h"
+#include "transport.h"
 
 struct cmdline {
 	char *inbox;
@@ -102,22 +103,25 @@ static void usage(FILE *f, const char *prog)
 "    -o max_drops=N         open drops a session may hold, 0: no cap (default 1024)\n"
 "    -o client_mkdir=yes|no\n"
 "                           let clients create directories (default no)\n"
+"%s"
 "\n"
 "general options:\n"
 "    -f                     stay in the foreground, log to stderr\n"
 "    -d                     debug output (implies -f)\n"
 "    -s                     single-threaded\n"
 "    -h, --help             this text\n"
-"    -V, --version          print version\n", prog);
+"    -V, --version          print version\n", prog, transport_usage);
 }
 
-/* A stale mount left by a crashed daemon answers ENOTCONN: unmount it.
- * statfs(), because stat() may still be answered from the kernel's cache. */
+/* A stale mount left by a crashed daemon answers ENOTCONN (ECONNABORTED
+ * while the kernel still tears down a dead daemon's io_uring queues):
+ * unmount it. statfs(), because stat() may still be answered from the
+ * kernel's cache. */
 static void clean_stale_mount(const char *path)
 {
 	struct statfs sf;
 
-	if (statfs(path, &sf) == 0 || errno != ENOTCONN)
+	if (statfs(path, &sf) == 0 || (errno != ENOTCONN && errno != ECONNABORTED))
 		return;
 	if (umount2(path, MNT_DETACH) == 0)
 		log_warnx("removed a stale mount at %s", path);
@@ -433,7 +437,8 @@ int main(int argc, char *argv[])
 	bool served = false;
 
 	umask(0);	/* the kernel applied the caller's umask already */
-	if (fuse_opt_parse(&args, &c, inboxfs_opts, NULL) < 0 ||
+	if (transport_opt_parse(&args) < 0 ||
+	    fuse_opt_parse(&args, &c, inboxfs_opts, NULL) < 0 ||
 	    fuse_opt_parse(&args, &c, help_opts, opt_proc) < 0)
 		goto out;
 	if (c.show_help) {
@@ -533,6 +538,8 @@ int main(int argc, char *argv[])
 	if (fuse_session_mount(fs.se, opts.mountpoint) != 0)
 		goto out_signals;
 	raise_readahead(real_mnt);
+	if (transport_start(fs.se, !opts.singlethread) < 0)
+		goto out_unmount;
 	fs.mountpoint = real_mnt;
 	if (fuse_daemonize(opts.foreground) != 0)
 		goto out_unmount;
@@ -565,6 +572,7 @@ int main(int argc, char *argv[])
 	/* libfuse returns the signal that ended the loop: a requested stop. */
 	log_stop(ret, opts.mountpoint);
 	ret = !(ret == 0 || ret == SIGTERM || ret == SIGINT || ret == SIGHUP);
+	transport_stop();
 	linger_stop();
 	handles_shutdown();
 	dirs_shutdown();

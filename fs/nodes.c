@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "fs.h"
+#include "transport.h"
 #include "names.h"
 
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -132,6 +133,10 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
 		if ((fi ? ftruncate(fd, attr->st_size) : truncate(proc, attr->st_size)) < 0)
 			goto fail;
 	}
+	/* FUSE_HANDLE_KILLPRIV_V2: a truncate or chown by a caller without
+	 * CAP_FSETID (transport.c). */
+	if ((valid & FUSE_SET_ATTR_KILL_SUID) && (errno = -kill_suidgid_fd(fd)) != 0)
+		goto fail;
 	if (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
 		struct timespec tv[2] = { { 0, UTIME_OMIT }, { 0, UTIME_OMIT } };
 

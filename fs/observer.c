@@ -16,30 +16,17 @@
 #include "names.h"
 #include "noclobber.h"
 #include "stats.h"
+#include "transport.h"
 
-/* A write or truncating open by anyone but root clears set-user-ID, and
- * set-group-ID where group execution is on, as the kernel does for a writer
- * without CAP_FSETID: the daemon writes as root, so the backing filesystem
- * would keep them. (The kernel already asks for it on truncate and chown,
- * and on writes through the page cache; not on direct I/O, nor on an
- * atomic O_TRUNC open.) */
+/* A write or truncating open by a writer without CAP_FSETID clears
+ * set-user-ID, and set-group-ID where group execution is on, as the kernel
+ * does for local files: the daemon writes as root, so the backing
+ * filesystem would keep them. With FUSE_HANDLE_KILLPRIV_V2 the kernel says
+ * per request when (and leaves truncate and chown to op_setattr()); without
+ * it, anyone but root stands in for "without CAP_FSETID" (transport.h). */
 int kill_setid(uid_t writer, int fd)
 {
-	struct stat st;
-	mode_t mode;
-
-	if (writer == 0)
-		return 0;
-	if (fstat(fd, &st) < 0)
-		return -errno;
-	mode = st.st_mode & 07777;
-	if (mode & S_ISUID)
-		mode &= ~S_ISUID;
-	if ((mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
-		mode &= ~S_ISGID;
-	if (mode != (st.st_mode & 07777) && fchmod(fd, mode) < 0)
-		return -errno;
-	return 0;
+	return transport_kill_suidgid(writer) ? kill_suidgid_fd(fd) : 0;
 }
 
 struct create_arg {
@@ -111,7 +98,7 @@ static int open_beside(fuse_req_t req, struct who *w, struct node *dir, int dirf
 		       const char *name, int flags, mode_t mode)
 {
 	/* New data by a non-root writer: no set-ID bits (see kill_setid()). */
-	mode_t keep = w->uid == 0 ? 07777 : 01777;
+	mode_t keep = transport_kill_suidgid(w->uid) ? 01777 : 07777;
 	struct create_arg a = { dirfd, flags, -1, mode & keep };
 	char placed[NAME_MAX_BYTES + 1], q1[1024], q2[1024];
 	int ret = may_create_in(req, w, dirfd);
@@ -173,12 +160,19 @@ static int open_existing(fuse_req_t req, struct who *w, struct node *n, int flag
 		return fd;
 	}
 	close(fd);
+	fd = passthrough_hold(n);
+	if (fd < 0)
+		return fd;
 	dfd = node_open_parent(n, name, sizeof(name));
-	if (dfd < 0)
+	if (dfd < 0) {
+		passthrough_unhold(n);
 		return -EPERM;	/* nowhere known to put the new data */
+	}
 	fd = open_beside(req, w, NULL, dfd, name, flags, st.st_mode);
 	close(dfd);
 	*redirected = fd >= 0;
+	if (fd < 0)
+		passthrough_unhold(n);
 	return fd;
 }
 
@@ -244,7 +238,15 @@ void observer_open(fuse_req_t req, struct who *w, struct node *n, struct fuse_fi
 	fi->noflush = 1;	/* an observer's close has nothing to do */
 	if (handle_attach(fi, n, fd) < 0) {
 		close(fd);
+		if (redirected)
+			passthrough_unhold(n);
 		fuse_reply_err(req, EMFILE);
+		return;
+	}
+	fd = passthrough_choose(fi, n, handle_of(fi), w->uid, redirected);
+	if (fd < 0) {
+		handle_free(handle_of(fi));
+		fuse_reply_err(req, -fd);
 		return;
 	}
 	if (fuse_reply_open(req, fi) != 0)
@@ -304,6 +306,14 @@ void observer_create(fuse_req_t req, struct who *w, struct node *dir, const char
 		close(fd);
 		node_forget(n, 1);
 		fuse_reply_err(req, EMFILE);
+		return;
+	}
+	/* A create's inode is the file it opens, beside or not. */
+	ret = passthrough_choose(fi, n, handle_of(fi), w->uid, false);
+	if (ret < 0) {
+		handle_free(handle_of(fi));
+		node_forget(n, 1);
+		fuse_reply_err(req, -ret);
 		return;
 	}
 	if (fuse_reply_create(req, &e, fi) != 0) {

@@ -10,7 +10,7 @@ names of helpers.posix, which are imported from there."""
 from .env import (CLIENT_UID, INBOXFS_BIN, LONG, OBSERVER_UID, OTHER_UID,
                   SMB_CONSUMER_PASSWORD, SMB_CONSUMER_SHARE, SMB_CONSUMER_USER,
                   SMB_FORCE_USER, SMB_PASSWORD, SMB_SHARE, SMB_USER, SOURCE,
-                  STATUS_OBJECT_NAME_COLLISION, STATUS_SUCCESS, TIMEOUT, WRAPPER,
+                  STATUS_OBJECT_NAME_COLLISION, STATUS_SUCCESS, TIMEOUT, WRAPPER, DEFAULT_OPTS,
                   ensure_system_user, free_port, is_build_dir, make_base_dir)
 from .procs import (drop_privileges, inboxfs_daemons, kernel_stacks, open_files,
                     process_group, processes, read_log, reap, stop_process, task_ids,

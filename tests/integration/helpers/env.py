@@ -22,6 +22,10 @@ LONG = os.environ.get('INBOXFS_LONG', '') not in ('', '0')
 # --error-exitcode=99"; everything then takes longer.
 WRAPPER = shlex.split(os.environ.get('INBOXFS_WRAPPER', ''))
 TIMEOUT = 10.0 * (10 if WRAPPER else 1)
+# INBOXFS_OPTS="passthrough=yes,...": options every mount gets unless its
+# test sets them (to run the suite with a feature on).
+DEFAULT_OPTS = dict(o.split('=', 1) if '=' in o else (o, True)
+                    for o in os.environ.get('INBOXFS_OPTS', '').split(',') if o)
 
 # Uids without a passwd entry, far from system and login accounts.
 CLIENT_UID = 60001

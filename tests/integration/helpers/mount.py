@@ -119,7 +119,7 @@ class Mount:
         argv = helpers.WRAPPER + [INBOXFS_BIN, '-f']
         if self.debug:
             argv.append('-d')
-        options = format_options(self.opts)
+        options = format_options({**helpers.DEFAULT_OPTS, **self.opts})
         if options:
             argv += ['-o', options]
         return argv + self.args + [self.inbox, self.mnt]

@@ -1,0 +1,88 @@
+/* How requests reach inboxfs and replies leave it: /dev/fuse through
+ * libfuse 3.14's custom I/O, with the protocol features 3.14 does not know
+ * (FUSE_HANDLE_KILLPRIV_V2, FUSE_OVER_IO_URING) added to its INIT reply.
+ * See transport.c; delete both once the platform's libfuse knows them. */
+#ifndef INBOXFS_TRANSPORT_H
+#define INBOXFS_TRANSPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <fuse_lowlevel.h>
+
+/* Takes -o uring=yes|no out of ARGS (libfuse would refuse it). -1 and a
+ * line on stderr if the value is bad. */
+int transport_opt_parse(struct fuse_args *args);
+extern const char transport_usage[];
+
+/* After fuse_session_mount(): every request and reply of SE passes through
+ * here from now on. MULTITHREADED: the session is served by
+ * fuse_session_loop_mt() (io_uring is used only then). */
+int transport_start(struct fuse_session *se, bool multithreaded);
+/* After the session loop returns, before anything it serves is torn down:
+ * stops and joins the io_uring threads. */
+void transport_stop(void);
+
+/* passthrough.c: observers' opens of inbox files served by the kernel
+ * straight from the backing file (-o passthrough=yes). */
+void passthrough_enable(int devfd);
+struct handle;
+struct node;
+/* Before the open reply of handle H for node N (REDIRECTED: its data is
+ * another file's, R3, and a hold was taken; or a create's new file):
+ * passthrough where the kernel allows it (then FI
+ * says so); 0 or -errno to answer instead. */
+int passthrough_choose(struct fuse_file_info *fi, const struct node *n, struct handle *h,
+		       uid_t uid, bool redirected);
+/* A redirected open (R3) of N is coming: fails with ETXTBSY while N is
+ * open passthrough (the kernel would refuse it), before its file is made;
+ * unhold if it does not come after all. */
+int passthrough_hold(const struct node *n);
+void passthrough_unhold(const struct node *n);
+/* H is freed: its open is over. */
+void passthrough_forget(const struct handle *h);
+/* transport.c: the open reply to the current request names backing ID. */
+void transport_reply_passthrough(int id);
+
+/* Must the request being handled on this thread clear set-user-ID (and
+ * set-group-ID where group execution is on) of the file it writes,
+ * truncates or opens with O_TRUNC? With FUSE_HANDLE_KILLPRIV_V2 the kernel
+ * says so per request (the writer lacks CAP_FSETID); else the writer's
+ * uid stands in for it (root keeps them). */
+bool transport_kill_suidgid(uid_t writer);
+
+/* Clear set-user-ID, and set-group-ID if group execution is on, of the
+ * regular file at FD (any descriptor, O_PATH too). 0 or -errno. */
+int kill_suidgid_fd(int fd);
+
+/* uring.c: the io_uring transport, driven by transport.c. */
+struct uring_geometry {
+	size_t payload;		/* the kernel's max_payload_sz at least */
+	unsigned queues;	/* possible CPUs: one queue each */
+};
+/* Before the INIT reply: make the rings. 0, or -errno (then nothing is
+ * left behind). */
+int uring_prepare(struct fuse_session *se, int devfd, const struct uring_geometry *g);
+/* After the INIT reply with FUSE_OVER_IO_URING was accepted: register the
+ * ring entries and serve. */
+void uring_run(void);
+/* Before the INIT reply without FUSE_OVER_IO_URING: undo uring_prepare(). */
+void uring_discard(void);
+void uring_stop(void);
+/* If the reply OUT (IOV, COUNT, total LEN) answers the ring request this
+ * thread is handling, commit it there and return LEN or -1 (errno);
+ * else return -2. */
+ssize_t uring_reply(const struct iovec *iov, int count, size_t len);
+
+/* Where the reply to the request this thread handles will be copied, if
+ * it is an io_uring request and SIZE fits: a READ's data read there is
+ * not copied again. The request's own payload is gone by then. */
+void *uring_reply_buffer(size_t size);
+
+/* transport.c, for uring.c: look at a request before it is dispatched. */
+void transport_note_request(const void *buf, size_t len);
+void transport_replied(void);
+
+#endif

@@ -1,0 +1,329 @@
+"""The transport (fs/transport.c, fs/uring.c; issue 14): FUSE over io_uring
+where the kernel offers it, /dev/fuse otherwise, with one log line saying
+which; FUSE_HANDLE_KILLPRIV_V2 negotiated, set-ID bits still cleared as the
+kernel would. Tests that change the fuse module's enable_uring restore it,
+whatever happens (the enable_uring fixture)."""
+
+import contextlib
+import errno
+import os
+import re
+import stat
+import time
+
+import pytest
+
+from helpers import errno_of
+
+ENABLE_URING = '/sys/module/fuse/parameters/enable_uring'
+KILLPRIV_V2 = 1 << 28
+OBS_UID = 60010
+
+
+@contextlib.contextmanager
+def uring_param(value):
+    """enable_uring set to VALUE for the block, then restored."""
+    if not os.path.exists(ENABLE_URING):
+        pytest.skip('this kernel has no FUSE over io_uring')
+    with open(ENABLE_URING) as f:
+        old = f.read().strip()
+    try:
+        with open(ENABLE_URING, 'w') as f:
+            f.write('1' if value else '0')
+        yield
+    finally:
+        with open(ENABLE_URING, 'w') as f:
+            f.write('1' if old in ('Y', '1') else '0')
+
+
+@pytest.fixture
+def enable_uring():
+    """enable_uring(True|False): set for the rest of the test, restored at
+    teardown even if the test fails."""
+    stack = contextlib.ExitStack()
+
+    def setter(value):
+        stack.enter_context(uring_param(value))
+
+    with stack:
+        yield setter
+
+
+def transport_lines(m, timeout=10):
+    """The log lines that say which transport serves (written once the INIT
+    reply is out, maybe just after the mount shows)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = [line for line in m.log().splitlines() if 'transport: ' in line
+                 and 'INIT offered' not in line]
+        if lines or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.02)
+
+
+def exercise(m, client):
+    """A client drop, an observer's file written and read back in 1 MiB
+    pieces (the largest requests), a directory listing."""
+    assert client.call(_drop, os.path.join(m.mnt, 'A.SVF'), b'drop') is None
+    big = os.urandom(3 * 1024 * 1024 + 17)
+    with open(os.path.join(m.mnt, 'big'), 'wb') as f:
+        f.write(big)
+    with open(os.path.join(m.mnt, 'big'), 'rb') as f:
+        assert f.read() == big
+    with open(os.path.join(m.inbox, 'A.SVF'), 'rb') as f:
+        assert f.read() == b'drop'
+    assert {'A.SVF', 'big'} <= set(os.listdir(m.mnt))
+
+
+def _drop(path, data):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------- io_uring
+
+def test_io_uring_serves_when_the_kernel_offers_it(mount_inboxfs, client, enable_uring):
+    enable_uring(True)
+    m = mount_inboxfs()
+    assert [line for line in transport_lines(m) if 'io_uring' in line], m.log()
+    exercise(m, client)
+
+
+def test_fallback_to_dev_fuse_when_enable_uring_is_0(mount_inboxfs, client, enable_uring):
+    enable_uring(False)
+    m = mount_inboxfs()
+    lines = transport_lines(m)
+    assert len(lines) == 1 and '/dev/fuse' in lines[0] and 'enable_uring' in lines[0], lines
+    exercise(m, client)
+
+
+def test_uring_no_keeps_dev_fuse(mount_inboxfs, client, enable_uring):
+    enable_uring(True)
+    m = mount_inboxfs(uring='no')
+    lines = transport_lines(m)
+    assert len(lines) == 1 and '/dev/fuse (uring=no)' in lines[0], lines
+    exercise(m, client)
+
+
+def test_a_bad_uring_value_is_refused(run_inboxfs, tmp_path):
+    (tmp_path / 'inbox').mkdir()
+    (tmp_path / 'mnt').mkdir()
+    proc = run_inboxfs('-f', '-o', 'uring=maybe', tmp_path / 'inbox', tmp_path / 'mnt')
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == ['inboxfs: uring=maybe: expected yes or no']
+
+
+def test_io_uring_crash_and_recovery(mount_inboxfs, client, enable_uring):
+    """kill -9 while serving over io_uring: the next start (over the stale
+    mount) recovers and serves again."""
+    enable_uring(True)
+    m = mount_inboxfs()
+    s = client.session()
+    s.call(_drop, os.path.join(m.mnt, 'B.SVF'), b'before')
+    m.crash()
+    m.start()
+    assert [line for line in transport_lines(m) if 'io_uring' in line], m.log()
+    exercise(m, client)
+    with open(os.path.join(m.inbox, 'B.SVF'), 'rb') as f:
+        assert f.read() == b'before'
+
+
+def test_io_uring_many_writers(mount_inboxfs, as_client, enable_uring):
+    """More concurrent requests than ring entries: all are served."""
+    enable_uring(True)
+    m = mount_inboxfs(sync='close')
+    procs = [as_client(60100 + i).popen(
+        ['/bin/sh', '-c', f'for n in $(seq 40); do echo {i}-$n > {m.mnt}/m{i}-$n.SVF; done'])
+        for i in range(12)]
+    for p in procs:
+        assert p.wait(timeout=120) == 0
+    assert len(m.backing_files()) == 12 * 40
+
+
+# ------------------------------------------------- FUSE_HANDLE_KILLPRIV_V2
+
+def offered_flags(m):
+    found = re.search(r'INIT offered 0x([0-9a-f]+), answered 0x([0-9a-f]+)', m.log())
+    assert found, m.log()
+    return int(found.group(1), 16), int(found.group(2), 16)
+
+
+def test_killpriv_v2_spares_a_capability_read_per_write(mount_inboxfs):
+    """Through the page cache, the kernel read security.capability before
+    every write; with FUSE_HANDLE_KILLPRIV_V2 it asks once per inode."""
+    m = mount_inboxfs(debug=True, passthrough='no')   # its writes are the daemon's
+    offered, answered = offered_flags(m)
+    if not offered & KILLPRIV_V2:
+        pytest.skip('the kernel does not offer FUSE_HANDLE_KILLPRIV_V2')
+    assert answered & KILLPRIV_V2
+    fd = os.open(os.path.join(m.mnt, 'f'), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        for _ in range(40):
+            os.write(fd, b'y' * 4096)
+    finally:
+        os.close(fd)
+    ops = re.findall(r'opcode: (\w+)', m.log())
+    assert ops.count('WRITE') >= 40
+    assert ops.count('GETXATTR') <= 1, ops.count('GETXATTR')
+
+
+def _backing_file(m, name, mode, data=b'#!/bin/sh\n'):
+    path = os.path.join(m.inbox, name)
+    with open(path, 'wb') as f:
+        f.write(data)
+    os.chmod(path, mode)
+    return path
+
+
+@pytest.mark.parametrize('how', ['truncate', 'write', 'truncating-open', 'fallocate'])
+def test_root_keeps_setid(mount_inboxfs, how):
+    """Root (CAP_FSETID) keeps set-ID bits on everything but chown."""
+    m = mount_inboxfs()
+    path = _backing_file(m, 'prog', 0o6775, b'' if how == 'truncating-open' else b'#!/bin/sh\n')
+    target = os.path.join(m.mnt, 'prog')
+    if how == 'truncate':
+        os.truncate(target, 3)
+    elif how == 'write':
+        fd = os.open(target, os.O_RDWR)
+        os.pwrite(fd, b'#!', 0)
+        os.close(fd)
+    elif how == 'truncating-open':
+        os.close(os.open(target, os.O_WRONLY | os.O_TRUNC))
+    else:
+        fd = os.open(target, os.O_WRONLY)
+        os.posix_fallocate(fd, 0, 8192)
+        os.close(fd)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o6775
+
+
+@pytest.mark.parametrize('uid', [0, OBS_UID], ids=['root', 'observer'])
+def test_chown_clears_setuid_as_on_a_local_file(mount_inboxfs, as_client, uid):
+    m = mount_inboxfs(observers=f'root:{OBS_UID}')
+    path = _backing_file(m, 'prog', 0o6755)
+    os.chown(path, OBS_UID, OBS_UID)
+    os.chmod(path, 0o6755)
+    target = os.path.join(m.mnt, 'prog')
+    if uid == 0:
+        os.chown(target, OBS_UID, OBS_UID)
+    else:
+        as_client(uid).call(os.chown, target, OBS_UID, OBS_UID)
+    assert os.stat(path).st_mode & (stat.S_ISUID | stat.S_ISGID) == 0, oct(os.stat(path).st_mode)
+
+
+def test_a_non_root_observers_page_cache_writes_clear_setid_each_time(mount_inboxfs, as_client):
+    """Set again between two writes of one open file, the bits are cleared
+    again (the kernel's once-per-inode shortcut must not skip it)."""
+    m = mount_inboxfs(observers=f'root:{OBS_UID}')
+    path = _backing_file(m, 'prog', 0o6777)
+    obs = as_client(OBS_UID).session()
+    fd = obs.call(os.open, os.path.join(m.mnt, 'prog'), os.O_RDWR)
+    obs.call(os.pwrite, fd, b'#!', 0)
+    assert os.stat(path).st_mode & 0o6000 == 0
+    os.chmod(os.path.join(m.mnt, 'prog'), 0o6777)     # root, through the mount
+    obs.call(os.pwrite, fd, b'#!', 0)
+    assert os.stat(path).st_mode & 0o6000 == 0, oct(os.stat(path).st_mode)
+    obs.call(os.close, fd)
+    assert errno_of(os.stat, os.path.join(m.mnt, 'nope')) == errno.ENOENT
+
+
+# ------------------------------------------------------------ passthrough
+
+def passthrough_on(m):
+    if 'passthrough: on' not in '\n'.join(transport_lines(m) + m.log().splitlines()):
+        pytest.skip('the kernel does not offer FUSE passthrough')
+
+
+@pytest.fixture
+def pt(mount_inboxfs):
+    m = mount_inboxfs(passthrough='yes', observers=f'root:{OBS_UID}')
+    passthrough_on(m)
+    return m
+
+
+def test_passthrough_reads_and_writes_the_backing_file(pt, client):
+    exercise(pt, client)
+    data = os.urandom(5 * 1024 * 1024)
+    with open(os.path.join(pt.mnt, 'rw'), 'wb') as f:
+        f.write(data)
+    with open(os.path.join(pt.mnt, 'rw'), 'r+b') as f:
+        f.seek(4096)
+        f.write(b'patched')
+        f.flush()
+        f.seek(0)
+        got = f.read()
+    want = data[:4096] + b'patched' + data[4096 + 7:]
+    assert got == want
+    with open(os.path.join(pt.inbox, 'rw'), 'rb') as f:
+        assert f.read() == want
+    assert os.stat(os.path.join(pt.mnt, 'rw')).st_size == len(data)
+    import mmap
+    with open(os.path.join(pt.mnt, 'rw'), 'rb') as f:
+        with mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as mm:
+            assert mm[4096:4103] == b'patched'
+
+
+def test_passthrough_and_a_truncating_open_of_the_same_file(pt):
+    """R3 writes a truncating open's data beside the file; that open cannot
+    be passthrough, and the kernel refuses a non-passthrough open of an
+    inode open passthrough: it fails with ETXTBSY while another opener
+    holds the file, and writes beside as ever once it is closed."""
+    path = os.path.join(pt.mnt, 'f')
+    with open(os.path.join(pt.inbox, 'f'), 'wb') as f:
+        f.write(b'precious')
+    reader = open(path, 'rb')
+    try:
+        assert errno_of(os.open, path, os.O_WRONLY | os.O_TRUNC) == errno.ETXTBSY
+        assert reader.read() == b'precious'
+    finally:
+        reader.close()
+    with open(path, 'wb') as f:
+        f.write(b'new')
+    assert sorted(open(os.path.join(pt.inbox, n), 'rb').read()
+                  for n in pt.backing_files()) == [b'new', b'precious']
+
+
+def test_passthrough_rewrite_right_after_close(pt):
+    """close() returns before the daemon hears of it (RELEASE): a file
+    written and closed, then rewritten at once, is written beside, never
+    refused (the ThreadSanitizer build showed the ETXTBSY)."""
+    for i in range(40):
+        path = os.path.join(pt.mnt, f'f{i}')
+        for v in (b'old', b'new'):
+            with open(path, 'wb') as f:
+                f.write(v)
+    assert len(pt.backing_files()) == 80
+
+
+def test_passthrough_and_a_non_root_writer(pt, as_client):
+    """A non-root observer's writable open is not passthrough (its writes
+    must clear set-ID bits); a root reader meanwhile is not either (the
+    kernel would refuse the mix). Joining a passthrough open, it clears
+    the bits at open."""
+    path = _backing_file(pt, 'prog', 0o6777, b'#!/bin/sh\n' * 100)
+    target = os.path.join(pt.mnt, 'prog')
+    obs = as_client(OBS_UID).session()
+    fd = obs.call(os.open, target, os.O_RDWR)
+    with open(target, 'rb') as f:                 # root, alongside
+        assert f.read(10) == b'#!/bin/sh\n'
+    obs.call(os.pwrite, fd, b'#!', 0)
+    assert os.stat(path).st_mode & 0o6000 == 0
+    obs.call(os.close, fd)
+    os.chmod(path, 0o6777)
+    with open(target, 'rb') as f:                 # root first: passthrough
+        fd = obs.call(os.open, target, os.O_RDWR)
+        assert os.stat(path).st_mode & 0o6000 == 0, oct(os.stat(path).st_mode)
+        obs.call(os.pwrite, fd, b'#!', 0)
+        obs.call(os.close, fd)
+        assert f.read(2) == b'#!'
+
+
+def test_passthrough_never_serves_client_drops(pt, client):
+    """A drop's writes reach the daemon: a full disk still fails it
+    (R11). Here: its bytes are counted, which only the daemon does."""
+    client.call(_drop, os.path.join(pt.mnt, 'C.SVF'), b'x' * 5000)
+    with open(os.path.join(pt.mnt, '.inboxfs-stats')) as f:
+        stats = f.read()
+    assert re.search(r'\bbytes\D+5000\b', stats), stats
