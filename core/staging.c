@@ -281,11 +281,11 @@ static int publish_from(struct staging *st, int srcfd, const char *name, int dir
 
 	if (ret < 0 || !st->sync)
 		return ret;
-	/* The new entry, durable before the writer is told: if it cannot be
-	 * made so, the publication is undone and fails (a close that fails
+	/* The new entry, durable before the writer is told: if the disk
+	 * fails it, the publication is undone and fails (a close that fails
 	 * is never delivered). Once undone is impossible (the consumer took
 	 * it already), it is the consumer's. */
-	if (fsync(dirfd) < 0) {
+	if (fsync(dirfd) < 0 && (errno == EIO || errno == ENOSPC || errno == EDQUOT)) {
 		int err = -errno;
 
 		errno = -err;
@@ -393,7 +393,7 @@ static int open_origin_dir(int inbox_fd, const struct origin *o)
 	h.fh.handle_type = o->handle_type;
 	h.fh.handle_bytes = o->handle_bytes;
 	memcpy(h.fh.f_handle, o->handle, o->handle_bytes);
-	return open_by_handle_at(inbox_fd, &h.fh, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	return open_by_handle_at(inbox_fd, &h.fh, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 }
 
 static int quarantine_from(struct staging *st, int srcfd, const char *name,
