@@ -77,7 +77,7 @@ out:
 }
 
 void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
-		       struct fuse_file_info *fi)
+		struct fuse_file_info *fi)
 {
 	enum drop_change what = (valid & FUSE_SET_ATTR_SIZE) ? DROP_CHANGE_DATA : DROP_CHANGE_META;
 	struct node *n = node_of(ino);
