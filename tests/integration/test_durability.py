@@ -6,6 +6,7 @@ BACKING inbox, by content (helpers/messages.py).
 
 The crash storm and the full disk are in test_faults.py."""
 
+import errno
 import hashlib
 import os
 import re
@@ -412,3 +413,58 @@ def test_smb_connection_torn_down_mid_write_delivers_nothing(mounted, samba, how
     found = incomplete(mounted.inbox)
     assert list(found.values()) == [part]
     assert_quarantine_accounted(mounted)
+
+
+# An fsync() that fails with EIO on directories while FLAG exists: the disk
+# failing the publication's directory sync.
+FAIL_DIR_SYNC = r'''
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int fsync(int fd)
+{
+	static int (*real)(int);
+	const char *flag = getenv("INBOXFS_FAIL_DIRSYNC");
+	struct stat st;
+
+	if (!real)
+		real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+	if (flag && access(flag, F_OK) == 0 && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+		errno = EIO;
+		return -1;
+	}
+	return real(fd);
+}
+'''
+
+
+def test_publication_whose_directory_sync_fails_is_undone(mount_inboxfs, client, tmp_path,
+                                                          monkeypatch):
+    """R5/R6: when the disk fails the directory sync after a drop was moved
+    into the inbox, the publication is undone and the writer's close fails:
+    the message is not delivered (it is quarantined), nothing is swallowed.
+    A failing fsync() is interposed with LD_PRELOAD."""
+    src, lib, flag = tmp_path / 'faildirsync.c', tmp_path / 'faildirsync.so', tmp_path / 'fail'
+    src.write_text(FAIL_DIR_SYNC)
+    subprocess.run(['cc', '-shared', '-fPIC', '-o', str(lib), str(src), '-ldl'], check=True,
+                   timeout=TIMEOUT * 6)
+    monkeypatch.setattr(helpers, 'WRAPPER', [
+        'env', f'LD_PRELOAD={lib}', f'INBOXFS_FAIL_DIRSYNC={flag}',
+        'ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=1'] + helpers.WRAPPER)
+    m = mount_inboxfs()
+    m.allow_log(r'fsync of the directory|Input/output error|quarantine')
+    path = os.path.join(m.mnt, 'D.SVF')
+    client.call(helpers.create_excl, path, b'first, delivered')
+    flag.write_text('')
+    err = helpers.errno_of(client.call, helpers.create_excl, path, b'second, not delivered')
+    flag.unlink()
+    client.call(helpers.create_excl, path, b'third, delivered')
+    assert err == errno.EIO
+    delivered = sorted(inbox_files(m).values())
+    assert delivered == [b'first, delivered', b'third, delivered'], delivered
+    wait_until(lambda: list(incomplete(m.inbox).values()) == [b'second, not delivered'],
+               what='the undone drop quarantined')
