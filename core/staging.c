@@ -360,27 +360,19 @@ int stage_get_origin(int dirfd, const char *name, struct origin *o)
 	return name_check(o->name) < 0 ? -EINVAL : 0;
 }
 
-static int stage_rename_state(struct staging *st, char name[STAGE_NAME_MAX], char state)
+int stage_ack(struct staging *st, char name[STAGE_NAME_MAX])
 {
 	char to[STAGE_NAME_MAX];
 
-	snprintf(to, sizeof(to), "%c%s", state, name + 1);
+	snprintf(to, sizeof(to), "a%s", name + 1);
 	if (renameat(st->dirfd, name, st->dirfd, to) < 0)
 		return -errno;
+	/* Renamed: NAME follows, even if the rename cannot be made durable,
+	 * so that a failed acknowledgement quarantines the file it is now. */
+	strcpy(name, to);
 	if (st->sync && fsync(st->dirfd) < 0)
 		return -errno;
-	strcpy(name, to);
 	return 0;
-}
-
-int stage_ack(struct staging *st, char name[STAGE_NAME_MAX])
-{
-	return stage_rename_state(st, name, 'a');
-}
-
-int stage_unack(struct staging *st, char name[STAGE_NAME_MAX])
-{
-	return stage_rename_state(st, name, 'd');
 }
 
 static int open_origin_dir(int inbox_fd, const struct origin *o)

@@ -82,11 +82,11 @@ void stage_clear_origin(int fd);
 int stage_get_origin(int dirfd, const char *name, struct origin *o);
 
 /* A staged file is "d.*" while being written and "a.*" once its writer's
- * close was acknowledged without it being published yet (an empty drop
- * waits for its release). Recovery delivers a.* and quarantines d.*.
- * These rename it between the two states, updating NAME. */
+ * close was acknowledged without it being published yet (a lingering
+ * drop). Recovery delivers a.* and quarantines d.*. This renames d.* to
+ * a.*, updating NAME once renamed; an acknowledgement is never taken back
+ * (core/drop.h). */
 int stage_ack(struct staging *st, char name[STAGE_NAME_MAX]);
-int stage_unack(struct staging *st, char name[STAGE_NAME_MAX]);
 
 struct recovery {
 	unsigned published, quarantined, failed;
