@@ -384,7 +384,7 @@ int task_state(pid_t tid)
 
 enum { PEER_UNKNOWN, PEER_NONE, PEER_WATCHED };
 
-bool session_connection_lost(struct session *s)
+void session_peer(struct session *s, struct peer *out)
 {
 	struct peer p;
 	int state, ret;
@@ -404,18 +404,12 @@ bool session_connection_lost(struct session *s)
 			s->peer = p;
 			s->peer_state = ret > 0 ? PEER_WATCHED : PEER_NONE;
 		}
+		state = s->peer_state;
+		p = s->peer;
 		pthread_mutex_unlock(&lock);
-		return false;
 	}
-	return state == PEER_WATCHED && peer_lost(&p);
-}
-
-void session_peer(struct session *s, struct peer *out)
-{
-	pthread_mutex_lock(&lock);
-	if (s->peer_state == PEER_WATCHED)
-		*out = s->peer;
+	if (state == PEER_WATCHED)
+		*out = p;
 	else
 		memset(out, 0, sizeof(*out));
-	pthread_mutex_unlock(&lock);
 }

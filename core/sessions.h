@@ -59,13 +59,11 @@ int task_state(pid_t tid);
 /* A session that is an SMB server process (smbd serves one SMB connection
  * per process) is tied to that connection: when it drops mid-copy, smbd
  * closes the open files itself, exactly as for a client's CLOSE, and only
- * the connection tells the two apart. The first call looks for the
- * process's connection (peer_watch(): smbd processes only, by socket inode,
- * holding nothing of it); later calls return true once that connection is
- * no longer established. False for any other session. */
-bool session_connection_lost(struct session *s);
-/* The connection found by session_connection_lost() (ino 0: none), which
- * each drop keeps: it names the client in log lines. */
+ * the connection tells the two apart. This copies that connection into
+ * *OUT (ino 0: none, any other session), looked for once per session
+ * (peer_watch(): smbd processes only, by socket inode, holding nothing of
+ * it). Each drop keeps it: peer_lost() at its close, and its client in
+ * log lines. */
 struct peer;
 void session_peer(struct session *s, struct peer *out);
 

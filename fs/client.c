@@ -182,7 +182,6 @@ static int new_drop(struct who *w, struct node *dir, const char *name, mode_t mo
 		return ret;
 	/* Note the TCP connection this session serves, if any, while it is
 	 * up: a drop closed after it died is a dead writer's (R6). */
-	session_connection_lost(w->s);
 	session_peer(w->s, &d->peer);
 	ret = stage_create(&fs.staging, mode, w->uid, w->gid, d->stage_name, &fd);
 	if (ret < 0)
