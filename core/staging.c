@@ -153,6 +153,7 @@ int staging_open(struct staging *st, int inbox_fd, int dirfd, const char *path)
 	if (err < 0)
 		goto fail;
 	probe_noreplace(st);
+	dirsync_init(&st->dirsync);
 	log_info("staging area %s; publication by %s", st->area,
 		 st->noreplace ? "renameat2(RENAME_NOREPLACE)" : "link() and unlink()");
 	return 0;
@@ -217,6 +218,7 @@ void staging_close(struct staging *st)
 	close(st->dirfd);
 	close(st->lockfd);
 	close(st->rootfd);
+	dirsync_destroy(&st->dirsync);
 }
 
 int stage_create(struct staging *st, mode_t mode, uid_t uid, gid_t gid,
@@ -247,6 +249,7 @@ struct publish_arg {
 	int srcfd;		/* the area NAME is staged in */
 	const char *name;
 	int dirfd;
+	bool linked;		/* published by link(): unlink() followed */
 };
 
 static int publish_attempt(const char *final, void *arg)
@@ -264,6 +267,7 @@ static int publish_attempt(const char *final, void *arg)
 	 * recovery, which then only removes the staged name. */
 	if (linkat(a->srcfd, a->name, a->dirfd, final, 0) < 0)
 		return -errno;
+	a->linked = true;
 	if (unlinkat(a->srcfd, a->name, 0) < 0)
 		log_warn("unlinking %s after its publication as a link", a->name);
 	return 0;
@@ -272,7 +276,7 @@ static int publish_attempt(const char *final, void *arg)
 static int publish_from(struct staging *st, int srcfd, const char *name, int dirfd,
 			const char *requested, char *final)
 {
-	struct publish_arg a = { st, srcfd, name, dirfd };
+	struct publish_arg a = { st, srcfd, name, dirfd, false };
 	struct stat sb;
 	/* The reserved name (the stats file's) would hide the message. */
 	bool free_name = !st->reserved || strcmp(requested, st->reserved) != 0 ||
@@ -284,10 +288,11 @@ static int publish_from(struct staging *st, int srcfd, const char *name, int dir
 	/* The new entry, durable before the writer is told: if the disk
 	 * fails it, the publication is undone and fails (a close that fails
 	 * is never delivered). Once undone is impossible (the consumer took
-	 * it already), it is the consumer's. */
-	if (fsync(dirfd) < 0 && (errno == EIO || errno == ENOSPC || errno == EDQUOT)) {
-		int err = -errno;
+	 * it already), it is the consumer's. Concurrent publications share
+	 * the sync (dirsync.h). */
+	int err = dirsync(&st->dirsync, dirfd);
 
+	if (err == -EIO || err == -ENOSPC || err == -EDQUOT) {
 		errno = -err;
 		log_warn("fsync of the directory of %s after its publication", final);
 		if (renameat2(dirfd, final, srcfd, name, RENAME_NOREPLACE) == 0 ||
@@ -295,9 +300,14 @@ static int publish_from(struct staging *st, int srcfd, const char *name, int dir
 			return err;
 		log_warn("taking %s back into staging", final);
 	}
-	/* The removal from staging: on one filesystem the rename is one
-	 * journalled step, so this only matters after a link(). */
-	if (fsync(srcfd) < 0)
+	/* The removal from staging. A rename is one step on the filesystems
+	 * this runs on, made durable by the directory's sync; should a crash
+	 * still leave the staged name, recovery finds a file with two links
+	 * and removes the name, or, if a d.* name is all that is left, sets
+	 * it aside: never delivered twice. An acknowledged a.* name would be
+	 * delivered again, and after a link() the window is as long as the
+	 * next commit: those are synced at once. */
+	if ((a.linked || name[0] == 'a') && fsync(srcfd) < 0)
 		log_warn("fsync of the staging area after publishing %s", final);
 	return ret;
 }
@@ -370,9 +380,7 @@ int stage_ack(struct staging *st, char name[STAGE_NAME_MAX])
 	/* Renamed: NAME follows, even if the rename cannot be made durable,
 	 * so that a failed acknowledgement quarantines the file it is now. */
 	strcpy(name, to);
-	if (st->sync && fsync(st->dirfd) < 0)
-		return -errno;
-	return 0;
+	return st->sync ? dirsync(&st->dirsync, st->dirfd) : 0;
 }
 
 static int open_origin_dir(int inbox_fd, const struct origin *o)

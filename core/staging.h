@@ -20,6 +20,7 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+#include "dirsync.h"
 #include "names.h"
 
 #define STAGING_DIR ".inboxfs"
@@ -38,6 +39,7 @@ struct staging {
 	 * start); else publication is link() then unlink(). */
 	bool noreplace;
 	bool sync;		/* fsync data and directories (sync=close) */
+	struct dirsync dirsync;	/* concurrent publications share syncs */
 	const struct name_template *names;
 	const char *reserved;	/* a name never published at the inbox's top */
 	ino_t top_ino;		/* the inbox's top directory */
