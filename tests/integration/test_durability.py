@@ -477,3 +477,87 @@ def test_publication_whose_directory_sync_fails_is_undone(mount_inboxfs, client,
     assert delivered == [b'first, delivered', b'third, delivered'], delivered
     wait_until(lambda: list(incomplete(m.inbox).values()) == [b'second, not delivered'],
                what='the undone drop quarantined')
+
+
+# An fsync() of one directory (the inode number in FLAG, while FLAG exists)
+# that takes 200 ms and fails with EIO; each call is counted (a byte
+# appended to COUNT).
+SLOW_FAILING_DIR_SYNC = r'''
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+int fsync(int fd)
+{
+	static int (*real)(int);
+	const char *flag = getenv("INBOXFS_FAIL_DIRSYNC");
+	const char *count = getenv("INBOXFS_DIRSYNC_COUNT");
+	struct timespec pause = { 0, 200 * 1000 * 1000 };
+	unsigned long long ino = 0;
+	struct stat st;
+	FILE *f;
+
+	if (!real)
+		real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+	if (flag == NULL || count == NULL || (f = fopen(flag, "r")) == NULL)
+		return real(fd);
+	if (fscanf(f, "%llu", &ino) != 1)
+		ino = 0;
+	fclose(f);
+	if (fstat(fd, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_ino != ino)
+		return real(fd);
+	int c = open(count, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	if (c >= 0) {
+		(void)write(c, ".", 1);
+		close(c);
+	}
+	nanosleep(&pause, NULL);
+	errno = EIO;
+	return -1;
+}
+'''
+
+
+def test_concurrent_publications_share_a_failing_directory_sync(mount_inboxfs, tmp_path,
+                                                                 monkeypatch):
+    """Concurrent durable closes share their directory's sync (a group
+    commit), and when the disk fails it, every publication it covered is
+    undone and every one of those closes fails: none is delivered, all are
+    quarantined. The directory's fsync() is interposed (LD_PRELOAD): slow,
+    so that closes queue behind it, and failing."""
+    src, lib = tmp_path / 'slowdirsync.c', tmp_path / 'slowdirsync.so'
+    flag, count = tmp_path / 'fail', tmp_path / 'count'
+    src.write_text(SLOW_FAILING_DIR_SYNC)
+    subprocess.run(['cc', '-shared', '-fPIC', '-o', str(lib), str(src), '-ldl'], check=True,
+                   timeout=TIMEOUT * 6)
+    monkeypatch.setattr(helpers, 'WRAPPER', [
+        'env', f'LD_PRELOAD={lib}', f'INBOXFS_FAIL_DIRSYNC={flag}',
+        f'INBOXFS_DIRSYNC_COUNT={count}',
+        'ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=1'] + helpers.WRAPPER)
+    m = mount_inboxfs()
+    m.allow_log(r'fsync of the directory|Input/output error|quarantine')
+    writers = 8
+    flag.write_text(str(os.stat(m.inbox).st_ino))
+    results = helpers.run_together(
+        [(helpers.CLIENT_UID, helpers.errno_of,
+          (helpers.create_excl, os.path.join(m.mnt, f'G{i}.SVF'), b'not delivered %d' % i))
+         for i in range(writers)])
+    flag.unlink()
+    syncs = len(count.read_bytes())
+    assert results == [errno.EIO] * writers, results
+    assert inbox_files(m) == {}
+    print(f'\n{syncs} directory syncs for {writers} concurrent closes')
+    assert 1 <= syncs < writers, f'{syncs} directory syncs for {writers} concurrent closes'
+    wait_until(lambda: len(incomplete(m.inbox)) == writers, what='the undone drops quarantined')
+    assert sorted(incomplete(m.inbox).values()) == \
+        sorted(b'not delivered %d' % i for i in range(writers))
+    # The disk is back: the next drop is delivered.
+    client = helpers.Client()
+    client.call(helpers.create_excl, os.path.join(m.mnt, 'G0.SVF'), b'delivered')
+    assert inbox_files(m) == {'G0.SVF': b'delivered'}
