@@ -21,7 +21,13 @@
  *   drop_lock (core/drop.c)  every drop's state, each session's drop list
  *   the session table's (core/sessions.c)
  *   table_lock (inode.c)     the inode table
- * No lock is held across I/O; a drop used after drop_lock is released is
+ * The others are leaves, taken with none of these held and taking none:
+ * the lists of open handles and directories (handles.c, dirs.c), the
+ * linger thread's wait (drops.c), passthrough's counts (passthrough.c,
+ * held across a backing file's open and registration, which must be one
+ * step with the decision), and the group commit of directory syncs
+ * (core/dirsync.c, whose sync runs unlocked).
+ * No other lock is held across I/O; a drop used after drop_lock is released is
  * held by a reference (drop_ref()/drop_put(), or its handle's). A handle is
  * the kernel's from its open's reply to its RELEASE, which frees it; the
  * kernel sends no request on a handle after its RELEASE. */
