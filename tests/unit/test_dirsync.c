@@ -117,6 +117,42 @@ static void *call(void *arg)
 	return NULL;
 }
 
+/* Start C's call with its sync held: once this returns, C is the leader,
+ * inside its (fake) sync, until release_syncs(). */
+static void start_held(struct caller *c)
+{
+	gated = true;
+	assert_int_equal(pthread_create(&c->tid, NULL, call, c), 0);
+	pthread_mutex_lock(&gate_lock);
+	while (!in_sync)
+		pthread_cond_wait(&gate_cond, &gate_lock);
+	pthread_mutex_unlock(&gate_lock);
+}
+
+static void release_syncs(void)
+{
+	pthread_mutex_lock(&gate_lock);
+	gated = false;
+	pthread_cond_broadcast(&gate_cond);
+	pthread_mutex_unlock(&gate_lock);
+}
+
+/* How many callers are queued once N are, or WAIT_MS is up. */
+static unsigned wait_queued(struct fixture *f, unsigned n)
+{
+	unsigned queued = 0;
+
+	for (int ms = 0; ms < WAIT_MS; ms++) {
+		pthread_mutex_lock(&f->s.lock);
+		queued = f->s.queued;
+		pthread_mutex_unlock(&f->s.lock);
+		if (queued >= n)
+			break;
+		sleep_ms(1);
+	}
+	return queued;
+}
+
 static void test_alone(void **state)
 {
 	struct fixture *f = *state;
@@ -152,27 +188,11 @@ static void test_running_sync_does_not_cover_later_caller(void **state)
 {
 	struct fixture *f = *state;
 	struct caller first = { .f = f, .fd = f->fds[0] }, later = { .f = f, .fd = f->fds[0] };
-	bool queued = false;
 
-	gated = true;
-	assert_int_equal(pthread_create(&first.tid, NULL, call, &first), 0);
-	pthread_mutex_lock(&gate_lock);
-	while (!in_sync)
-		pthread_cond_wait(&gate_cond, &gate_lock);
-	pthread_mutex_unlock(&gate_lock);
+	start_held(&first);
 	assert_int_equal(pthread_create(&later.tid, NULL, call, &later), 0);
-	for (int ms = 0; ms < WAIT_MS && !queued; ms++) {
-		pthread_mutex_lock(&f->s.lock);
-		queued = f->s.queued > 0;
-		pthread_mutex_unlock(&f->s.lock);
-		if (!queued)
-			sleep_ms(1);
-	}
-	assert_true(queued);
-	pthread_mutex_lock(&gate_lock);
-	gated = false;
-	pthread_cond_broadcast(&gate_cond);
-	pthread_mutex_unlock(&gate_lock);
+	assert_int_equal(wait_queued(f, 1), 1);
+	release_syncs();
 	pthread_join(first.tid, NULL);
 	pthread_join(later.tid, NULL);
 	assert_int_equal(first.result, 0);
@@ -186,15 +206,9 @@ static void test_batch_syncs_each_directory_once(void **state)
 {
 	struct fixture *f = *state;
 	struct caller holder = { .f = f, .fd = f->fds[1] }, c[THREADS];
-	int queued = 0;
 
 	failing = ino_of(f->fds[0]);
-	gated = true;
-	assert_int_equal(pthread_create(&holder.tid, NULL, call, &holder), 0);
-	pthread_mutex_lock(&gate_lock);
-	while (!in_sync)
-		pthread_cond_wait(&gate_cond, &gate_lock);
-	pthread_mutex_unlock(&gate_lock);
+	start_held(&holder);
 	for (int i = 0; i < THREADS; i++) {
 		/* Another descriptor of the same directory is the same one. */
 		int fd = open(f->dirs[i % 2], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -203,18 +217,8 @@ static void test_batch_syncs_each_directory_once(void **state)
 		c[i] = (struct caller){ .f = f, .fd = fd, .result = 1 };
 		assert_int_equal(pthread_create(&c[i].tid, NULL, call, &c[i]), 0);
 	}
-	for (int ms = 0; ms < WAIT_MS && queued < THREADS; ms++) {
-		pthread_mutex_lock(&f->s.lock);
-		queued = (int)f->s.queued;
-		pthread_mutex_unlock(&f->s.lock);
-		if (queued < THREADS)
-			sleep_ms(1);
-	}
-	assert_int_equal(queued, THREADS);
-	pthread_mutex_lock(&gate_lock);
-	gated = false;
-	pthread_cond_broadcast(&gate_cond);
-	pthread_mutex_unlock(&gate_lock);
+	assert_int_equal(wait_queued(f, THREADS), THREADS);
+	release_syncs();
 	pthread_join(holder.tid, NULL);
 	assert_int_equal(holder.result, 0);
 	for (int i = 0; i < THREADS; i++) {
