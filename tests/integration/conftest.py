@@ -209,3 +209,22 @@ def samba(request, mount_inboxfs):
     _remove(bases, bool(problems))
     if problems:
         pytest.fail('\n'.join(problems), pytrace=False)
+
+
+@pytest.fixture
+def loop_fs():
+    """loop_fs(size_mib=8, image=None, options=()): a loop-mounted ext4, fresh
+    or from IMAGE (helpers.LoopFs); unmounted, with the inboxfs mounts over
+    it first, at teardown."""
+    made = []
+
+    def factory(size_mib=8, image=None, options=()):
+        if os.geteuid() != 0 or not shutil.which('mkfs.ext4'):
+            pytest.skip('a loop-mounted ext4 needs root and mkfs.ext4')
+        fs = helpers.LoopFs(size_mib, image, options)
+        made.append(fs)
+        return fs
+
+    yield factory
+    for fs in reversed(made):
+        fs.cleanup()

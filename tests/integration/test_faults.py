@@ -13,7 +13,6 @@ import os
 import random
 import re
 import select
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -270,75 +269,6 @@ def test_crash_storm_long(mount_inboxfs):
 
 # --------------------------------------------------------- (4) ENOSPC, R11
 
-class SmallFs:
-    """A small ext4 image loop-mounted for one test; the inboxfs mount over
-    it (register it with .uses(mount)) is unmounted first at teardown."""
-
-    def __init__(self, size_mib):
-        self.base = helpers.make_base_dir('inboxfs-enospc-')
-        self.image = os.path.join(self.base, 'fs.img')
-        self.root = os.path.join(self.base, 'fs')
-        self.mounts = []
-        os.mkdir(self.root)
-        with open(self.image, 'wb') as f:
-            f.truncate(size_mib << 20)
-        for cmd in (['mkfs.ext4', '-q', '-F', '-m', '0', '-N', '4096', self.image],
-                    ['mount', '-o', 'loop', self.image, self.root]):
-            proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
-                                  text=True, timeout=TIMEOUT * 3)
-            if proc.returncode != 0:
-                pytest.skip(f'{" ".join(cmd[:2])} failed: {proc.stderr.strip()}')
-        self.mounted = True
-        self.inbox = os.path.join(self.root, 'inbox')
-        os.mkdir(self.inbox)
-        os.chmod(self.inbox, 0o1777)
-
-    def uses(self, mount):
-        self.mounts.append(mount)
-        return mount
-
-    def free(self):
-        st = os.statvfs(self.root)
-        return st.f_bavail * st.f_frsize
-
-    def cleanup(self):
-        try:
-            for m in self.mounts:
-                try:
-                    m.unmount()
-                except (AssertionError, OSError, TimeoutError):
-                    pass                            # the mount fixture reports it
-                for run in m.runs:
-                    if run.proc.poll() is None:
-                        helpers.stop_process(run.proc)
-        finally:
-            if self.mounted:
-                proc = subprocess.run(['umount', self.root], capture_output=True,
-                                      timeout=TIMEOUT * 3)
-                if proc.returncode != 0:
-                    subprocess.run(['umount', '-l', self.root], capture_output=True,
-                                   timeout=TIMEOUT * 3)
-                self.mounted = False
-            shutil.rmtree(self.base, ignore_errors=True)
-
-
-@pytest.fixture
-def small_fs(request):
-    """small_fs(size_mib=8): a fresh loop-mounted ext4 of that size."""
-    made = []
-
-    def factory(size_mib=8):
-        if os.geteuid() != 0 or not shutil.which('mkfs.ext4'):
-            pytest.skip('a loop-mounted ext4 needs root and mkfs.ext4')
-        fs = SmallFs(size_mib)
-        made.append(fs)
-        return fs
-
-    yield factory
-    for fs in reversed(made):
-        fs.cleanup()
-
-
 def _fill(mnt, index, stop_after, deadline, seed):
     """A client dropping 64..512 KiB messages until it has met ENOSPC
     STOP_AFTER times. Returns (acknowledged ids, [(stage, errno name)])."""
@@ -404,11 +334,11 @@ def check_inbox_complete(m, acked, failures=()):
     return ids
 
 
-def test_full_disk(small_fs, mount_inboxfs):
+def test_full_disk(loop_fs, mount_inboxfs):
     """The inbox's filesystem fills: each client gets ENOSPC at open, write
     or close; nothing partial is ever published; once space is freed new
     drops succeed; every acknowledged drop is intact."""
-    small = small_fs(8)
+    small = loop_fs(8)
     ballast = os.path.join(small.inbox, 'BALLAST')        # the consumer's backlog
     with open(ballast, 'wb') as f:
         f.write(b'\0' * (2 << 20))

@@ -2,7 +2,8 @@
 accounts, directories), procs (processes, waits, /proc), files (the backing
 inbox as the consumer sees it), messages (self-proving messages and their
 accounting), mount (inboxfs daemons and mounts), client (client uids and
-sessions), samba (a private smbd and an SMB client). Fixtures in
+sessions), samba (a private smbd and an SMB client), loopfs (a loop-mounted
+ext4 image). Fixtures in
 conftest.py wrap these; tests import every public name from the package
 itself (`import helpers`, `from helpers import ...`), except the short
 names of helpers.posix, which are imported from there."""
@@ -26,6 +27,7 @@ from .mount import (DaemonRun, ERROR_PATTERN, Mount, SANITIZER_PATTERNS, abort_f
                     reap_all, run_inboxfs)
 from .client import Client, ClientSession, run_together
 from .samba import Samba, SmbClient, nt_status_name, samba_prerequisites
+from .loopfs import LoopFs
 
 __all__ = [
     'CLIENT_UID', 'INBOXFS_BIN', 'LONG', 'OBSERVER_UID', 'OTHER_UID',
@@ -42,5 +44,5 @@ __all__ = [
     'quarantine_lines', 'DaemonRun', 'ERROR_PATTERN', 'Mount', 'SANITIZER_PATTERNS',
     'abort_fuse', 'format_options', 'fuse_connection', 'fuse_prerequisites', 'mountinfo',
     'reap_all', 'run_inboxfs', 'Client', 'ClientSession', 'run_together', 'Samba',
-    'SmbClient', 'nt_status_name', 'samba_prerequisites',
+    'SmbClient', 'nt_status_name', 'samba_prerequisites', 'LoopFs',
 ]

@@ -1,0 +1,78 @@
+"""A loop-mounted ext4 image for one test: small ones to fill (ENOSPC),
+and images copied while mounted to play a power cut."""
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from .env import TIMEOUT, make_base_dir
+from .procs import stop_process
+
+
+def _run(cmd):
+    return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=TIMEOUT * 3)
+
+
+class LoopFs:
+    """A fresh ext4 of SIZE_MIB (or the existing IMAGE) loop-mounted with
+    mount OPTIONS; .inbox is a directory in it (mode 1777, made if absent).
+    The inboxfs mounts over it (register them with .uses(mount)) are
+    unmounted first at cleanup."""
+
+    def __init__(self, size_mib=None, image=None, options=()):
+        self.base = make_base_dir('inboxfs-loopfs-')
+        self.image = image or os.path.join(self.base, 'fs.img')
+        self.root = os.path.join(self.base, 'fs')
+        self.mounts = []
+        self.mounted = False
+        os.mkdir(self.root)
+        cmds = []
+        if image is None:
+            with open(self.image, 'wb') as f:
+                f.truncate(size_mib << 20)
+            cmds.append(['mkfs.ext4', '-q', '-F', '-m', '0', '-N', '4096', self.image])
+        cmds.append(['mount', '-o', ','.join(('loop',) + tuple(options)), self.image,
+                     self.root])
+        for cmd in cmds:
+            proc = _run(cmd)
+            if proc.returncode != 0:
+                self.cleanup()
+                pytest.skip(f'{" ".join(cmd[:2])} failed: {proc.stderr.strip()}')
+        self.mounted = True
+        self.inbox = os.path.join(self.root, 'inbox')
+        if not os.path.isdir(self.inbox):
+            os.mkdir(self.inbox)
+            os.chmod(self.inbox, 0o1777)
+
+    def uses(self, mount):
+        self.mounts.append(mount)
+        return mount
+
+    def free(self):
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize
+
+    def device(self):
+        """The loop device's name (loopN)."""
+        proc = _run(['findmnt', '-n', '-o', 'SOURCE', self.root])
+        return os.path.basename(proc.stdout.strip())
+
+    def cleanup(self):
+        try:
+            for m in self.mounts:
+                try:
+                    m.unmount()
+                except (AssertionError, OSError, TimeoutError):
+                    pass                            # the mount fixture reports it
+                for run in m.runs:
+                    if run.proc.poll() is None:
+                        stop_process(run.proc)
+        finally:
+            if self.mounted:
+                if _run(['umount', self.root]).returncode != 0:
+                    _run(['umount', '-l', self.root])
+                self.mounted = False
+            shutil.rmtree(self.base, ignore_errors=True)
