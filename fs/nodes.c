@@ -51,6 +51,15 @@ void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forg
 	fuse_reply_none(req);
 }
 
+/* N's attributes ST, or the error RET < 0. */
+static void reply_attr(fuse_req_t req, int ret, const struct stat *st, struct node *n)
+{
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_attr(req, st, attr_timeout(n));
+}
+
 void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct node *n = node_of(ino);
@@ -68,10 +77,7 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		ret = fstat(handle_of(fi)->fd, &st) < 0 ? -errno : 0;
 	else
 		ret = node_stat(n, &st);
-	if (ret < 0)
-		fuse_reply_err(req, -ret);
-	else
-		fuse_reply_attr(req, &st, attr_timeout(n));
+	reply_attr(req, ret, &st, n);
 out:
 	who_put(&w);
 }
@@ -162,10 +168,7 @@ done:
 		drop_change_end(d, what, what == DROP_CHANGE_DATA && loses_data(-ret) ? -ret : 0);
 		drop_put(d);
 	}
-	if (ret < 0)
-		fuse_reply_err(req, -ret);
-	else
-		fuse_reply_attr(req, &st, attr_timeout(n));
+	reply_attr(req, ret, &st, n);
 out:
 	who_put(&w);
 }
