@@ -119,23 +119,31 @@ def test_counters_and_log_after_a_storm_with_collisions(mount_inboxfs):
     assert sorted(logged) == stored
 
 
+def _watch(args, meanwhile=lambda: None, seconds=1.0):
+    """inboxfs-stat ARGS (a -w run) for SECONDS, MEANWHILE called once it
+    started, then SIGINT: (exit status, stdout, stderr)."""
+    proc = subprocess.Popen([STAT_TOOL, *args], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.3)
+        meanwhile()
+        time.sleep(seconds - 0.3)
+        assert proc.poll() is None, f'inboxfs-stat -w exited: {proc.communicate()}'
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=TIMEOUT)
+    return proc.returncode, out, err
+
+
 def test_inboxfs_stat_watch_prints_repeatedly(mounted):
     """inboxfs-stat -w 0.2: at least two reports within a second, in both
     forms; SIGINT ends it quietly."""
     for extra in ([], ['--json']):
-        proc = subprocess.Popen([STAT_TOOL, '-w', '0.2', *extra, mounted.mnt],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        try:
-            time.sleep(1.0)
-            assert proc.poll() is None, f'inboxfs-stat -w exited: {proc.communicate()}'
-            proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=TIMEOUT)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=TIMEOUT)
-        assert proc.returncode == 0, err
+        status, out, err = _watch(['-w', '0.2', *extra, mounted.mnt])
+        assert status == 0, err
         assert 'Traceback' not in err, err
         if extra:
             reports = [json.loads(l) for l in out.splitlines() if l.strip()]
@@ -147,20 +155,12 @@ def test_inboxfs_stat_watch_prints_repeatedly(mounted):
 def test_inboxfs_stat_watch_prints_time_and_rates(mounted, client):
     """Issue 13 item 6: -w prints each report's time and the counters'
     rates per second since the previous report."""
-    proc = subprocess.Popen([STAT_TOOL, '-w', '0.5', mounted.mnt], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        time.sleep(0.3)
+    def drops():
         for i in range(5):
             client.call(create_excl, os.path.join(mounted.mnt, f'RATE{i}.SVF'), b'x' * 100)
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=TIMEOUT)
-    assert proc.returncode == 0, err
+
+    status, out, err = _watch(['-w', '0.5', mounted.mnt], drops, seconds=1.3)
+    assert status == 0, err
     reports = [r for r in out.split('\n\n') if r.strip()]
     assert len(reports) >= 2, out
     for report in reports:
