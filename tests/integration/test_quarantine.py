@@ -30,11 +30,9 @@ sys.stdin.read()
 '''
 
 
-def quarantine(mount, client, name, data):
-    """A client killed while writing NAME: its drop goes to incomplete/."""
-    before = set(incomplete(mount.inbox))
-    proc = client.popen([sys.executable, '-c', KILLED_WRITER,
-                         os.path.join(mount.mnt, name), data],
+def kill_mid_write(client, path, data):
+    """A client writing DATA into a new PATH, killed before it closes."""
+    proc = client.popen([sys.executable, '-c', KILLED_WRITER, path, data],
                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         ready = select.select([proc.stdout], [], [], TIMEOUT)[0]
@@ -45,6 +43,12 @@ def quarantine(mount, client, name, data):
         helpers.stop_process(proc, sig=signal.SIGKILL)
         proc.stdin.close()
         proc.stdout.close()
+
+
+def quarantine(mount, client, name, data):
+    """A client killed while writing NAME: its drop goes to incomplete/."""
+    before = set(incomplete(mount.inbox))
+    kill_mid_write(client, os.path.join(mount.mnt, name), data)
     found = wait_until(lambda: set(incomplete(mount.inbox)) - before,
                        what='the drop in incomplete/')
     [staged_name] = found
@@ -135,18 +139,7 @@ def test_over_mount_reaches_the_hidden_staging_directory(mount_inboxfs, client):
 def quarantine_overmount(mount, client):
     """quarantine() reads incomplete/ through the backing path, which an
     over-mount hides: look beneath it from a private mount namespace."""
-    proc = client.popen([sys.executable, '-c', KILLED_WRITER,
-                         os.path.join(mount.mnt, 'OVER.SVF'), 'under the mount'],
-                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    try:
-        assert select.select([proc.stdout], [], [], TIMEOUT)[0]
-        assert proc.stdout.readline() == b'written\n'
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=TIMEOUT)
-    finally:
-        helpers.stop_process(proc, sig=signal.SIGKILL)
-        proc.stdin.close()
-        proc.stdout.close()
+    kill_mid_write(client, os.path.join(mount.mnt, 'OVER.SVF'), 'under the mount')
 
     def listed():
         out = tool('list', '--json', mount.inbox).stdout
