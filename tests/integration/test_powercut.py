@@ -14,7 +14,8 @@ inboxfs over it recovers the dead instance's staging area. Then every
 close that had returned success must be in the inbox exactly once and
 intact, nothing partial may be in the inbox, and nothing may be both in
 the inbox and set aside. With linger=, the cut finds acknowledged drops
-not yet published, which recovery must deliver. With sync=none the same
+not yet published, which recovery must deliver; where publication is
+link() and unlink(), it may find a drop with both names. With sync=none the same
 run must lose acknowledged messages: the method sees what is not on the
 disk."""
 
@@ -87,21 +88,59 @@ def _boot(image):
     assert proc.returncode in (0, 1), f'e2fsck: {proc.returncode}\n{proc.stdout}'
 
 
+# renameat2() without RENAME_NOREPLACE, as on GlusterFS: publication is
+# link() then unlink(), and a cut between them leaves a staged file with
+# two links for recovery to repair.
+NO_NOREPLACE = r'''
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath,
+	      unsigned int flags)
+{
+	if (flags & RENAME_NOREPLACE) {
+		errno = EINVAL;
+		return -1;
+	}
+	return syscall(SYS_renameat2, olddirfd, oldpath, newdirfd, newpath, flags);
+}
+'''
+
 # sync=close publishing at close; sync=close with linger=2, where the cut
 # finds drops acknowledged (staged as a.*) and not yet published, which
-# recovery must deliver; sync=none, the control.
+# recovery must deliver; publication by link() and unlink(); sync=none,
+# the control.
 CASES = {'close': dict(sync='close'), 'linger': dict(sync='close', linger=2),
-         'none': dict(sync='none')}
+         'link': dict(sync='close'), 'none': dict(sync='none')}
+
+
+def _without_noreplace(tmp_path, monkeypatch):
+    """Every inboxfs of the test publishes by link() and unlink()."""
+    src, lib = tmp_path / 'nonoreplace.c', tmp_path / 'nonoreplace.so'
+    src.write_text(NO_NOREPLACE)
+    subprocess.run(['cc', '-shared', '-fPIC', '-o', str(lib), str(src)], check=True,
+                   timeout=TIMEOUT * 6)
+    monkeypatch.setattr(helpers, 'WRAPPER', [
+        'env', f'LD_PRELOAD={lib}', 'ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=1']
+        + helpers.WRAPPER)
 
 
 @pytest.mark.parametrize('case', list(CASES))
-def test_power_cut_mid_storm(loop_fs, mount_inboxfs, case):
+def test_power_cut_mid_storm(loop_fs, mount_inboxfs, tmp_path, monkeypatch, case):
     opts = CASES[case]
     sync = opts['sync']
+    if case == 'link':
+        _without_noreplace(tmp_path, monkeypatch)
     fs = loop_fs(256, options=('commit=600', 'noinit_itable'))
     subprocess.run(['sync', '-f', fs.root], check=True, timeout=TIMEOUT * 3)
     m = fs.uses(mount_inboxfs(fs.inbox, **opts))
     m.allow_log(r'.')                   # killed frozen: its log ends anywhere
+    if case == 'link':
+        assert 'link() and unlink()' in m.log(), m.log()
     acks = os.path.join(fs.base, 'acks')            # outside the image
     os.mkdir(acks)
     os.chmod(acks, 0o777)
