@@ -125,18 +125,9 @@ def test_xattr_64k_value_behaves_as_backing(m):
     (ext4 without ea_inode refuses 64 KiB with ENOSPC)."""
     value = os.urandom(65536)
     write(os.path.join(m.inbox, 'f'), b'')
-    try:
-        os.setxattr(os.path.join(m.inbox, 'f'), 'user.big', value)
-        expected = 0
-    except OSError as e:
-        expected = e.errno
+    expected = errno_of(os.setxattr, os.path.join(m.inbox, 'f'), 'user.big', value)
     write(os.path.join(m.inbox, 'g'), b'')
-
-    try:
-        os.setxattr(os.path.join(m.mnt, 'g'), 'user.big', value)
-        got = 0
-    except OSError as e:
-        got = e.errno
+    got = errno_of(os.setxattr, os.path.join(m.mnt, 'g'), 'user.big', value)
     assert got == expected, (os.strerror(got), os.strerror(expected))
     if expected == 0:
         assert os.getxattr(os.path.join(m.mnt, 'g'), 'user.big') == value
