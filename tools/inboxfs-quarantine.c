@@ -137,8 +137,9 @@ static void beneath_the_mount(const char *real)
 	if (unshare(CLONE_NEWNS) < 0)
 		fail("%s is an inboxfs mount; a private mount namespace: %s", real,
 		     strerror(errno));
-	/* Nothing done here reaches the host's namespace. */
-	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+	/* Nothing done here reaches the host's namespace. (The kernel reads
+	 * no source or type for a propagation change; "none" for valgrind.) */
+	if (mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) < 0)
 		fail("making the mounts private: %s", strerror(errno));
 	if (umount2(real, MNT_DETACH) < 0)
 		fail("%s: detaching the inboxfs mount: %s", real, strerror(errno));
