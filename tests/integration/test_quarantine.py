@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 
 import helpers
 from helpers import (SOURCE, TIMEOUT, create_excl, incomplete, inbox_contents, staged,
@@ -294,3 +295,26 @@ def test_recovery_into_a_directory_moved_out_of_the_inbox_goes_to_the_top(mount_
     assert os.listdir(outside) == []
     assert inbox_contents(m.inbox) == {'ACKED.SVF': b'acknowledged'}
     assert 'is not in the inbox' in m.log()
+
+
+def test_a_failed_release_leaves_the_drop_and_its_origin(mounted, client):
+    """The inbox refuses the file (immutable, chattr +i): the release fails
+    in one line and the drop stays quarantined as it was, its requested
+    name and directory included (red on 6a4ccfe: the Python tool removed
+    the origin first, and the drop's requested name was lost)."""
+    name = quarantine(mounted, client, 'KEPT.SVF', 'kept')
+    chattr = subprocess.run(['chattr', '+i', mounted.inbox], capture_output=True)
+    if chattr.returncode != 0:
+        pytest.skip(f'chattr +i: {chattr.stderr!r}')
+    try:
+        proc = tool('release', mounted.inbox, name, check=False)
+    finally:
+        subprocess.run(['chattr', '-i', mounted.inbox], check=True)
+    assert proc.returncode == 1 and proc.stdout == '', proc
+    [d] = json.loads(tool('list', '--json', mounted.inbox).stdout)
+    assert (d['id'], d['requested']) == (name, 'KEPT.SVF')
+    assert proc.stderr.count('\n') == 1 and 'stays quarantined' in proc.stderr, proc.stderr
+    assert incomplete(mounted.inbox) == {name: b'kept'}
+    # And it can be released once the inbox takes it.
+    assert tool('release', mounted.inbox, name).stdout.strip() == 'KEPT.SVF'
+    assert inbox_contents(mounted.inbox) == {'KEPT.SVF': b'kept'}
