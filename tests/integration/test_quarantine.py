@@ -318,3 +318,21 @@ def test_a_failed_release_leaves_the_drop_and_its_origin(mounted, client):
     # And it can be released once the inbox takes it.
     assert tool('release', mounted.inbox, name).stdout.strip() == 'KEPT.SVF'
     assert inbox_contents(mounted.inbox) == {'KEPT.SVF': b'kept'}
+
+
+def test_release_names_a_taken_name_as_the_daemon_does(mounted, client):
+    """A leading dot and a character Windows forbids: the tool's unique name
+    has the daemon's form, tag aside (red on 6a4ccfe: the Python tool gave
+    'a:b~TAG.TXT', the daemon '_a_b~TAG.TXT')."""
+    requested = '.a:b.TXT'
+    with open(os.path.join(mounted.inbox, requested), 'wb') as f:
+        f.write(b'first')
+    client.call(create_excl, os.path.join(mounted.mnt, requested), b'by the daemon')
+    name = quarantine(mounted, client, requested, 'by the tool')
+    released = tool('release', mounted.inbox, name).stdout.strip()
+
+    found = inbox_contents(mounted.inbox)
+    [by_daemon] = [n for n, data in found.items() if data == b'by the daemon']
+    assert found[released] == b'by the tool'
+    untagged = {re.sub(r'~[0-9A-Z]{12}\.', '~TAG.', n) for n in (by_daemon, released)}
+    assert untagged == {'_a_b~TAG.TXT'}, (by_daemon, released)
