@@ -176,8 +176,7 @@ uint64_t name_tag_next(void)
 	return mix64(tag_seed + atomic_fetch_add(&tag_counter, 1));
 }
 
-/* Length of the valid UTF-8 sequence at S (at most N bytes), 0 if invalid. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
+size_t utf8_char_len(const unsigned char *s, size_t n)
 {
 	size_t len;
 	uint32_t cp;
@@ -220,7 +219,7 @@ static size_t copy_safe(char *dst, const char *src, size_t n, size_t cap, unsign
 	unsigned chars = 0;
 
 	while (i < n && (maxchars == 0 || chars < maxchars)) {
-		size_t len = utf8_seq(s + i, n - i);
+		size_t len = utf8_char_len(s + i, n - i);
 
 		if (len == 0 || (len == 1 && windows_forbidden(s[i]))) {
 			if (o + 1 > cap)
@@ -342,4 +341,50 @@ int place_name(const struct name_template *t, const char *requested, bool try_re
 			return ret == 0 ? 1 : ret;
 	}
 	return -EEXIST;
+}
+
+/* Is the valid UTF-8 character S (LEN bytes) one a terminal would obey
+ * rather than show? */
+static bool unprintable(const unsigned char *s, size_t len)
+{
+	if (len == 1)
+		return s[0] < 0x20 || s[0] == 0x7f || s[0] == '\\';
+	if (len == 2)
+		return s[0] == 0xc2 && s[1] <= 0x9f;	/* C1 */
+	if (len == 3 && s[0] == 0xe2 && s[1] == 0x80)
+		return s[2] == 0x8e || s[2] == 0x8f || (s[2] >= 0xa8 && s[2] <= 0xae);
+	if (len == 3 && s[0] == 0xe2 && s[1] == 0x81)
+		return s[2] >= 0xa6 && s[2] <= 0xa9;
+	return false;
+}
+
+const char *name_printable(const char *name, char *out, size_t size)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *s = (const unsigned char *)name;
+	size_t n = strlen(name), i = 0, o = 0;
+
+	if (size == 0)
+		return out;
+	while (i < n) {
+		size_t len = utf8_char_len(s + i, n - i);
+		bool escape = len == 0 || unprintable(s + i, len);
+		size_t bytes = len ? len : 1;
+
+		if (o + (escape ? 4 * bytes : bytes) >= size)
+			break;
+		for (size_t k = 0; k < bytes; k++) {
+			if (escape) {
+				out[o++] = '\\';
+				out[o++] = 'x';
+				out[o++] = hex[s[i + k] >> 4];
+				out[o++] = hex[s[i + k] & 15];
+			} else {
+				out[o++] = (char)s[i + k];
+			}
+		}
+		i += bytes;
+	}
+	out[o] = '\0';
+	return out;
 }

@@ -40,6 +40,18 @@ uint64_t name_tag_next(void);
 int unique_name(const struct name_template *t, const char *requested,
 		uint64_t tag, char *out);
 
+/* NAME for a terminal, on one line, unambiguous: each byte of a C0
+ * control, DEL, a C1 control (U+0080..U+009F, which terminals obey as
+ * ESC sequences), a bidirectional override or a line/paragraph separator
+ * (U+200E, U+200F, U+2028..U+202E, U+2066..U+2069), of invalid UTF-8, and
+ * the backslash becomes \xNN; other valid UTF-8 stays. At most SIZE - 1
+ * bytes go to OUT, cut between whole characters or escapes. Returns OUT. */
+const char *name_printable(const char *name, char *out, size_t size);
+
+/* Length of the valid UTF-8 character at S (at most N bytes), 0 if the
+ * bytes are not one (overlong, a surrogate, beyond U+10FFFF, cut short). */
+size_t utf8_char_len(const unsigned char *s, size_t n);
+
 /* Split NAME at its extension: the part from the last dot, when what comes
  * before it is not empty. Returns the stem length. */
 size_t name_stem_len(const char *name);

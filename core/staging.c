@@ -123,6 +123,52 @@ static void probe_noreplace(struct staging *st)
 	}
 }
 
+/* Record this instance's names= template for inboxfs-quarantine, which
+ * runs without the daemon's options: written beside NAMES_FILE and renamed
+ * over it, so that a reader never sees half of one. Instances of one inbox
+ * are meant to share names=; should they differ, the last started wins. A
+ * failure costs only the tool's default, so it does not stop the start. */
+static void record_names(struct staging *st)
+{
+	char tmp[AREA_NAME_MAX + 16], line[TEMPLATE_MAX + 2];
+	int n = snprintf(line, sizeof(line), "%s\n", st->names->spec);
+	int fd;
+
+	snprintf(tmp, sizeof(tmp), ".names.%s", st->area);
+	fd = openat(st->rootfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+	if (fd < 0)
+		goto fail;
+	if (write(fd, line, (size_t)n) != n || (st->sync && fsync(fd) < 0)) {
+		close(fd);
+		goto fail_unlink;
+	}
+	close(fd);
+	if (renameat(st->rootfd, tmp, st->rootfd, NAMES_FILE) == 0)
+		return;
+fail_unlink:
+	unlinkat(st->rootfd, tmp, 0);
+fail:
+	log_warn("recording names=%s in the staging directory", st->names->spec);
+}
+
+int staging_names(int rootfd, struct name_template *t)
+{
+	char buf[TEMPLATE_MAX + 2];
+	ssize_t n;
+	int fd = openat(rootfd, NAMES_FILE, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n < 0)
+		return -errno;
+	buf[n] = '\0';
+	if (n > 0 && buf[n - 1] == '\n')
+		buf[n - 1] = '\0';
+	return name_template_parse(buf, t);
+}
+
 int staging_open(struct staging *st, int inbox_fd, int dirfd, const char *path)
 {
 	struct stat in, sg;
@@ -153,6 +199,8 @@ int staging_open(struct staging *st, int inbox_fd, int dirfd, const char *path)
 	if (err < 0)
 		goto fail;
 	probe_noreplace(st);
+	if (st->names != NULL)
+		record_names(st);
 	dirsync_init(&st->dirsync);
 	log_info("staging area %s; publication by %s", st->area,
 		 st->noreplace ? "renameat2(RENAME_NOREPLACE)" : "link() and unlink()");
@@ -383,17 +431,103 @@ int stage_ack(struct staging *st, char name[STAGE_NAME_MAX])
 	return st->sync ? dirsync(&st->dirsync, st->dirfd) : 0;
 }
 
-static int open_origin_dir(int inbox_fd, const struct origin *o)
+int origin_open_dir(int inbox_fd, const struct origin *o)
 {
 	union {
 		struct file_handle fh;
 		unsigned char buf[sizeof(struct file_handle) + 128];
 	} h;
+	int fd;
 
+	if (o->handle_bytes > sizeof(o->handle))
+		return -ESTALE;
 	h.fh.handle_type = o->handle_type;
 	h.fh.handle_bytes = o->handle_bytes;
 	memcpy(h.fh.f_handle, o->handle, o->handle_bytes);
-	return open_by_handle_at(inbox_fd, &h.fh, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	fd = open_by_handle_at(inbox_fd, &h.fh, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0)
+		return fd;
+	/* Out of descriptors or memory, or the disk failing: it may well be
+	 * there, so the drop waits rather than going to the wrong place. */
+	if (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == EIO ||
+	    errno == EINTR)
+		return -errno;
+	return -ESTALE;
+}
+
+/* Is directory DIRFD inside the inbox INBOX_FD? 1 if it is (or is the
+ * inbox), 0 if its parents lead elsewhere (moved out, another filesystem),
+ * -ENOENT if it was removed, or -errno. Walks up by "..", which no client
+ * name is part of, at most a depth no inbox has. */
+static int inside_inbox(int inbox_fd, int dirfd)
+{
+	struct stat top, sb, up_sb;
+	int fd = dirfd, ret = 0;
+
+	if (fstat(inbox_fd, &top) < 0 || fstat(dirfd, &sb) < 0)
+		return -errno;
+	if (sb.st_nlink == 0)
+		return -ENOENT;
+	for (int depth = 0; depth < 4096; depth++) {
+		int up;
+
+		if (sb.st_dev != top.st_dev)
+			break;		/* 0: not the inbox's filesystem */
+		if (sb.st_ino == top.st_ino) {
+			ret = 1;
+			break;
+		}
+		up = openat(fd, "..", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (up < 0 || fstat(up, &up_sb) < 0) {
+			ret = -errno;
+			if (up >= 0)
+				close(up);
+			break;
+		}
+		if (fd != dirfd)
+			close(fd);
+		fd = up;
+		if (up_sb.st_dev == sb.st_dev && up_sb.st_ino == sb.st_ino)
+			break;		/* 0: the root, and no inbox on the way */
+		sb = up_sb;
+	}
+	if (fd != dirfd)
+		close(fd);
+	return ret;
+}
+
+int publish_inside(struct staging *st, int srcfd, const char *name, int inbox_fd,
+		   int dirfd, const char *requested, char *final, enum delivery *where)
+{
+	int in = dirfd;
+
+	*where = DELIVERED_ASKED;
+	if (dirfd >= 0)
+		in = inside_inbox(inbox_fd, dirfd);
+	if (in == 1) {
+		int ret = publish_from(st, srcfd, name, dirfd, requested, final);
+
+		/* Removed since: as gone. */
+		if (ret != -ENOENT && ret != -ESTALE)
+			return ret;
+		in = ret;
+	}
+	if (in < 0 && in != -ENOENT && in != -ESTALE)
+		return in;
+	*where = in == 0 ? DELIVERED_TOP_OUTSIDE : DELIVERED_TOP_GONE;
+	return publish_from(st, srcfd, name, inbox_fd, requested, final);
+}
+
+const char *delivery_why(enum delivery where)
+{
+	switch (where) {
+	case DELIVERED_TOP_GONE:
+		return "is gone";
+	case DELIVERED_TOP_OUTSIDE:
+		return "is not in the inbox";
+	default:
+		return "";
+	}
 }
 
 static int quarantine_from(struct staging *st, int srcfd, const char *name,
@@ -490,11 +624,12 @@ static void recover_dir(struct staging *st, int srcfd, int inbox_fd, struct reco
 			continue;
 		}
 		/* Acknowledged: deliver it where it was asked for, or at the
-		 * inbox's top if that directory is gone. */
-		int dirfd = open_origin_dir(inbox_fd, &o);
+		 * inbox's top if that directory is gone or out of the inbox. */
+		enum delivery where;
+		int dirfd = origin_open_dir(inbox_fd, &o);
 		int sfd = openat(srcfd, de->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-		int ret = publish_from(st, srcfd, de->d_name, dirfd >= 0 ? dirfd : inbox_fd, o.name,
-				       final);
+		int ret = publish_inside(st, srcfd, de->d_name, inbox_fd, dirfd, o.name, final,
+					 &where);
 
 		if (dirfd >= 0)
 			close(dirfd);
@@ -509,8 +644,13 @@ static void recover_dir(struct staging *st, int srcfd, int inbox_fd, struct reco
 			r->failed++;
 			continue;
 		}
-		log_info("recovery: published \"%s\" as \"%s\"", log_name(o.name, q1, sizeof(q1)),
-			 log_name(final, q2, sizeof(q2)));
+		if (where != DELIVERED_ASKED)
+			log_warnx("recovery: the directory of \"%s\" %s; published at the top as \"%s\"",
+				  log_name(o.name, q1, sizeof(q1)), delivery_why(where),
+				  log_name(final, q2, sizeof(q2)));
+		else
+			log_info("recovery: published \"%s\" as \"%s\"", log_name(o.name, q1, sizeof(q1)),
+				 log_name(final, q2, sizeof(q2)));
 		r->published++;
 	}
 	closedir(dp);

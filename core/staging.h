@@ -10,6 +10,8 @@
  *       lock             locked (OFD fcntl lock) for as long as it runs
  *       d.TAG, a.TAG     its drops: being written / acknowledged (R6)
  *   incomplete/          drops that are never to be delivered, of all
+ *   names                the names= template of the instance started last
+ *                        (inboxfs-quarantine names drops as it would)
  *   lock                 taken while the old layout's files are recovered
  *   d.TAG, a.TAG         drops of a version before areas (recovered)
  *   .new.*               an area being made (renamed once locked)
@@ -26,6 +28,7 @@
 #define STAGING_DIR ".inboxfs"
 #define INCOMPLETE_DIR "incomplete"
 #define LOCK_FILE "lock"
+#define NAMES_FILE "names"
 #define STAGE_NAME_MAX 40
 #define AREA_NAME_MAX 96
 
@@ -52,6 +55,11 @@ struct staging {
 int staging_open(struct staging *st, int inbox_fd, int dirfd, const char *path);
 void staging_close(struct staging *st);
 
+/* The names= template recorded in staging directory ROOTFD (NAMES_FILE):
+ * 0, -ENOENT when none is (an instance of a version before it), -EINVAL
+ * when what is recorded is no template. staging_open() records ST->names. */
+int staging_names(int rootfd, struct name_template *t);
+
 /* Create a new staged file owned by UID:GID, open read-write. */
 int stage_create(struct staging *st, mode_t mode, uid_t uid, gid_t gid,
 		 char name[STAGE_NAME_MAX], int *fd);
@@ -61,6 +69,24 @@ int stage_create(struct staging *st, mode_t mode, uid_t uid, gid_t gid,
  * renamed to a unique name, or -errno (the staged file stays). */
 int publish_drop(struct staging *st, const char *name, int dirfd,
 		 const char *requested, char *final);
+
+/* Where a drop went: the directory it was dropped in, or the inbox's top
+ * because that directory is gone or no longer inside the inbox (moved out
+ * on the same filesystem: its descriptor and file handle still open it). */
+enum delivery {
+	DELIVERED_ASKED,
+	DELIVERED_TOP_GONE,
+	DELIVERED_TOP_OUTSIDE,
+};
+/* The daemon's, recovery's and inboxfs-quarantine's one rule for where a
+ * drop goes: publish staged NAME (in directory SRCFD) into DIRFD if it is
+ * inside the inbox INBOX_FD, else at the inbox's top. DIRFD < 0 is the
+ * -errno of opening it: -ENOENT and -ESTALE mean gone, any other fails.
+ * Returns what publish_drop() returns; *WHERE says where. */
+int publish_inside(struct staging *st, int srcfd, const char *name, int inbox_fd,
+		   int dirfd, const char *requested, char *final, enum delivery *where);
+/* "is gone", "is not in the inbox" or "" for a log line. */
+const char *delivery_why(enum delivery where);
 
 /* Move staged NAME aside into incomplete/; logs WHY. */
 int quarantine_drop(struct staging *st, const char *name, const char *requested,
@@ -82,6 +108,12 @@ int stage_set_origin(int fd, const struct origin *o);
 /* Forget it again: a delivered message carries nothing of inboxfs. */
 void stage_clear_origin(int fd);
 int stage_get_origin(int dirfd, const char *name, struct origin *o);
+/* A descriptor of O's directory, opened by its handle (CAP_DAC_READ_SEARCH)
+ * relative to INBOX_FD's filesystem, or -errno: -ESTALE when it cannot be
+ * found (removed, or the handle is not one), else a passing failure
+ * (-EMFILE, -ENOMEM, -EIO) after which to try again. Whether it is still
+ * inside the inbox is publish_inside()'s to check. */
+int origin_open_dir(int inbox_fd, const struct origin *o);
 
 /* A staged file is "d.*" while being written and "a.*" once its writer's
  * close was acknowledged without it being published yet (a lingering

@@ -5,6 +5,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The counters' file at the inbox's top, for observers: no message is
+ * published under this name there (struct staging's reserved). */
+#define STATS_FILE ".inboxfs-stats"
+
 enum stat_id {
 	STAT_DROPS,		/* client creates */
 	STAT_BYTES,		/* bytes written by clients */

@@ -43,14 +43,16 @@ static int drop_fd(struct drop *d, int fd, int *own)
 }
 
 /* Move D (CLOSING: its name and directory stay put) into its directory.
- * A directory removed while D was open (an observer may) cannot take it:
- * it goes to the top of the inbox, as recovery would place it. */
+ * A directory removed or moved out of the inbox while D was open (an
+ * observer may) cannot take it: it goes to the top of the inbox, by the
+ * rule recovery and inboxfs-quarantine follow (publish_inside()). */
 static int publish(struct drop *d, int fd)
 {
 	char final[NAME_MAX_BYTES + 1], q1[1024], q2[1024], client[64];
 	uint64_t start = now_usec();
 	struct node *dir = node_of(d->parent);
-	bool top = false;
+	enum delivery where;
+	bool top;
 	int own, dfd, ret;
 
 	fd = drop_fd(d, fd, &own);
@@ -62,22 +64,19 @@ static int publish(struct drop *d, int fd)
 		ret = -errno;
 		goto out;
 	}
-	for (;;) {
-		dfd = dir_get(dir);
-		ret = dfd < 0 ? dfd : publish_drop(&fs.staging, d->stage_name, dfd, d->name, final);
-		if (dfd >= 0)
-			dir_put(dir, dfd);
-		if (top || (ret != -ENOENT && ret != -ESTALE))
-			break;
-		top = true;
-		dir = node_of(FUSE_ROOT_ID);
-	}
+	dfd = dir_get(dir);
+	ret = publish_inside(&fs.staging, fs.staging.dirfd, d->stage_name, inbox_fd(), dfd,
+			     d->name, final, &where);
+	if (dfd >= 0)
+		dir_put(dir, dfd);
 	if (ret < 0)
 		goto out;
+	top = where != DELIVERED_ASKED;
 	stage_clear_origin(fd);		/* only now: a crash before keeps it recoverable */
 	if (top)
-		log_warnx("publish: the directory of \"%s\" is gone; stored at the top as \"%s\"",
-			  log_name(d->name, q1, sizeof(q1)), log_name(final, q2, sizeof(q2)));
+		log_warnx("publish: the directory of \"%s\" %s; stored at the top as \"%s\"",
+			  log_name(d->name, q1, sizeof(q1)), delivery_why(where),
+			  log_name(final, q2, sizeof(q2)));
 	else if (ret == 1)
 		log_info("rewrite: \"%s\" stored as \"%s\" (client %s, pid %d, uid %u)",
 			 log_name(d->name, q1, sizeof(q1)), log_name(final, q2, sizeof(q2)),

@@ -45,6 +45,7 @@
 #include "options.h"
 #include "sessions.h"
 #include "staging.h"
+#include "stats.h"
 
 struct inboxfs {
 	struct inboxfs_config cfg;
@@ -87,7 +88,7 @@ void handles_shutdown(void);
 
 /* ---- statsfile.c: the counters, a read-only file at the root (observers) ---- */
 
-#define STATS_FILE ".inboxfs-stats"
+/* Its name, STATS_FILE, is core/stats.h's: inboxfs-quarantine keeps it free too. */
 #define STATS_INO ((uint64_t)-2)	/* beyond any backing inode number */
 void statsfile_init(void);
 struct node *statsfile_node(void);

@@ -1,7 +1,9 @@
 /* libFuzzer target for the name generator and the template parser (R9):
  * whatever the requested name and template, a unique name is valid UTF-8,
  * at most 255 bytes, never starts with a dot, holds nothing Windows
- * forbids, and carries the tag. */
+ * forbids, and carries the tag. And whatever the name, its printable
+ * form (inboxfs-quarantine's) is valid UTF-8 with no control character, C0
+ * or C1, in it. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +44,22 @@ static void check_name(const char *out, int len)
 		abort();
 }
 
+static void check_printable(const char *name)
+{
+	char out[4 * (NAME_MAX_BYTES + 1) + 1];
+	const unsigned char *s = (const unsigned char *)name_printable(name, out, sizeof(out));
+	size_t n = strlen(out);
+
+	check_utf8(s, n);
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] < 0x20 || s[i] == 0x7f || (s[i] == 0xc2 && i + 1 < n && s[i + 1] <= 0x9f))
+			abort();
+	}
+	/* Room for every byte escaped: nothing is cut. */
+	if (strlen(name) <= NAME_MAX_BYTES + 1 && n < strlen(name))
+		abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct name_template t;
@@ -65,6 +83,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	n = size - split < NAME_MAX_BYTES ? size - split : NAME_MAX_BYTES;
 	memcpy(requested, data + split, n);
 	requested[n] = '\0';
+	check_printable(requested);
 	if (name_check(requested) != 0)
 		return 0;	/* the filesystem refuses these before naming */
 	len = unique_name(&t, requested, (uint64_t)size * 0x9e3779b97f4a7c15ULL, out);

@@ -158,6 +158,26 @@ def test_directory_removed_while_drop_open(mounted, client):
     assert 'is gone; stored at the top as "GONE.SVF"' in mounted.log()
 
 
+def test_directory_moved_out_of_the_inbox_while_drop_open(mounted, client):
+    """A drop whose directory was moved out of the inbox (same filesystem)
+    while it was open is delivered at the top of the inbox, never outside
+    it, by the rule recovery and inboxfs-quarantine follow too (red on
+    6a4ccfe: it went to the moved directory)."""
+    mounted.allow_log(r'is not in the inbox; stored at the top')
+    sub = os.path.join(mounted.mnt, 'sub')
+    os.mkdir(sub)
+    os.chmod(sub, 0o1777)
+    s = client.session()
+    fd = s.open(os.path.join(sub, 'MOVED.SVF'), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    s.write(fd, b'still in the inbox')
+    outside = os.path.join(mounted.base, 'outside')
+    os.rename(os.path.join(mounted.inbox, 'sub'), outside)     # beneath the mount
+    s.close(fd)
+    assert os.listdir(outside) == []
+    assert _delivered(mounted.inbox) == {'MOVED.SVF': b'still in the inbox'}
+    assert 'is not in the inbox; stored at the top as "MOVED.SVF"' in mounted.log()
+
+
 def _child_writes_after_parent_close(path):
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     os.write(fd, b'parent;')

@@ -3,8 +3,12 @@ quarantined with their requested names, sizes, times and why; show one;
 release one into the inbox atomically (a unique name when the requested
 one is taken, never an overwrite, logged); purge old ones. With a separate
 mountpoint, with an over-mount (the real staging directory is hidden under
-the mount), and with per-instance staging areas (STAGING/*/incomplete)."""
+the mount), and with per-instance staging areas (STAGING/*/incomplete).
+The tool is a C program on the core library (issue 18 item 8): it names,
+publishes and reads origins as the daemon does."""
 
+import ctypes
+import errno
 import json
 import os
 import re
@@ -14,11 +18,16 @@ import subprocess
 import sys
 import time
 
+import pytest
 
 import helpers
-from helpers import SOURCE, TIMEOUT, incomplete, inbox_contents, wait_until
+from helpers import (SOURCE, TIMEOUT, create_excl, incomplete, inbox_contents, staged,
+                     wait_until)
 
-TOOL = os.path.join(SOURCE, 'tools', 'inboxfs-quarantine')
+# The built tool (INBOXFS_QUARANTINE: another one, e.g. an older version's).
+BUILD = os.environ.get('INBOXFS_BUILD', os.path.join(SOURCE, 'build'))
+TOOL = os.environ.get('INBOXFS_QUARANTINE') or os.path.join(BUILD, 'tools',
+                                                            'inboxfs-quarantine')
 
 # Writes a partial message, says so, then waits to be killed.
 KILLED_WRITER = r'''
@@ -55,9 +64,13 @@ def quarantine(mount, client, name, data):
     return staged_name
 
 
-def tool(*args, check=True):
-    proc = subprocess.run([TOOL, *map(str, args)], stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=TIMEOUT * 3)
+def _arg(a):
+    return os.fsencode(a) if isinstance(a, (str, bytes, os.PathLike)) else str(a)
+
+
+def tool(*args, check=True, text=True):
+    proc = subprocess.run([TOOL, *map(_arg, args)], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=text, timeout=TIMEOUT * 3)
     if check:
         assert proc.returncode == 0, f'{args}: {proc.returncode}\n{proc.stdout}{proc.stderr}'
     return proc
@@ -167,3 +180,159 @@ def test_no_staging_directory_is_one_clear_line(tmp_path):
     proc = tool('list', tmp_path, check=False)
     assert proc.returncode == 1
     assert proc.stderr.count('\n') == 1 and 'no staging directory' in proc.stderr
+
+
+def test_release_under_names_8_3_gives_the_daemons_form(mount_inboxfs, client):
+    """The tool names a drop as the inbox's instances do: each records its
+    names= template in the staging directory (red on 6a4ccfe: the Python
+    tool ignored names= and gave REPORT~TAG.TXT)."""
+    m = mount_inboxfs(names='8.3')
+    client.call(create_excl, os.path.join(m.mnt, 'REPORT.TXT'), b'delivered')
+    name = quarantine(m, client, 'REPORT.TXT', 'released late')
+
+    final = tool('release', m.inbox, name).stdout.strip()
+    assert re.fullmatch(r'[0-9A-Z]{8}\.TXT', final), final
+    assert open(os.path.join(m.inbox, '.inboxfs', 'names')).read() == '%8t%3e\n'
+    assert inbox_contents(m.inbox) == {'REPORT.TXT': b'delivered', final: b'released late'}
+
+    # --names overrides what the staging directory says.
+    again = quarantine(m, client, 'REPORT.TXT', 'and once more')
+    other = tool('release', '--names', 'default', m.inbox, again).stdout.strip()
+    assert re.fullmatch(r'REPORT~[0-9A-Z]{12}\.TXT', other), other
+    assert tool('release', '--names', '%t', m.inbox, 'd.x', check=False).returncode == 1
+
+
+def test_release_of_a_255_byte_extension_whose_name_is_taken(mounted, client):
+    """'a.' and 253 'b': the extension alone fills a name. With the name
+    taken, release gives a valid unique name or fails cleanly, and never
+    loops (red on 6a4ccfe: the Python tool shortened an empty stem forever,
+    killed by the timeout, after it had removed the drop's origin)."""
+    long_name = 'a.' + 'b' * 253
+    with open(os.path.join(mounted.inbox, long_name), 'wb') as f:
+        f.write(b"the consumer's")
+    name = quarantine(mounted, client, long_name, 'a long extension')
+
+    proc = tool('release', mounted.inbox, name, check=False)
+    final = proc.stdout.strip()
+    if proc.returncode == 0:
+        assert len(final.encode()) <= 255 and '/' not in final and final != long_name
+        # The daemon's form: the extension cut to leave room for the tag.
+        assert re.fullmatch(r'~[0-9A-Z]{12}\.b{200,}', final), final
+        assert inbox_contents(mounted.inbox) == {long_name: b"the consumer's",
+                                                 final: b'a long extension'}
+    else:
+        [d] = json.loads(tool('list', '--json', mounted.inbox).stdout)
+        assert (d['id'], d['requested']) == (name, long_name)
+        assert incomplete(mounted.inbox) == {name: b'a long extension'}
+
+
+def test_list_and_show_escape_what_a_terminal_would_obey(mounted, client):
+    """Client-chosen names reach root's terminal escaped: C0, DEL, C1 (as
+    UTF-8: U+009B is a CSI) and invalid UTF-8 (red on 6a4ccfe: U+009B was
+    printed raw). --json escapes them as JSON does."""
+    c1 = quarantine(mounted, client, 'X\u009b2JY.TXT', 'c1')
+    bad = quarantine(mounted, client, os.fsdecode(b'BAD\xff\x7f.TXT'), 'invalid')
+
+    for args in (('list', mounted.inbox), ('show', mounted.inbox, c1),
+                 ('show', mounted.inbox, bad)):
+        out = tool(*args, text=False).stdout
+        assert not re.search(rb'[\x00-\x09\x0b-\x1f\x7f-\xff]', out), (args, out)
+    listing = tool('list', mounted.inbox).stdout
+    assert 'X\\xc2\\x9b2JY.TXT' in listing and 'BAD\\xff\\x7f.TXT' in listing, listing
+    assert 'requested: X\\xc2\\x9b2JY.TXT' in tool('show', mounted.inbox, c1).stdout
+
+    out = tool('list', '--json', mounted.inbox, text=False).stdout
+    assert not re.search(rb'[\x00-\x09\x0b-\x1f\x7f-\xff]', out), out
+    requested = {d['id']: d['requested'] for d in json.loads(out)}
+    assert requested == {c1: 'X\u009b2JY.TXT', bad: os.fsdecode(b'BAD\xff\x7f.TXT')}
+
+
+def _outside_subdir(mount):
+    """SUB in the inbox, for clients to drop into."""
+    sub = os.path.join(mount.inbox, 'SUB')
+    os.mkdir(sub)
+    os.chmod(sub, 0o1777)
+    return sub
+
+
+def test_release_into_a_directory_moved_out_of_the_inbox_goes_to_the_top(mounted, client):
+    """The drop's directory was moved out of the inbox (same filesystem):
+    its file handle still opens it, but the drop is delivered inside the
+    inbox, at its top (red on 6a4ccfe: delivered outside)."""
+    sub = _outside_subdir(mounted)
+    name = quarantine(mounted, client, 'SUB/MOVED.SVF', 'moved away')
+    outside = os.path.join(mounted.base, 'outside')
+    os.rename(sub, outside)
+
+    assert tool('release', mounted.inbox, name).stdout.strip() == 'MOVED.SVF'
+    assert os.listdir(outside) == []
+    assert inbox_contents(mounted.inbox) == {'MOVED.SVF': b'moved away'}
+
+
+def test_release_into_a_directory_still_in_the_inbox(mounted, client):
+    sub = _outside_subdir(mounted)
+    os.mkdir(os.path.join(sub, 'DEEP'), 0o1777)
+    os.chmod(os.path.join(sub, 'DEEP'), 0o1777)
+    name = quarantine(mounted, client, 'SUB/DEEP/HERE.SVF', 'deep')
+    assert tool('release', mounted.inbox, name).stdout.strip() == 'HERE.SVF'
+    assert inbox_contents(mounted.inbox, 'SUB/DEEP') == {'HERE.SVF': b'deep'}
+
+
+def test_recovery_into_a_directory_moved_out_of_the_inbox_goes_to_the_top(mount_inboxfs,
+                                                                          client):
+    """An acknowledged drop of a crashed instance whose directory was moved
+    out of the inbox: recovery delivers it at the inbox's top (red on
+    6a4ccfe: delivered in the moved directory, outside the inbox)."""
+    m = mount_inboxfs(linger=60)
+    sub = _outside_subdir(m)
+    client.call(create_excl, os.path.join(m.mnt, 'SUB', 'ACKED.SVF'), b'acknowledged')
+    assert [os.path.basename(s)[:2] for s in staged(m.inbox, acked=True)] == ['a.']
+    m.crash()
+    outside = os.path.join(m.base, 'outside')
+    os.rename(sub, outside)
+
+    m.start()
+    assert os.listdir(outside) == []
+    assert inbox_contents(m.inbox) == {'ACKED.SVF': b'acknowledged'}
+    assert 'is not in the inbox' in m.log()
+
+
+def test_a_failed_release_leaves_the_drop_and_its_origin(mounted, client):
+    """The inbox refuses the file (immutable, chattr +i): the release fails
+    in one line and the drop stays quarantined as it was, its requested
+    name and directory included (red on 6a4ccfe: the Python tool removed
+    the origin first, and the drop's requested name was lost)."""
+    name = quarantine(mounted, client, 'KEPT.SVF', 'kept')
+    chattr = subprocess.run(['chattr', '+i', mounted.inbox], capture_output=True)
+    if chattr.returncode != 0:
+        pytest.skip(f'chattr +i: {chattr.stderr!r}')
+    try:
+        proc = tool('release', mounted.inbox, name, check=False)
+    finally:
+        subprocess.run(['chattr', '-i', mounted.inbox], check=True)
+    assert proc.returncode == 1 and proc.stdout == '', proc
+    [d] = json.loads(tool('list', '--json', mounted.inbox).stdout)
+    assert (d['id'], d['requested']) == (name, 'KEPT.SVF')
+    assert proc.stderr.count('\n') == 1 and 'stays quarantined' in proc.stderr, proc.stderr
+    assert incomplete(mounted.inbox) == {name: b'kept'}
+    # And it can be released once the inbox takes it.
+    assert tool('release', mounted.inbox, name).stdout.strip() == 'KEPT.SVF'
+    assert inbox_contents(mounted.inbox) == {'KEPT.SVF': b'kept'}
+
+
+def test_release_names_a_taken_name_as_the_daemon_does(mounted, client):
+    """A leading dot and a character Windows forbids: the tool's unique name
+    has the daemon's form, tag aside (red on 6a4ccfe: the Python tool gave
+    'a:b~TAG.TXT', the daemon '_a_b~TAG.TXT')."""
+    requested = '.a:b.TXT'
+    with open(os.path.join(mounted.inbox, requested), 'wb') as f:
+        f.write(b'first')
+    client.call(create_excl, os.path.join(mounted.mnt, requested), b'by the daemon')
+    name = quarantine(mounted, client, requested, 'by the tool')
+    released = tool('release', mounted.inbox, name).stdout.strip()
+
+    found = inbox_contents(mounted.inbox)
+    [by_daemon] = [n for n, data in found.items() if data == b'by the daemon']
+    assert found[released] == b'by the tool'
+    untagged = {re.sub(r'~[0-9A-Z]{12}\.', '~TAG.', n) for n in (by_daemon, released)}
+    assert untagged == {'_a_b~TAG.TXT'}, (by_daemon, released)

@@ -668,6 +668,44 @@ static void test_place_passes_errors_through(void **state)
 	assert_int_equal(a.calls, 3);
 }
 
+/* What a terminal would obey is escaped, byte by byte; the rest stays. */
+static void test_printable(void **state)
+{
+	char out[128];
+
+	(void)state;
+	assert_string_equal(name_printable("MSG1.SVF", out, sizeof(out)), "MSG1.SVF");
+	assert_string_equal(name_printable("Caf\xc3\xa9 \xe2\x82\xac.txt", out, sizeof(out)),
+			    "Caf\xc3\xa9 \xe2\x82\xac.txt");
+	/* C0, DEL, the backslash. */
+	assert_string_equal(name_printable("a\x1b[2Jb\x7f\\c\n", out, sizeof(out)),
+			    "a\\x1b[2Jb\\x7f\\x5cc\\x0a");
+	/* C1 (U+009B is a CSI), U+0080 and U+009F; U+00A0 is printable. */
+	assert_string_equal(name_printable("X\xc2\x9b" "2J\xc2\x80\xc2\x9f\xc2\xa0", out, sizeof(out)),
+			    "X\\xc2\\x9b2J\\xc2\\x80\\xc2\\x9f\xc2\xa0");
+	/* Bidirectional overrides and line separators. */
+	assert_string_equal(name_printable("a\xe2\x80\xae" "b\xe2\x80\xa8" "c\xe2\x81\xa6", out,
+					   sizeof(out)),
+			    "a\\xe2\\x80\\xaeb\\xe2\\x80\\xa8c\\xe2\\x81\\xa6");
+	/* Invalid UTF-8: a lone continuation, an overlong, a cut sequence. */
+	assert_string_equal(name_printable("\xff\x80\xc0\xaf\xe2\x82", out, sizeof(out)),
+			    "\\xff\\x80\\xc0\\xaf\\xe2\\x82");
+	assert_string_equal(name_printable("", out, sizeof(out)), "");
+}
+
+/* OUT is cut between whole escapes and characters, and always ended. */
+static void test_printable_truncates_whole(void **state)
+{
+	char out[8];
+
+	(void)state;
+	memset(out, 'z', sizeof(out));
+	assert_string_equal(name_printable("ab\x01" "cd", out, sizeof(out)), "ab\\x01c");
+	assert_string_equal(name_printable("abcd\x01" "e", out, sizeof(out)), "abcd");
+	assert_string_equal(name_printable("abcdef\xc3\xa9", out, sizeof(out)), "abcdef");
+	assert_string_equal(name_printable("abcdefghij", out, 1), "");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -697,6 +735,8 @@ int main(void)
 		cmocka_unit_test(test_place_skip_requested),
 		cmocka_unit_test(test_place_gives_up_after_16),
 		cmocka_unit_test(test_place_passes_errors_through),
+		cmocka_unit_test(test_printable),
+		cmocka_unit_test(test_printable_truncates_whole),
 	};
 
 	unit_xml_reset();

@@ -716,6 +716,136 @@ static void test_recover_removes_a_dead_half_made_area(void **state)
 	assert_true(area_exists(f, f->st.area));
 }
 
+/* staging_open() records names= for inboxfs-quarantine; staging_names()
+ * reads it back, and tells a missing or broken record apart. */
+static void test_names_recorded(void **state)
+{
+	struct fixture *f = *state;
+	struct name_template t, eight3;
+	struct staging other;
+
+	assert_int_equal(staging_names(f->st.rootfd, &t), 0);
+	assert_string_equal(t.spec, "%s~%t%e");
+	assert_content(f->st.rootfd, NAMES_FILE, "%s~%t%e\n");
+
+	/* The instance started last says. */
+	assert_int_equal(name_template_parse("8.3", &eight3), 0);
+	memset(&other, 0, sizeof(other));
+	other.names = &eight3;
+	assert_int_equal(staging_open(&other, f->inbox_fd, f->inbox_fd, STAGING_DIR), 0);
+	assert_int_equal(staging_names(f->st.rootfd, &t), 0);
+	assert_string_equal(t.spec, "%8t%3e");
+	staging_close(&other);
+
+	assert_int_equal(unlinkat(f->st.rootfd, NAMES_FILE, 0), 0);
+	assert_int_equal(staging_names(f->st.rootfd, &t), -ENOENT);
+	write_file(f->st.rootfd, NAMES_FILE, "%s~%e\n");	/* no tag */
+	assert_int_equal(staging_names(f->st.rootfd, &t), -EINVAL);
+}
+
+/* publish_inside(): the directory asked for while it is in the inbox, the
+ * top once it is removed or moved out of it; a failure to open it that
+ * says nothing of where it is publishes nothing. INBOX is a directory of
+ * the fixture's, so that "out of it" is on the same filesystem. */
+static void test_publish_inside(void **state)
+{
+	struct fixture *f = *state;
+	char name[STAGE_NAME_MAX], final[NAME_MAX_BYTES + 1];
+	enum delivery where;
+	int inbox, sub, deep, gone, moved;
+
+	assert_int_equal(mkdirat(f->inbox_fd, "inbox", 0755), 0);
+	inbox = openat(f->inbox_fd, "inbox", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(inbox >= 0);
+	assert_int_equal(mkdirat(inbox, "sub", 0755), 0);
+	assert_int_equal(mkdirat(inbox, "sub/deep", 0755), 0);
+	assert_int_equal(mkdirat(inbox, "gone", 0755), 0);
+	assert_int_equal(mkdirat(inbox, "moved", 0755), 0);
+	sub = openat(inbox, "sub", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	deep = openat(inbox, "sub/deep", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	gone = openat(inbox, "gone", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	moved = openat(inbox, "moved", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(sub >= 0 && deep >= 0 && gone >= 0 && moved >= 0);
+
+	stage(f, "deep", name);
+	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, inbox, deep, "a.txt", final,
+					&where), 0);
+	assert_int_equal(where, DELIVERED_ASKED);
+	assert_content(deep, "a.txt", "deep");
+	stage(f, "top", name);
+	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, inbox, inbox, "a.txt", final,
+					&where), 0);
+	assert_int_equal(where, DELIVERED_ASKED);
+	assert_content(inbox, "a.txt", "top");
+
+	/* Removed: at the top, beside what is there. */
+	assert_int_equal(unlinkat(inbox, "gone", AT_REMOVEDIR), 0);
+	stage(f, "gone", name);
+	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, inbox, gone, "b.txt", final,
+					&where), 0);
+	assert_int_equal(where, DELIVERED_TOP_GONE);
+	assert_string_equal(delivery_why(where), "is gone");
+	assert_content(inbox, "b.txt", "gone");
+	stage(f, "unopened", name);
+	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, inbox, -ESTALE, "b.txt", final,
+					&where), 1);
+	assert_int_equal(where, DELIVERED_TOP_GONE);
+	assert_content(inbox, final, "unopened");
+
+	/* Moved out of the inbox (its descriptor still opens it): the top. */
+	assert_int_equal(renameat(inbox, "moved", f->inbox_fd, "outside"), 0);
+	stage(f, "moved", name);
+	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, inbox, moved, "c.txt", final,
+					&where), 0);
+	assert_int_equal(where, DELIVERED_TOP_OUTSIDE);
+	assert_string_equal(delivery_why(where), "is not in the inbox");
+	assert_content(inbox, "c.txt", "moved");
+	assert_false(exists(moved, "c.txt"));
+	/* So is a directory the inbox is in. */
+	stage(f, "above", name);
+	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, inbox, f->inbox_fd, "d.txt",
+					final, &where), 0);
+	assert_int_equal(where, DELIVERED_TOP_OUTSIDE);
+	assert_content(inbox, "d.txt", "above");
+
+	/* Out of descriptors: nothing is published, the drop stays. */
+	stage(f, "waits", name);
+	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, inbox, -EMFILE, "e.txt", final,
+					&where), -EMFILE);
+	assert_false(exists(inbox, "e.txt"));
+	assert_content(f->st.dirfd, name, "waits");
+
+	close(moved);
+	close(gone);
+	close(deep);
+	close(sub);
+	close(inbox);
+}
+
+/* A removed directory's handle opens nothing: -ESTALE, as gone. */
+static void test_origin_open_dir(void **state)
+{
+	struct fixture *f = *state;
+	struct origin o;
+	struct stat a, b;
+	int fd;
+
+	if (geteuid() != 0)
+		skip();		/* open_by_handle_at() */
+	assert_int_equal(mkdirat(f->inbox_fd, "sub", 0755), 0);
+	make_origin(f, "sub", "x.txt", &o);
+	fd = origin_open_dir(f->inbox_fd, &o);
+	assert_true(fd >= 0);
+	assert_int_equal(fstat(fd, &a), 0);
+	assert_int_equal(fstatat(f->inbox_fd, "sub", &b, 0), 0);
+	assert_int_equal(a.st_ino, b.st_ino);
+	close(fd);
+	assert_int_equal(unlinkat(f->inbox_fd, "sub", AT_REMOVEDIR), 0);
+	assert_int_equal(origin_open_dir(f->inbox_fd, &o), -ESTALE);
+	o.handle_bytes = sizeof(o.handle) + 1;
+	assert_int_equal(origin_open_dir(f->inbox_fd, &o), -ESTALE);
+}
+
 #define FIXTURE_TEST(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -743,6 +873,9 @@ int main(void)
 		FIXTURE_TEST(test_recover_crashed_link_publication),
 		FIXTURE_TEST(test_publish_by_link),
 		FIXTURE_TEST(test_recover_removes_a_dead_half_made_area),
+		FIXTURE_TEST(test_names_recorded),
+		FIXTURE_TEST(test_publish_inside),
+		FIXTURE_TEST(test_origin_open_dir),
 	};
 
 	unit_xml_reset();
