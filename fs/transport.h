@@ -35,7 +35,7 @@ struct node;
  * passthrough where the kernel allows it (then FI
  * says so); 0 or -errno to answer instead. */
 int passthrough_choose(struct fuse_file_info *fi, const struct node *n, struct handle *h,
-		       uid_t uid, bool redirected);
+		       bool redirected);
 /* A redirected open (R3) of N is coming: fails with ETXTBSY while N is
  * open passthrough (the kernel would refuse it), before its file is made;
  * unhold if it does not come after all. */

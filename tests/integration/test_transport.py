@@ -297,15 +297,20 @@ def test_passthrough_rewrite_right_after_close(pt):
     assert len(pt.backing_files()) == 80
 
 
-def test_passthrough_and_a_non_root_writer(pt, as_client):
-    """A non-root observer's writable open is not passthrough (its writes
-    must clear set-ID bits); a root reader meanwhile is not either (the
-    kernel would refuse the mix). Joining a passthrough open, it clears
-    the bits at open."""
+def test_passthrough_and_a_non_root_writer(mount_inboxfs, as_client):
+    """A non-root observer's writable open is passthrough like any other
+    (its WRITE never reaches the daemon), and its writes clear set-ID bits
+    as without passthrough, whether it opened first or joined a root
+    reader's passthrough open; opening does not clear them (as on a local
+    file). Root's own writes through passthrough clear them too: the one
+    backing file of an inode is written without CAP_FSETID."""
+    pt = mount_inboxfs(passthrough='yes', observers=f'root:{OBS_UID}', debug=True)
+    passthrough_on(pt)
     path = _backing_file(pt, 'prog', 0o6777, b'#!/bin/sh\n' * 100)
     target = os.path.join(pt.mnt, 'prog')
     obs = as_client(OBS_UID).session()
-    fd = obs.call(os.open, target, os.O_RDWR)
+    fd = obs.call(os.open, target, os.O_RDWR)     # first: passthrough
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o6777
     with open(target, 'rb') as f:                 # root, alongside
         assert f.read(10) == b'#!/bin/sh\n'
     obs.call(os.pwrite, fd, b'#!', 0)
@@ -314,9 +319,39 @@ def test_passthrough_and_a_non_root_writer(pt, as_client):
     os.chmod(path, 0o6777)
     with open(target, 'rb') as f:                 # root first: passthrough
         fd = obs.call(os.open, target, os.O_RDWR)
-        assert os.stat(path).st_mode & 0o6000 == 0, oct(os.stat(path).st_mode)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o6777
         obs.call(os.pwrite, fd, b'#!', 0)
         obs.call(os.close, fd)
+        assert os.stat(path).st_mode & 0o6000 == 0, oct(os.stat(path).st_mode)
+        assert f.read(2) == b'#!'
+    os.chmod(path, 0o6777)
+    with open(target, 'r+b') as f:                # root writes, passthrough
+        f.write(b'#!')
+    assert os.stat(path).st_mode & 0o6000 == 0, oct(os.stat(path).st_mode)
+    assert re.findall(r'opcode: (\w+)', pt.log()).count('WRITE') == 0
+
+
+def test_passthrough_writes_clear_setid_set_after_the_open(pt, as_client):
+    """Set-ID bits set after a non-root observer's passthrough open are
+    cleared by its next write, as without passthrough: the kernel writes
+    the backing file with the credentials it was registered with, and those
+    must not carry CAP_FSETID (else the file, run by anyone, runs as root)."""
+    path = _backing_file(pt, 'prog', 0o777, b'#!/bin/sh\n' * 100)
+    target = os.path.join(pt.mnt, 'prog')
+    obs = as_client(OBS_UID).session()
+    with open(target, 'rb') as f:                 # root first: passthrough
+        fd = obs.call(os.open, target, os.O_RDWR)
+        try:
+            os.chmod(target, 0o6777)              # root, through the mount
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o6777
+            obs.call(os.pwrite, fd, b'#!', 0)
+            assert os.stat(path).st_mode & 0o6000 == 0, oct(os.stat(path).st_mode)
+            assert os.stat(target).st_mode & 0o6000 == 0, oct(os.stat(target).st_mode)
+            os.chmod(target, 0o6777)              # and again, the same open
+            obs.call(os.pwrite, fd, b'#!', 0)
+            assert os.stat(path).st_mode & 0o6000 == 0, oct(os.stat(path).st_mode)
+        finally:
+            obs.call(os.close, fd)
         assert f.read(2) == b'#!'
 
 
