@@ -76,6 +76,13 @@ void uring_stop(void);
  * else return -2. */
 ssize_t uring_reply(const struct iovec *iov, int count, size_t len);
 
+/* The request this thread handles will be answered by another thread
+ * (syncpool.c): its ring entry, if it is an io_uring request, is parked
+ * until then. Returns what that thread passes to uring_adopt() before it
+ * answers (NULL for a /dev/fuse request), and uring_adopt(NULL) after. */
+void *uring_defer(void);
+void uring_adopt(void *token);
+
 /* Where the reply to the request this thread handles will be copied, if
  * it is an io_uring request and SIZE fits: a READ's data read there is
  * not copied again. The request's own payload is gone by then. */
