@@ -151,7 +151,7 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 		fuse_reply_write(req, (size_t)res);
 }
 
-static void flush_job(fuse_req_t req, struct handle *h, int pid)
+static void flush_job(fuse_req_t req, void *h, int pid)
 {
 	fuse_reply_err(req, -drop_handle_flush(h, pid));
 }
@@ -182,8 +182,9 @@ void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_err(req, 0);
 }
 
-static void fsync_job(fuse_req_t req, struct handle *h, int datasync)
+static void fsync_job(fuse_req_t req, void *p, int datasync)
 {
+	struct handle *h = p;
 	int ret = datasync ? fdatasync(h->fd) : fsync(h->fd);
 
 	fuse_reply_err(req, ret < 0 ? errno : 0);

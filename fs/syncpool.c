@@ -1,4 +1,5 @@
-/* Requests that wait on the disk (a durable close's fsyncs, an fsync) are
+/* Requests that wait on the disk (a durable close's fsyncs, an fsync of a
+ * file or a directory) are
  * handled by a few worker threads of their own and answered from there, so
  * that no thread that fetches requests waits for a disk flush: over
  * io_uring each CPU's queue has 4 threads (uring.c), and four durable
@@ -9,8 +10,8 @@
  * A worker answers through libfuse as the handler would; uring.c commits
  * the answer of an io_uring request on its ring's own thread. The kernel
  * sends no request on a handle after its RELEASE, and no RELEASE while a
- * FLUSH or FSYNC of it is unanswered (the caller holds the file), so the
- * handle a job names outlives the job. Jobs queued when the daemon stops
+ * FLUSH, FSYNC or FSYNCDIR of it is unanswered (the caller holds the
+ * file), so the handle a job names outlives the job. Jobs queued when the daemon stops
  * are still run and answered (syncpool_stop()). */
 #include <errno.h>
 #include <pthread.h>
@@ -29,7 +30,7 @@
 struct job {
 	fuse_req_t req;
 	syncpool_fn *fn;
-	struct handle *h;
+	void *h;
 	int arg;
 	void *token;		/* uring_defer()'s */
 	struct job *next;
@@ -84,7 +85,7 @@ void syncpool_start(void)
 		log_warnx("syncpool: %u of %u workers started", n, WORKERS);
 }
 
-bool syncpool_defer(fuse_req_t req, syncpool_fn *fn, struct handle *h, int arg)
+bool syncpool_defer(fuse_req_t req, syncpool_fn *fn, void *h, int arg)
 {
 	struct job *j = calloc(1, sizeof(*j));
 	bool taken = false;

@@ -195,10 +195,12 @@ print(worst, n)
 SLOW_FSYNC_MS = 1500
 
 
-def _closes_under_stat_probes(m, client, tmp_path, tag, size=1 << 20):
-    """One client, 4 threads on the first CPU, closing 4 durable drops of
-    SIZE bytes at once; a prober per CPU stats meanwhile. Returns {cpu:
-    worst stat latency} and the closes' wall time."""
+def _flushes_under_stat_probes(m, who, tmp_path, tag, size=1 << 20, how='close'):
+    """WHO (a helpers.Client: one process), 4 threads on the first CPU,
+    writing 4 files of SIZE bytes at once and then closing them (a
+    client's durable drops) or fsyncing them (an observer's files, HOW
+    'fsync'); a prober per CPU stats meanwhile. Returns {cpu: worst stat
+    latency} and the 4 threads' wall time."""
     stop = tmp_path / f'stop-{tag}'
     cpus = sorted(os.sched_getaffinity(0))
     probes = [subprocess.Popen([sys.executable, '-c', STAT_PROBE, m.mnt, str(cpu), str(stop)],
@@ -206,14 +208,21 @@ def _closes_under_stat_probes(m, client, tmp_path, tag, size=1 << 20):
     try:
         time.sleep(0.5)
 
-        def four_closes():
+        def four_at_once():
             import threading
             os.sched_setaffinity(0, {cpus[0]})
             errors = []
 
             def one(i):
+                path = os.path.join(m.mnt, f'{tag}{i}.SVF')
                 try:
-                    helpers.create_excl(os.path.join(m.mnt, f'{tag}{i}.SVF'), b'x' * size)
+                    if how == 'close':
+                        helpers.create_excl(path, b'x' * size)
+                    else:
+                        with open(path, 'wb') as f:
+                            f.write(b'x' * size)
+                            f.flush()
+                            os.fsync(f.fileno())
                 except OSError as e:
                     errors.append(e)
             threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
@@ -223,7 +232,7 @@ def _closes_under_stat_probes(m, client, tmp_path, tag, size=1 << 20):
             for th in threads:
                 th.join()
             return errors, time.monotonic() - t
-        errors, took = client.call(four_closes, timeout=TIMEOUT * 6)
+        errors, took = who.call(four_at_once, timeout=TIMEOUT * 6)
         assert errors == []
         time.sleep(0.3)
     finally:
@@ -240,14 +249,15 @@ def _closes_under_stat_probes(m, client, tmp_path, tag, size=1 << 20):
     return {cpu: float(out.split()[0]) for cpu, out in zip(cpus, outs)}, took
 
 
-def test_durable_closes_do_not_stall_other_requests(mount_inboxfs, client, tmp_path,
-                                                    monkeypatch):
-    """A durable close's fsync holds no thread that serves requests: while
-    one client's 4 threads on one CPU close 4 drops whose fsyncs take
-    SLOW_FSYNC_MS each (LD_PRELOAD), a stat from another process on any CPU
-    is answered in well under that, over io_uring (4 ring threads per CPU)
-    as over /dev/fuse. Each close still succeeds only once its drop is
-    durable and delivered."""
+@pytest.mark.parametrize('how', ['close', 'fsync'])
+def test_disk_flushes_do_not_stall_other_requests(mount_inboxfs, client, tmp_path, monkeypatch,
+                                                  how):
+    """No thread that serves requests waits for a disk flush: while one
+    process's 4 threads on one CPU close 4 durable drops (a client) or
+    fsync 4 files (an observer), each fsync taking SLOW_FSYNC_MS
+    (LD_PRELOAD), a stat from another process on any CPU is answered in
+    well under that, over io_uring (4 ring threads per CPU) as over
+    /dev/fuse. Each close or fsync still returns only after its fsync."""
     src, lib = tmp_path / 'slowfsync.c', tmp_path / 'slowfsync.so'
     src.write_text(SLOW_FSYNC)
     subprocess.run(['cc', '-shared', '-fPIC', '-o', str(lib), str(src), '-ldl'], check=True,
@@ -255,6 +265,7 @@ def test_durable_closes_do_not_stall_other_requests(mount_inboxfs, client, tmp_p
     monkeypatch.setattr(helpers, 'WRAPPER', [
         'env', f'LD_PRELOAD={lib}', f'INBOXFS_SLOW_FSYNC_MS={SLOW_FSYNC_MS}',
         'ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=1'] + helpers.WRAPPER)
+    who = client if how == 'close' else helpers.Client(0)     # root: an observer
     worst = {}
     for transport in ('uring', 'dev'):
         if transport == 'uring':
@@ -265,12 +276,12 @@ def test_durable_closes_do_not_stall_other_requests(mount_inboxfs, client, tmp_p
                 pytest.skip('no FUSE over io_uring: ' + ' '.join(lines))
         else:
             m = mount_inboxfs(sync='close', uring='no')
-        worst[transport], took = _closes_under_stat_probes(m, client, tmp_path, transport[0].upper())
-        assert took >= SLOW_FSYNC_MS / 1000          # the closes waited for their fsyncs
-        assert helpers.inbox_files(m) == {f'{transport[0].upper()}{i}.SVF': b'x' * (1 << 20)
-                                          for i in range(4)}
-        print(f'\n{transport}: worst stat latency per CPU {worst[transport]}, '
-              f'4 durable closes took {took:.2f} s')
+        tag = transport[0].upper()
+        worst[transport], took = _flushes_under_stat_probes(m, who, tmp_path, tag, how=how)
+        assert took >= SLOW_FSYNC_MS / 1000          # they waited for their fsyncs
+        assert helpers.inbox_files(m) == {f'{tag}{i}.SVF': b'x' * (1 << 20) for i in range(4)}
+        print(f'\n{how}, {transport}: worst stat latency per CPU {worst[transport]}, '
+              f'the 4 threads took {took:.2f} s')
         m.unmount()
     for transport, per_cpu in worst.items():
         assert max(per_cpu.values()) < SLOW_FSYNC_MS / 1000 / 3, (transport, worst)
