@@ -24,6 +24,7 @@ struct dirh {
 	struct dirent *entry;
 	off_t offset;
 	struct dirsnap *snap;	/* a client's listing instead of dp */
+	struct node *node;	/* the kernel's while the directory is open */
 	struct dirh *prev, *next;	/* [open_lock] every open one */
 };
 
@@ -85,6 +86,7 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
+	d->node = n;
 	ret = who_get(req, &w);
 	if (ret < 0)
 		goto fail;
@@ -248,10 +250,10 @@ void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_err(req, 0);
 }
 
-void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+static void fsyncdir_job(fuse_req_t req, void *p, int datasync)
 {
-	struct dirh *d = (struct dirh *)(uintptr_t)fi->fh;
-	int fd = d->dp ? dirfd(d->dp) : node_open(node_of(ino), O_RDONLY | O_DIRECTORY);
+	struct dirh *d = p;
+	int fd = d->dp ? dirfd(d->dp) : node_open(d->node, O_RDONLY | O_DIRECTORY);
 	int ret;
 
 	if (fd < 0) {
@@ -262,6 +264,16 @@ void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_
 	if (!d->dp)
 		close(fd);
 	fuse_reply_err(req, ret);
+}
+
+void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	struct dirh *d = (struct dirh *)(uintptr_t)fi->fh;
+
+	/* A directory's fsync may wait for a journal commit that writes out
+	 * other files' data: off the request threads (syncpool.c). */
+	if (!syncpool_defer(req, fsyncdir_job, d, datasync))
+		fsyncdir_job(req, d, datasync);
 }
 
 /* A client learns no file count (df -i shows none, as on btrfs), and free

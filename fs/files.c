@@ -151,11 +151,24 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 		fuse_reply_write(req, (size_t)res);
 }
 
+static void flush_job(fuse_req_t req, void *h, int pid)
+{
+	fuse_reply_err(req, -drop_handle_flush(h, pid));
+}
+
 void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct handle *h = handle_of(fi);
+	pid_t pid = fuse_req_ctx(req)->pid;
 
-	fuse_reply_err(req, h->drop.d ? -drop_handle_flush(h, fuse_req_ctx(req)->pid) : 0);
+	if (h->drop.d == NULL) {
+		fuse_reply_err(req, 0);
+		return;
+	}
+	/* A durable close fsyncs: off the request threads (syncpool.c). */
+	if (fs.cfg.sync == SYNC_CLOSE && syncpool_defer(req, flush_job, h, pid))
+		return;
+	flush_job(req, h, pid);
 }
 
 void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -169,12 +182,18 @@ void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_err(req, 0);
 }
 
-void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+static void fsync_job(fuse_req_t req, void *p, int datasync)
 {
-	int fd = handle_of(fi)->fd;
-	int ret = datasync ? fdatasync(fd) : fsync(fd);
+	struct handle *h = p;
+	int ret = datasync ? fdatasync(h->fd) : fsync(h->fd);
 
 	fuse_reply_err(req, ret < 0 ? errno : 0);
+}
+
+void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	if (!syncpool_defer(req, fsync_job, handle_of(fi), datasync))
+		fsync_job(req, handle_of(fi), datasync);
 }
 
 void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,

@@ -10,6 +10,8 @@
  *   request.c    who is asking, entry replies and what the kernel may cache
  *   drops.c      what a drop's lifecycle (core/drop.h) decides, carried out:
  *                closes, releases, publication, the linger thread
+ *   syncpool.c   the workers that handle and answer requests which wait
+ *                on the disk (durable closes, fsync), off the request threads
  *   client.c     a client session's private view (R1, R2, R7, R8)
  *   observer.c   the observers' view, in which nothing is clobbered (R3)
  *   nodes.c, files.c, dirs.c   the handlers: each finds out who is asking,
@@ -25,8 +27,12 @@
  * the lists of open handles and directories (handles.c, dirs.c), the
  * linger thread's wait (drops.c), passthrough's counts (passthrough.c,
  * held across a backing file's open and registration, which must be one
- * step with the decision), and the group commit of directory syncs
- * (core/dirsync.c, whose sync runs unlocked).
+ * step with the decision), the group commit of directory syncs
+ * (core/dirsync.c, whose sync runs unlocked), syncpool.c's job queue, and
+ * each io_uring thread's list of answered parked entries (uring.c).
+ * Threads: libfuse's (or uring.c's ring threads) fetch and handle requests;
+ * syncpool.c's workers handle and answer the ones that wait on the disk;
+ * the linger thread publishes; core/sessions.c's watches sessions.
  * No other lock is held across I/O; a drop used after drop_lock is released is
  * held by a reference (drop_ref()/drop_put(), or its handle's). A handle is
  * the kernel's from its open's reply to its RELEASE, which frees it; the
@@ -146,6 +152,18 @@ void drop_node_free(struct drop *d);		/* drop_config.on_free */
 int linger_start(void);
 void linger_stop(void);
 uint64_t now_ms(void);
+
+/* ---- syncpool.c ---- */
+
+/* A job: handle REQ (on open file H: a struct handle, or dirs.c's own,
+ * with ARG) and answer it. */
+typedef void syncpool_fn(fuse_req_t req, void *h, int arg);
+void syncpool_start(void);	/* logs if it cannot start every worker */
+/* Have a worker run FN(REQ, H, ARG), which answers REQ: true; false if
+ * no worker can (the caller runs it). */
+bool syncpool_defer(fuse_req_t req, syncpool_fn *fn, void *h, int arg);
+/* Run what is queued, then stop the workers (before transport_stop()). */
+void syncpool_stop(void);
 
 /* ---- client.c: a client session's private view ---- */
 

@@ -555,6 +555,7 @@ int main(int argc, char *argv[])
 		log_warnx("cannot start worker threads");
 		goto out_unmount;
 	}
+	syncpool_start();
 	served = true;
 	log_notice("inboxfs %s serving %s at %s", INBOXFS_VERSION, c.inbox, opts.mountpoint);
 	if (opts.singlethread) {
@@ -572,6 +573,7 @@ int main(int argc, char *argv[])
 	/* libfuse returns the signal that ended the loop: a requested stop. */
 	log_stop(ret, opts.mountpoint);
 	ret = !(ret == 0 || ret == SIGTERM || ret == SIGINT || ret == SIGHUP);
+	syncpool_stop();	/* its answers may go through the rings */
 	transport_stop();
 	linger_stop();
 	handles_shutdown();

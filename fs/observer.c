@@ -243,7 +243,7 @@ void observer_open(fuse_req_t req, struct who *w, struct node *n, struct fuse_fi
 		fuse_reply_err(req, EMFILE);
 		return;
 	}
-	fd = passthrough_choose(fi, n, handle_of(fi), w->uid, redirected);
+	fd = passthrough_choose(fi, n, handle_of(fi), redirected);
 	if (fd < 0) {
 		handle_free(handle_of(fi));
 		fuse_reply_err(req, -fd);
@@ -309,7 +309,7 @@ void observer_create(fuse_req_t req, struct who *w, struct node *dir, const char
 		return;
 	}
 	/* A create's inode is the file it opens, beside or not. */
-	ret = passthrough_choose(fi, n, handle_of(fi), w->uid, false);
+	ret = passthrough_choose(fi, n, handle_of(fi), false);
 	if (ret < 0) {
 		handle_free(handle_of(fi));
 		node_forget(n, 1);

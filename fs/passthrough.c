@@ -25,20 +25,27 @@
  *   forgot the open: its counts can only be too high, which is safe, but
  *   for a redirected open, which waits a while for a passthrough open to
  *   be released (its caller may have closed it just before).
- * - Passthrough I/O runs with the credentials that registered the backing
- *   file: the daemon's (root, CAP_FSETID), so a write through it keeps
- *   set-ID bits. Only root's opens, and read-only ones, get passthrough;
- *   a non-root writer's open of a file open passthrough is made
- *   passthrough too, its set-ID bits cleared at open.
+ * - Passthrough I/O runs with the credentials of the thread that
+ *   registered the backing file (fuse_backing_open(): prepare_creds()),
+ *   for every open of the inode that uses it, whoever opened it. The
+ *   daemon's (root, CAP_FSETID) would keep set-ID bits through any
+ *   write, also those set after the open (an observer's write left a
+ *   file 06777, which then ran as root). So the registering thread drops
+ *   CAP_FSETID for the ioctl: the backing filesystem clears set-ID bits
+ *   on every write through passthrough, root's too, as it does for a
+ *   local writer without CAP_FSETID. Any observer's open may then be
+ *   passthrough, whatever its mode and uid.
  *
  * Delete with transport.c once the platform's libfuse has passthrough
  * (3.16). */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -122,20 +129,53 @@ static void node_entry_drop(struct pt_node *pn)
 	free(pn);
 }
 
+/* This thread's capabilities (the raw system calls act on the calling
+ * thread only, which is what is wanted: the other threads keep theirs). */
+static int caps_get(struct __user_cap_data_struct data[2])
+{
+	struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
+
+	return syscall(SYS_capget, &hdr, data) < 0 ? -errno : 0;
+}
+
+static int caps_set(const struct __user_cap_data_struct data[2])
+{
+	struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
+
+	return syscall(SYS_capset, &hdr, data) < 0 ? -errno : 0;
+}
+
 /* Register N's backing file: opened read-write (one backing serves every
- * passthrough open of the inode, whatever its mode). */
+ * passthrough open of the inode, whatever its mode), by this thread without
+ * CAP_FSETID in its effective set, so that the kernel's writes through it
+ * clear set-ID bits (see the top of this file). */
 static int backing_open(const struct node *n)
 {
 	struct wire_backing_map map = { 0 };
-	int fd = node_open(n, O_RDWR), id;
+	struct __user_cap_data_struct caps[2], less[2];
+	int fd, id, ret;
 
+	ret = caps_get(caps);
+	if (ret < 0)
+		return ret;
+	fd = node_open(n, O_RDWR);
 	if (fd < 0)
 		return fd;
-	map.fd = fd;
-	id = ioctl(pt.devfd, WIRE_DEV_IOC_BACKING_OPEN, &map);
-	id = id < 0 ? -errno : id;
+	memcpy(less, caps, sizeof(less));
+	less[CAP_TO_INDEX(CAP_FSETID)].effective &= ~CAP_TO_MASK(CAP_FSETID);
+	ret = caps_set(less);
+	if (ret == 0) {
+		map.fd = fd;
+		id = ioctl(pt.devfd, WIRE_DEV_IOC_BACKING_OPEN, &map);
+		ret = id < 0 ? -errno : id == 0 ? -EIO : id;
+		/* Raising an effective capability back within the permitted
+		 * set does not fail; if it did, this thread would only clear
+		 * set-group-ID bits a chmod of its own could have kept. */
+		if (caps_set(caps) < 0)
+			log_warn("passthrough: restoring CAP_FSETID");
+	}
 	close(fd);
-	return id == 0 ? -EIO : id;
+	return ret;
 }
 
 static void backing_close(int id)
@@ -192,11 +232,11 @@ void passthrough_unhold(const struct node *n)
 }
 
 int passthrough_choose(struct fuse_file_info *fi, const struct node *n, struct handle *h,
-		       uid_t uid, bool redirected)
+		       bool redirected)
 {
 	struct pt_handle *ph;
 	struct pt_node *pn;
-	bool want, writer = (fi->flags & O_ACCMODE) != O_RDONLY;
+	bool want;
 	int ret = 0;
 
 	if (!__atomic_load_n(&pt.on, __ATOMIC_RELAXED))
@@ -215,14 +255,10 @@ int passthrough_choose(struct fuse_file_info *fi, const struct node *n, struct h
 		 * taken before the file was made, is what it counts). */
 		want = false;
 		pn->other--;
-	} else if (pn->passthrough) {
-		want = true;
-		if (writer && uid != 0)
-			ret = kill_suidgid_fd(h->fd);	/* its writes keep them */
 	} else {
-		want = pn->other == 0 && (!writer || uid == 0);
+		want = pn->other == 0;
 	}
-	if (ret == 0 && want && pn->passthrough == 0) {
+	if (want && pn->passthrough == 0) {
 		int id = backing_open(n);
 
 		if (id < 0) {
@@ -231,10 +267,6 @@ int passthrough_choose(struct fuse_file_info *fi, const struct node *n, struct h
 		} else {
 			pn->backing_id = id;
 		}
-	}
-	if (ret < 0) {
-		node_entry_drop(pn);
-		goto out;
 	}
 	ph->h = h;
 	ph->pn = pn;

@@ -35,7 +35,7 @@ struct node;
  * passthrough where the kernel allows it (then FI
  * says so); 0 or -errno to answer instead. */
 int passthrough_choose(struct fuse_file_info *fi, const struct node *n, struct handle *h,
-		       uid_t uid, bool redirected);
+		       bool redirected);
 /* A redirected open (R3) of N is coming: fails with ETXTBSY while N is
  * open passthrough (the kernel would refuse it), before its file is made;
  * unhold if it does not come after all. */
@@ -75,6 +75,13 @@ void uring_stop(void);
  * thread is handling, commit it there and return LEN or -1 (errno);
  * else return -2. */
 ssize_t uring_reply(const struct iovec *iov, int count, size_t len);
+
+/* The request this thread handles will be answered by another thread
+ * (syncpool.c): its ring entry, if it is an io_uring request, is parked
+ * until then. Returns what that thread passes to uring_adopt() before it
+ * answers (NULL for a /dev/fuse request), and uring_adopt(NULL) after. */
+void *uring_defer(void);
+void uring_adopt(void *token);
 
 /* Where the reply to the request this thread handles will be copied, if
  * it is an io_uring request and SIZE fits: a READ's data read there is

@@ -28,11 +28,19 @@
  *   libfuse loop keeps running; a torn-down connection completes entries
  *   with -ENOTCONN.
  *
- * Each queue is served by a few threads pinned to its CPU, each
- * with a ring of its own and one entry: a handler that blocks (a durable
- * close's fsync) holds up only its own thread. The threads call
+ * Each queue is served by a few threads pinned to its CPU, each with a
+ * ring of its own and a few entries. The threads call
  * fuse_session_process_buf() as libfuse's own loop does; the reply comes
- * back through transport.c's writev on the same thread.
+ * back through transport.c's writev, on the same thread, or, for a
+ * request handed to syncpool.c (a durable close's fsync), on one of its
+ * workers: uring_defer() parks the entry, and the worker's reply fills it
+ * and queues it for its thread, woken through an eventfd read in its
+ * ring, which commits it. A thread never waits on the disk for a parked
+ * entry, and serves its other entries meanwhile: four closes whose
+ * fsyncs took 1.5 s each held every ring thread of their CPU (one entry
+ * each), and every request on both CPUs waited that long.
+ * Only a ring's own thread submits to it: the kernel runs an entry's
+ * completion as task work of the thread that submitted it.
  *
  * Delete with transport.c once the platform's libfuse has io_uring
  * (3.18). */
@@ -59,17 +67,26 @@ static unsigned threads_per_queue(unsigned queues)
 {
 	return queues <= 8 ? 4 : queues <= 32 ? 2 : 1;
 }
+/* Entries per thread: what may be parked with syncpool.c while the thread
+ * still fetches requests. */
+#define ENTRIES 4
 /* Room before the payload for the in-header and op header, so a request
  * is one contiguous buffer for libfuse without moving its payload. */
 #define HEAD_ROOM 4096
 #define STOP_TAG 1		/* user_data of the stop poll (entries are pointers) */
+#define WAKE_TAG 2		/* user_data of the read of the thread's wake eventfd */
+
+struct ring_thread;
 
 struct ring_ent {
 	struct wire_uring_req_header hdr;
 	struct iovec iov[2];
 	char *buf;		/* HEAD_ROOM + payload */
 	uint64_t commit_id;
-	bool committed;
+	bool committed;		/* answered (by whichever thread answers) */
+	bool deferred;		/* parked: a worker answers (the ring's thread's) */
+	struct ring_thread *t;
+	struct ring_ent *next_done;
 };
 
 struct ring_thread {
@@ -77,7 +94,11 @@ struct ring_thread {
 	pthread_t tid;
 	unsigned qid;
 	bool ring_made, started;
-	struct ring_ent ent;
+	struct ring_ent ents[ENTRIES];
+	int wakefd;			/* a worker answered a parked entry */
+	uint64_t wake_count;		/* the wake read's buffer */
+	pthread_mutex_t done_lock;	/* a leaf: guards done */
+	struct ring_ent *done;		/* answered parked entries to commit */
 };
 
 static struct {
@@ -92,9 +113,8 @@ static struct {
 
 /* The entry whose request this thread is handling. */
 static __thread struct ring_ent *cur_ent;
-static __thread struct ring_thread *cur_thread;
 
-static struct io_uring_sqe *cmd_sqe(struct ring_thread *t, uint32_t op)
+static struct io_uring_sqe *cmd_sqe(struct ring_thread *t, struct ring_ent *e, uint32_t op)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&t->ring);
 	struct wire_uring_cmd_req *cmd;
@@ -105,25 +125,74 @@ static struct io_uring_sqe *cmd_sqe(struct ring_thread *t, uint32_t op)
 	sqe->opcode = IORING_OP_URING_CMD;
 	sqe->fd = ur.devfd;
 	sqe->cmd_op = op;
-	sqe->addr = (uint64_t)(uintptr_t)t->ent.iov;
+	sqe->addr = (uint64_t)(uintptr_t)e->iov;
 	sqe->len = 2;
-	io_uring_sqe_set_data(sqe, &t->ent);
+	io_uring_sqe_set_data(sqe, e);
 	cmd = (struct wire_uring_cmd_req *)sqe->cmd;
 	cmd->qid = (uint16_t)t->qid;
-	cmd->commit_id = t->ent.commit_id;
+	cmd->commit_id = e->commit_id;
 	return sqe;
 }
 
-static int submit_cmd(struct ring_thread *t, uint32_t op)
+static int submit(struct ring_thread *t)
 {
 	int ret;
 
-	if (cmd_sqe(t, op) == NULL)
-		return -EBUSY;
 	do
 		ret = io_uring_submit(&t->ring);
 	while (ret == -EINTR);
 	return ret < 0 ? ret : 0;
+}
+
+static int submit_cmd(struct ring_thread *t, struct ring_ent *e, uint32_t op)
+{
+	if (cmd_sqe(t, e, op) == NULL)
+		return -EBUSY;
+	return submit(t);
+}
+
+/* Wait (in T's ring) for a worker to answer a parked entry. */
+static int arm_wake(struct ring_thread *t)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&t->ring);
+
+	if (sqe == NULL)
+		return -EBUSY;
+	io_uring_prep_read(sqe, t->wakefd, &t->wake_count, sizeof(t->wake_count), 0);
+	io_uring_sqe_set_data64(sqe, WAKE_TAG);
+	return submit(t);
+}
+
+void *uring_defer(void)
+{
+	struct ring_ent *e = cur_ent;
+
+	if (e == NULL || e->committed)
+		return NULL;
+	e->deferred = true;
+	return e;
+}
+
+void uring_adopt(void *token)
+{
+	cur_ent = token;
+}
+
+/* Commit the parked entries that workers answered. */
+static void commit_done(struct ring_thread *t)
+{
+	struct ring_ent *e, *next;
+
+	pthread_mutex_lock(&t->done_lock);
+	e = t->done;
+	t->done = NULL;
+	pthread_mutex_unlock(&t->done_lock);
+	for (; e; e = next) {
+		next = e->next_done;
+		e->deferred = false;
+		if (submit_cmd(t, e, WIRE_IO_URING_CMD_COMMIT_AND_FETCH) < 0)
+			log_warnx("io_uring: queue %u: cannot answer a request", t->qid);
+	}
 }
 
 void *uring_reply_buffer(size_t size)
@@ -161,7 +230,22 @@ ssize_t uring_reply(const struct iovec *iov, int count, size_t len)
 		e->hdr.ring_ent_in_out.payload_sz = (uint32_t)off;
 	}
 	e->committed = true;
-	ret = submit_cmd(cur_thread, WIRE_IO_URING_CMD_COMMIT_AND_FETCH);
+	if (e->deferred) {
+		/* A worker's answer: the entry's thread submits it. */
+		struct ring_thread *t = e->t;
+		uint64_t one = 1;
+
+		pthread_mutex_lock(&t->done_lock);
+		e->next_done = t->done;
+		t->done = e;
+		pthread_mutex_unlock(&t->done_lock);
+		if (write(t->wakefd, &one, sizeof(one)) != sizeof(one)) {
+			log_warn("io_uring: queue %u: cannot wake its thread", t->qid);
+			return -1;
+		}
+		return (ssize_t)len;
+	}
+	ret = submit_cmd(e->t, e, WIRE_IO_URING_CMD_COMMIT_AND_FETCH);
 	if (ret < 0) {
 		errno = -ret;
 		return -1;
@@ -169,10 +253,9 @@ ssize_t uring_reply(const struct iovec *iov, int count, size_t len)
 	return (ssize_t)len;
 }
 
-/* Hand the request in T's entry to libfuse. */
-static void serve(struct ring_thread *t)
+/* Hand the request in T's entry E to libfuse. */
+static void serve(struct ring_thread *t, struct ring_ent *e)
 {
-	struct ring_ent *e = &t->ent;
 	const struct wire_in_header *h = (const void *)e->hdr.in_out;
 	uint32_t payload_sz = e->hdr.ring_ent_in_out.payload_sz;
 	char *payload = e->buf + HEAD_ROOM;
@@ -192,10 +275,13 @@ static void serve(struct ring_thread *t)
 		memcpy(start + sizeof(*h), e->hdr.op_in, oplen);
 		transport_note_request(start, h->len);
 		cur_ent = e;
-		cur_thread = t;
 		fuse_session_process_buf(ur.se, &fbuf);
 		cur_ent = NULL;
 	}
+	/* A parked entry's answer is a worker's, maybe already given:
+	 * only e->deferred, which this thread alone sets, may be read. */
+	if (e->deferred)
+		return;
 	if (!e->committed) {
 		/* No reply (a malformed request): never leave the caller
 		 * waiting. */
@@ -204,7 +290,7 @@ static void serve(struct ring_thread *t)
 		memcpy(e->hdr.in_out, &err, sizeof(err));
 		e->hdr.ring_ent_in_out.payload_sz = 0;
 		e->committed = true;
-		if (submit_cmd(t, WIRE_IO_URING_CMD_COMMIT_AND_FETCH) < 0)
+		if (submit_cmd(t, e, WIRE_IO_URING_CMD_COMMIT_AND_FETCH) < 0)
 			log_warnx("io_uring: queue %u: cannot answer a request", t->qid);
 	}
 }
@@ -224,7 +310,9 @@ static void *ring_main(void *arg)
 		io_uring_prep_poll_add(sqe, ur.stopfd, POLLIN);
 		io_uring_sqe_set_data64(sqe, STOP_TAG);
 	}
-	ret = submit_cmd(t, WIRE_IO_URING_CMD_REGISTER);
+	ret = arm_wake(t);
+	for (unsigned i = 0; i < ENTRIES && ret == 0; i++)
+		ret = submit_cmd(t, &t->ents[i], WIRE_IO_URING_CMD_REGISTER);
 	if (ret < 0) {
 		log_warnx("io_uring: queue %u: register: %s", t->qid, strerror(-ret));
 		return NULL;
@@ -246,6 +334,16 @@ static void *ring_main(void *arg)
 		io_uring_cqe_seen(&t->ring, cqe);
 		if (tag == STOP_TAG)
 			break;
+		if (tag == WAKE_TAG) {
+			commit_done(t);
+			if (res == -ECANCELED)
+				break;
+			if (res < 0 && res != -EINTR && res != -EAGAIN)
+				log_warnx("io_uring: queue %u: wake: %s", t->qid, strerror(-res));
+			if (arm_wake(t) < 0)
+				log_warnx("io_uring: queue %u: cannot wait for workers", t->qid);
+			continue;
+		}
 		if (res < 0) {
 			/* -ENOTCONN: unmounted, or aborted. Anything else: the
 			 * kernel refused the entry (it then serves through
@@ -255,7 +353,7 @@ static void *ring_main(void *arg)
 					  strerror(-res));
 			break;
 		}
-		serve(t);
+		serve(t, (struct ring_ent *)(uintptr_t)tag);
 	}
 	return NULL;
 }
@@ -267,8 +365,12 @@ static void free_threads(void)
 
 		if (t->ring_made)
 			io_uring_queue_exit(&t->ring);
-		if (t->ent.buf)
-			munmap(t->ent.buf, HEAD_ROOM + ur.payload);
+		for (unsigned j = 0; j < ENTRIES; j++)
+			if (t->ents[j].buf)
+				munmap(t->ents[j].buf, HEAD_ROOM + ur.payload);
+		if (t->wakefd >= 0)
+			close(t->wakefd);
+		pthread_mutex_destroy(&t->done_lock);
 	}
 	free(ur.threads);
 	ur.threads = NULL;
@@ -296,24 +398,38 @@ int uring_prepare(struct fuse_session *se, int devfd, const struct uring_geometr
 		free_threads();
 		return -ENOMEM;
 	}
+	for (size_t i = 0; i < ur.nthreads; i++) {
+		ur.threads[i].wakefd = -1;
+		pthread_mutex_init(&ur.threads[i].done_lock, NULL);
+	}
 	for (size_t i = 0; i < ur.nthreads && ret == 0; i++) {
 		struct ring_thread *t = &ur.threads[i];
-		struct ring_ent *e = &t->ent;
 
 		t->qid = (unsigned)(i / ur.per_queue);
-		ret = io_uring_queue_init(4, &t->ring, IORING_SETUP_SQE128);
+		t->wakefd = eventfd(0, EFD_CLOEXEC);
+		if (t->wakefd < 0) {
+			ret = -errno;
+			break;
+		}
+		/* Each entry's command, the stop poll and the wake read. */
+		ret = io_uring_queue_init(2 * ENTRIES + 4, &t->ring, IORING_SETUP_SQE128);
 		if (ret < 0)
 			break;
 		t->ring_made = true;
-		e->buf = mmap(NULL, HEAD_ROOM + ur.payload, PROT_READ | PROT_WRITE,
-			      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (e->buf == MAP_FAILED) {
-			e->buf = NULL;
-			ret = -ENOMEM;
-			break;
+		for (unsigned j = 0; j < ENTRIES && ret == 0; j++) {
+			struct ring_ent *e = &t->ents[j];
+
+			e->t = t;
+			e->buf = mmap(NULL, HEAD_ROOM + ur.payload, PROT_READ | PROT_WRITE,
+				      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			if (e->buf == MAP_FAILED) {
+				e->buf = NULL;
+				ret = -ENOMEM;
+				break;
+			}
+			e->iov[0] = (struct iovec){ &e->hdr, sizeof(e->hdr) };
+			e->iov[1] = (struct iovec){ e->buf + HEAD_ROOM, ur.payload };
 		}
-		e->iov[0] = (struct iovec){ &e->hdr, sizeof(e->hdr) };
-		e->iov[1] = (struct iovec){ e->buf + HEAD_ROOM, ur.payload };
 	}
 	if (ret < 0)
 		free_threads();
@@ -351,7 +467,7 @@ void uring_run(void)
 			struct io_uring_cqe *cqe;
 
 			t->qid = 0xffff;
-			if (submit_cmd(t, WIRE_IO_URING_CMD_REGISTER) == 0 &&
+			if (submit_cmd(t, &t->ents[0], WIRE_IO_URING_CMD_REGISTER) == 0 &&
 			    io_uring_wait_cqe(&t->ring, &cqe) == 0)
 				io_uring_cqe_seen(&t->ring, cqe);
 			break;

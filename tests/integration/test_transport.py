@@ -9,11 +9,14 @@ import errno
 import os
 import re
 import stat
+import subprocess
+import sys
 import time
 
 import pytest
 
-from helpers import errno_of
+import helpers
+from helpers import TIMEOUT, errno_of
 
 ENABLE_URING = '/sys/module/fuse/parameters/enable_uring'
 KILLPRIV_V2 = 1 << 28
@@ -141,6 +144,147 @@ def test_io_uring_many_writers(mount_inboxfs, as_client, enable_uring):
     for p in procs:
         assert p.wait(timeout=120) == 0
     assert len(m.backing_files()) == 12 * 40
+
+
+# An fsync() of a regular file that takes INBOXFS_SLOW_FSYNC_MS before doing
+# its work: a disk that flushes slowly.
+SLOW_FSYNC = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <time.h>
+
+int fsync(int fd)
+{
+	static int (*real)(int);
+	const char *ms = getenv("INBOXFS_SLOW_FSYNC_MS");
+	struct stat st;
+
+	if (!real)
+		real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+	if (ms && fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+		long n = atol(ms);
+		struct timespec pause = { n / 1000, (n % 1000) * 1000000L };
+
+		nanosleep(&pause, NULL);
+	}
+	return real(fd);
+}
+"""
+
+# Stats a new name in DIR (a LOOKUP each time: nothing cached) every 10 ms
+# from CPU argv[2] until argv[3] exists; prints the slowest, in seconds.
+STAT_PROBE = """
+import os, sys, time
+d, cpu, stop = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+os.sched_setaffinity(0, {cpu})
+worst, n = 0.0, 0
+while not os.path.exists(stop):
+    n += 1
+    t = time.monotonic()
+    try:
+        os.stat(os.path.join(d, 'probe-%d' % n))
+    except FileNotFoundError:
+        pass
+    worst = max(worst, time.monotonic() - t)
+    time.sleep(0.01)
+print(worst, n)
+"""
+
+SLOW_FSYNC_MS = 1500
+
+
+def _flushes_under_stat_probes(m, who, tmp_path, tag, size=1 << 20, how='close'):
+    """WHO (a helpers.Client: one process), 4 threads on the first CPU,
+    writing 4 files of SIZE bytes at once and then closing them (a
+    client's durable drops) or fsyncing them (an observer's files, HOW
+    'fsync'); a prober per CPU stats meanwhile. Returns {cpu: worst stat
+    latency} and the 4 threads' wall time."""
+    stop = tmp_path / f'stop-{tag}'
+    cpus = sorted(os.sched_getaffinity(0))
+    probes = [subprocess.Popen([sys.executable, '-c', STAT_PROBE, m.mnt, str(cpu), str(stop)],
+                               stdout=subprocess.PIPE, text=True) for cpu in cpus]
+    try:
+        time.sleep(0.5)
+
+        def four_at_once():
+            import threading
+            os.sched_setaffinity(0, {cpus[0]})
+            errors = []
+
+            def one(i):
+                path = os.path.join(m.mnt, f'{tag}{i}.SVF')
+                try:
+                    if how == 'close':
+                        helpers.create_excl(path, b'x' * size)
+                    else:
+                        with open(path, 'wb') as f:
+                            f.write(b'x' * size)
+                            f.flush()
+                            os.fsync(f.fileno())
+                except OSError as e:
+                    errors.append(e)
+            threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+            t = time.monotonic()
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            return errors, time.monotonic() - t
+        errors, took = who.call(four_at_once, timeout=TIMEOUT * 6)
+        assert errors == []
+        time.sleep(0.3)
+    finally:
+        stop.write_text('')
+        outs = []
+        for p in probes:
+            try:
+                outs.append(p.communicate(timeout=TIMEOUT * 3)[0])
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+                raise
+    assert all(p.returncode == 0 for p in probes), outs
+    return {cpu: float(out.split()[0]) for cpu, out in zip(cpus, outs)}, took
+
+
+@pytest.mark.parametrize('how', ['close', 'fsync'])
+def test_disk_flushes_do_not_stall_other_requests(mount_inboxfs, client, tmp_path, monkeypatch,
+                                                  how):
+    """No thread that serves requests waits for a disk flush: while one
+    process's 4 threads on one CPU close 4 durable drops (a client) or
+    fsync 4 files (an observer), each fsync taking SLOW_FSYNC_MS
+    (LD_PRELOAD), a stat from another process on any CPU is answered in
+    well under that, over io_uring (4 ring threads per CPU) as over
+    /dev/fuse. Each close or fsync still returns only after its fsync."""
+    src, lib = tmp_path / 'slowfsync.c', tmp_path / 'slowfsync.so'
+    src.write_text(SLOW_FSYNC)
+    subprocess.run(['cc', '-shared', '-fPIC', '-o', str(lib), str(src), '-ldl'], check=True,
+                   timeout=TIMEOUT * 6)
+    monkeypatch.setattr(helpers, 'WRAPPER', [
+        'env', f'LD_PRELOAD={lib}', f'INBOXFS_SLOW_FSYNC_MS={SLOW_FSYNC_MS}',
+        'ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=1'] + helpers.WRAPPER)
+    who = client if how == 'close' else helpers.Client(0)     # root: an observer
+    worst = {}
+    for transport in ('uring', 'dev'):
+        if transport == 'uring':
+            with uring_param(True):          # read at INIT only: keep the window short
+                m = mount_inboxfs(sync='close')
+                lines = transport_lines(m)
+            if not [line for line in lines if 'io_uring' in line]:
+                pytest.skip('no FUSE over io_uring: ' + ' '.join(lines))
+        else:
+            m = mount_inboxfs(sync='close', uring='no')
+        tag = transport[0].upper()
+        worst[transport], took = _flushes_under_stat_probes(m, who, tmp_path, tag, how=how)
+        assert took >= SLOW_FSYNC_MS / 1000          # they waited for their fsyncs
+        assert helpers.inbox_files(m) == {f'{tag}{i}.SVF': b'x' * (1 << 20) for i in range(4)}
+        print(f'\n{how}, {transport}: worst stat latency per CPU {worst[transport]}, '
+              f'the 4 threads took {took:.2f} s')
+        m.unmount()
+    for transport, per_cpu in worst.items():
+        assert max(per_cpu.values()) < SLOW_FSYNC_MS / 1000 / 3, (transport, worst)
 
 
 # ------------------------------------------------- FUSE_HANDLE_KILLPRIV_V2
@@ -297,15 +441,20 @@ def test_passthrough_rewrite_right_after_close(pt):
     assert len(pt.backing_files()) == 80
 
 
-def test_passthrough_and_a_non_root_writer(pt, as_client):
-    """A non-root observer's writable open is not passthrough (its writes
-    must clear set-ID bits); a root reader meanwhile is not either (the
-    kernel would refuse the mix). Joining a passthrough open, it clears
-    the bits at open."""
+def test_passthrough_and_a_non_root_writer(mount_inboxfs, as_client):
+    """A non-root observer's writable open is passthrough like any other
+    (its WRITE never reaches the daemon), and its writes clear set-ID bits
+    as without passthrough, whether it opened first or joined a root
+    reader's passthrough open; opening does not clear them (as on a local
+    file). Root's own writes through passthrough clear them too: the one
+    backing file of an inode is written without CAP_FSETID."""
+    pt = mount_inboxfs(passthrough='yes', observers=f'root:{OBS_UID}', debug=True)
+    passthrough_on(pt)
     path = _backing_file(pt, 'prog', 0o6777, b'#!/bin/sh\n' * 100)
     target = os.path.join(pt.mnt, 'prog')
     obs = as_client(OBS_UID).session()
-    fd = obs.call(os.open, target, os.O_RDWR)
+    fd = obs.call(os.open, target, os.O_RDWR)     # first: passthrough
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o6777
     with open(target, 'rb') as f:                 # root, alongside
         assert f.read(10) == b'#!/bin/sh\n'
     obs.call(os.pwrite, fd, b'#!', 0)
@@ -314,9 +463,39 @@ def test_passthrough_and_a_non_root_writer(pt, as_client):
     os.chmod(path, 0o6777)
     with open(target, 'rb') as f:                 # root first: passthrough
         fd = obs.call(os.open, target, os.O_RDWR)
-        assert os.stat(path).st_mode & 0o6000 == 0, oct(os.stat(path).st_mode)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o6777
         obs.call(os.pwrite, fd, b'#!', 0)
         obs.call(os.close, fd)
+        assert os.stat(path).st_mode & 0o6000 == 0, oct(os.stat(path).st_mode)
+        assert f.read(2) == b'#!'
+    os.chmod(path, 0o6777)
+    with open(target, 'r+b') as f:                # root writes, passthrough
+        f.write(b'#!')
+    assert os.stat(path).st_mode & 0o6000 == 0, oct(os.stat(path).st_mode)
+    assert re.findall(r'opcode: (\w+)', pt.log()).count('WRITE') == 0
+
+
+def test_passthrough_writes_clear_setid_set_after_the_open(pt, as_client):
+    """Set-ID bits set after a non-root observer's passthrough open are
+    cleared by its next write, as without passthrough: the kernel writes
+    the backing file with the credentials it was registered with, and those
+    must not carry CAP_FSETID (else the file, run by anyone, runs as root)."""
+    path = _backing_file(pt, 'prog', 0o777, b'#!/bin/sh\n' * 100)
+    target = os.path.join(pt.mnt, 'prog')
+    obs = as_client(OBS_UID).session()
+    with open(target, 'rb') as f:                 # root first: passthrough
+        fd = obs.call(os.open, target, os.O_RDWR)
+        try:
+            os.chmod(target, 0o6777)              # root, through the mount
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o6777
+            obs.call(os.pwrite, fd, b'#!', 0)
+            assert os.stat(path).st_mode & 0o6000 == 0, oct(os.stat(path).st_mode)
+            assert os.stat(target).st_mode & 0o6000 == 0, oct(os.stat(target).st_mode)
+            os.chmod(target, 0o6777)              # and again, the same open
+            obs.call(os.pwrite, fd, b'#!', 0)
+            assert os.stat(path).st_mode & 0o6000 == 0, oct(os.stat(path).st_mode)
+        finally:
+            obs.call(os.close, fd)
         assert f.read(2) == b'#!'
 
 
