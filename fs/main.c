@@ -22,6 +22,7 @@
 #include "fs.h"
 #include "log.h"
 #include "stats.h"
+#include "strays.h"
 #include "transport.h"
 
 struct cmdline {
@@ -300,6 +301,63 @@ out:
 	return why;
 }
 
+/* Issue 18: while inboxfs is down MOUNTPOINT is a plain directory, and a
+ * file someone manages to write there (its writer was told it was stored)
+ * would be hidden by the mount. Without ST: can everything there be
+ * delivered into the inbox? If not, R11: one line, no start. With ST:
+ * deliver it (core/strays.h), and warn if anyone but root may write the
+ * directory. An over-mount is left be: there the directory is the inbox.
+ * Returns 0 to go on, -1 refused. */
+static int sweep_mountpoint(int inbox_fd, const char *path, struct staging *st)
+{
+	struct stat in, mp;
+	struct strays s;
+	int ret = -1, fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0 || fstat(fd, &mp) < 0 || fstat(inbox_fd, &in) < 0) {
+		fprintf(stderr, "inboxfs: MOUNTPOINT %s: %s\n", path, strerror(errno));
+		goto out;
+	}
+	if (same_inode(&mp, &in)) {
+		ret = 0;
+		goto out;
+	}
+	if (strays_sweep(st, inbox_fd, fd, &s) > 0) {
+		fprintf(stderr, "inboxfs: MOUNTPOINT %s holds what the mount would hide and what "
+			"cannot be moved into INBOX: %s; move it away and start again\n",
+			path, s.refusals);
+		goto out;
+	}
+	if (st == NULL) {
+		ret = 0;
+		goto out;
+	}
+	stat_add(STAT_RECOVERED, s.delivered + s.repaired);
+	stat_add(STAT_PUBLISHED, s.delivered);
+	if (s.delivered + s.repaired)
+		log_info("mountpoint: %u files written into %s while inboxfs was down are in "
+			 "the inbox now (%u under a unique name)", s.delivered + s.repaired, path,
+			 s.renamed);
+	if (s.failed) {
+		fprintf(stderr, "inboxfs: MOUNTPOINT %s: %u files written there while inboxfs was "
+			"down could not be delivered into INBOX (see above), and the mount "
+			"would hide them\n", path, s.failed);
+		goto out;
+	}
+	/* Checked at every start: the unit makes it right only once. */
+	if (mp.st_uid != 0 || (mp.st_mode & (S_IWGRP | S_IWOTH)))
+		log_warnx("MOUNTPOINT %s can be written by others than root (owner uid %u, "
+			  "mode %04o): while inboxfs is down, SMB creates there succeed and the "
+			  "next mount hides what they wrote until a restart delivers it; make it "
+			  "root's with mode 0555 (chown root:root, chmod 0555)", path,
+			  (unsigned)mp.st_uid, (unsigned)(mp.st_mode & 07777));
+	ret = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	return ret;
+}
+
 static int open_dir_arg(const char *what, const char *path)
 {
 	struct stat st;
@@ -503,6 +561,8 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "inboxfs: staging=%s: %s\n", c.staging, why);
 		goto out_inodes;
 	}
+	if (sweep_mountpoint(fd, opts.mountpoint, NULL) < 0)
+		goto out_inodes;
 	sret = c.staging ? staging_open(&fs.staging, fd, AT_FDCWD, c.staging)
 			 : staging_open(&fs.staging, fd, fd, STAGING_DIR);
 	if (sret < 0) {
@@ -529,6 +589,8 @@ int main(int argc, char *argv[])
 				 "before a crash (link repaired); %u areas recovered, %u live left alone",
 				 r.published, r.quarantined, r.failed, r.repaired, r.areas, r.live);
 	}
+	if (sweep_mountpoint(fd, opts.mountpoint, &fs.staging) < 0)
+		goto out_staging;
 	fs.max_handles = handle_budget();
 
 	if (fuse_set_signal_handlers(fs.se) != 0)
