@@ -216,6 +216,31 @@ static void walk_dir(struct walk *w, int srcfd, int dstfd, int depth)
 	closedir(dp);
 }
 
+/* Is directory FD TOP or below it? Walks up by "..". */
+static bool inside(int fd, const struct stat *top)
+{
+	struct stat cur, up;
+	int dir = openat(fd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	bool found = false;
+
+	for (int depth = 0; dir >= 0 && depth < 4096 && fstat(dir, &cur) == 0; depth++) {
+		int parent;
+
+		if (same_inode(&cur, top)) {
+			found = true;
+			break;
+		}
+		parent = openat(dir, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
+		close(dir);
+		dir = parent;
+		if (dir < 0 || fstat(dir, &up) < 0 || same_inode(&up, &cur))
+			break;	/* the root */
+	}
+	if (dir >= 0)
+		close(dir);
+	return found;
+}
+
 unsigned strays_sweep(struct staging *st, int inbox_fd, int mnt_fd, struct strays *s)
 {
 	struct sigaction ign = { .sa_handler = SIG_IGN }, old;
@@ -227,7 +252,16 @@ unsigned strays_sweep(struct staging *st, int inbox_fd, int mnt_fd, struct stray
 		snprintf(s->refusals, sizeof(s->refusals), "INBOX: %s", strerror(errno));
 		return ++s->refused;
 	}
-	w.have_staging = st != NULL && fstat(st->rootfd, &w.staging) == 0;
+	/* Without ST, the default staging directory, if there is one yet. */
+	w.have_staging = st ? fstat(st->rootfd, &w.staging) == 0
+			    : fstatat(inbox_fd, STAGING_DIR, &w.staging, AT_SYMLINK_NOFOLLOW) == 0;
+	/* What is staged there is not a stray: an unfinished drop would be
+	 * delivered. */
+	if (w.have_staging && inside(mnt_fd, &w.staging)) {
+		snprintf(s->refusals, sizeof(s->refusals),
+			 "the mountpoint itself (the staging directory or in it)");
+		return ++s->refused;
+	}
 	/* A lease's break (an open for writing while we hold one) signals
 	 * SIGIO, whose default is to terminate. */
 	sigaction(SIGIO, &ign, &old);

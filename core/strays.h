@@ -26,7 +26,8 @@ struct strays {
  * gone. Directories stay. Whatever cannot be delivered is counted and
  * named in S->refusals, and nothing is done to it: a symlink, FIFO,
  * socket or device, a file on another filesystem, with other links, or
- * open for writing, and INBOX or the staging directory met on the way.
+ * open for writing, and INBOX or the staging directory met on the way;
+ * a mountpoint in the staging directory is refused whole.
  * Each delivery is logged (info), each failure too (warning). Returns the
  * number refused. Call it before any thread starts: it ignores SIGIO
  * while it runs (stray_check()). */

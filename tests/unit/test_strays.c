@@ -185,6 +185,25 @@ static void test_sweep_never_enters_the_inbox(void **state)
 	assert_content(f->inbox_fd, "message.txt", "the consumer's");
 }
 
+/* A mountpoint in the staging directory (absurd, but given): what is
+ * staged there is never walked, let alone delivered. */
+static void test_sweep_never_takes_from_staging(void **state)
+{
+	struct fixture *f = *state;
+	char staged[STAGE_NAME_MAX];
+	struct strays s;
+	int fd;
+
+	assert_int_equal(stage_create(&f->st, 0644, 0, 0, staged, &fd), 0);
+	close(fd);
+	assert_int_equal(strays_sweep(NULL, f->inbox_fd, f->st.dirfd, &s), 1);
+	assert_non_null(strstr(s.refusals, "staging directory"));
+	assert_int_equal(strays_sweep(&f->st, f->inbox_fd, f->st.rootfd, &s), 1);
+	assert_int_equal(s.delivered, 0);
+	assert_true(exists(f->st.dirfd, staged));
+	assert_int_equal(discard_drop(&f->st, staged), 0);
+}
+
 /* Many refusals still make one bounded line, which says how many more. */
 static void test_sweep_refusals_are_cut_short(void **state)
 {
@@ -225,6 +244,7 @@ int main(void)
 		FIXTURE_TEST(test_sweep_maps_directories),
 		FIXTURE_TEST(test_sweep_refuses_and_names),
 		FIXTURE_TEST(test_sweep_never_enters_the_inbox),
+		FIXTURE_TEST(test_sweep_never_takes_from_staging),
 		FIXTURE_TEST(test_sweep_refusals_are_cut_short),
 		FIXTURE_TEST(test_sweep_depth_is_bounded),
 	};
