@@ -724,3 +724,29 @@ def test_new_administrator_gives_the_share_to_the_client_account(drop_dirs, moun
     # Through the mount, the client's share works as ever.
     server.smbclient_put(message, 'REPORT.TXT')
     assert len(_files_below(inbox)) == 2
+
+
+def test_a_connection_made_during_the_outage_writes_through_the_mount_after_start(
+        drop_dirs, mount_at, samba):
+    """An SMB connection made to the bare directory and kept across the
+    start: what it created before is delivered, and its next create goes
+    through the mount (smbd resolves the share's path again), not into the
+    directory under it."""
+    inbox, mnt = drop_dirs
+    import pwd
+    acct = pwd.getpwnam(helpers.SMB_FORCE_USER)
+    os.chown(mnt, acct.pw_uid, acct.pw_gid)
+    server = samba(mnt)
+    conn = server.connect()
+    assert conn.create_new('BEFORE.TXT', b'before the start') == helpers.STATUS_SUCCESS
+
+    m = mount_at(inbox, mnt)
+    assert conn.create_new('AFTER.TXT', b'after the start') == helpers.STATUS_SUCCESS
+    assert conn.create_new('BEFORE.TXT', b'same name again') == helpers.STATUS_SUCCESS
+    conn.disconnect()
+    found = _files_below(inbox)
+    assert found.pop('BEFORE.TXT') == b'before the start'
+    assert found.pop('AFTER.TXT') == b'after the start'
+    assert list(found.values()) == [b'same name again']
+    m.unmount()
+    assert _files_below(mnt) == {}
