@@ -101,6 +101,8 @@ static void walk_file(struct walk *w, int srcfd, const char *name, int dstfd)
 	int ret = w->st ? stray_deliver(w->st, srcfd, name, dstfd, final)
 			: stray_check(srcfd, name, dstfd);
 
+	if (ret == -ENOENT)	/* gone meanwhile: nothing to hide */
+		return;
 	if (ret == -EINVAL || ret == -EXDEV || ret == -EMLINK || ret == -EBUSY ||
 	    (ret < 0 && w->st == NULL)) {
 		refuse(w, name, refusal(ret));
