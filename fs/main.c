@@ -306,9 +306,10 @@ out:
  * would be hidden by the mount. Without ST: can everything there be
  * delivered into the inbox? If not, R11: one line, no start. With ST:
  * deliver it (core/strays.h), and warn if anyone but root may write the
- * directory. An over-mount is left be: there the directory is the inbox.
- * Returns 0 to go on, -1 refused. */
-static int sweep_mountpoint(int inbox_fd, const char *path, struct staging *st)
+ * directory; *HELD then keeps the directory open (for covered.c, which
+ * watches it under the mount). An over-mount is left be: there the
+ * directory is the inbox. Returns 0 to go on, -1 refused. */
+static int sweep_mountpoint(int inbox_fd, const char *path, struct staging *st, int *held)
 {
 	struct stat in, mp;
 	struct strays s;
@@ -351,6 +352,8 @@ static int sweep_mountpoint(int inbox_fd, const char *path, struct staging *st)
 			  "next mount hides what they wrote until a restart delivers it; make it "
 			  "root's with mode 0555 (chown root:root, chmod 0555)", path,
 			  (unsigned)mp.st_uid, (unsigned)(mp.st_mode & 07777));
+	*held = fd;
+	fd = -1;
 	ret = 0;
 out:
 	if (fd >= 0)
@@ -491,7 +494,7 @@ int main(int argc, char *argv[])
 	struct cmdline c = { 0 };
 	char real_mnt[PATH_MAX];
 	struct stat st;
-	int ret = 1, fd = -1, sret;
+	int ret = 1, fd = -1, covered = -1, sret;
 	bool served = false;
 
 	umask(0);	/* the kernel applied the caller's umask already */
@@ -561,7 +564,7 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "inboxfs: staging=%s: %s\n", c.staging, why);
 		goto out_inodes;
 	}
-	if (sweep_mountpoint(fd, opts.mountpoint, NULL) < 0)
+	if (sweep_mountpoint(fd, opts.mountpoint, NULL, NULL) < 0)
 		goto out_inodes;
 	sret = c.staging ? staging_open(&fs.staging, fd, AT_FDCWD, c.staging)
 			 : staging_open(&fs.staging, fd, fd, STAGING_DIR);
@@ -589,7 +592,7 @@ int main(int argc, char *argv[])
 				 "before a crash (link repaired); %u areas recovered, %u live left alone",
 				 r.published, r.quarantined, r.failed, r.repaired, r.areas, r.live);
 	}
-	if (sweep_mountpoint(fd, opts.mountpoint, &fs.staging) < 0)
+	if (sweep_mountpoint(fd, opts.mountpoint, &fs.staging, &covered) < 0)
 		goto out_staging;
 	fs.max_handles = handle_budget();
 
@@ -617,6 +620,10 @@ int main(int argc, char *argv[])
 		log_warnx("cannot start worker threads");
 		goto out_unmount;
 	}
+	if (covered_start(covered) < 0) {
+		log_warnx("cannot start watching the directory under the mount");
+		goto out_unmount;
+	}
 	served = true;
 	log_notice("inboxfs %s serving %s at %s", INBOXFS_VERSION, c.inbox, opts.mountpoint);
 	if (opts.singlethread) {
@@ -640,6 +647,7 @@ int main(int argc, char *argv[])
 	dirs_shutdown();
 	sessions_shutdown();
 out_unmount:
+	covered_stop();
 	fuse_session_unmount(fs.se);
 out_signals:
 	fuse_remove_signal_handlers(fs.se);
@@ -652,6 +660,8 @@ out_session:
 out:
 	if (served)
 		log_notice("exiting with status %d", ret);
+	if (covered >= 0)
+		close(covered);
 	if (fd >= 0)
 		close(fd);
 	free(opts.mountpoint);

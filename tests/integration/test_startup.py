@@ -750,3 +750,57 @@ def test_a_connection_made_during_the_outage_writes_through_the_mount_after_star
     assert list(found.values()) == [b'same name again']
     m.unmount()
     assert _files_below(mnt) == {}
+
+
+_KEPT_CWD = r'''
+import sys
+sys.stdin.readline()
+with open('late.txt', 'wb') as f:            # relative: the directory under the mount
+    f.write(b'written under the mount')
+busy = open('busy.txt', 'wb')
+busy.write(b'half')
+busy.flush()
+print('open', flush=True)
+sys.stdin.readline()
+busy.write(b' and all')
+busy.close()
+print('closed', flush=True)
+sys.stdin.readline()
+'''
+
+
+def test_what_reaches_the_directory_under_the_mount_is_delivered_while_serving(
+        drop_dirs, mount_at):
+    """A process whose working directory is the bare mountpoint from before
+    the mount keeps writing there, under the mount: the daemon watches that
+    directory while it serves and delivers what it finds; a file still open
+    for writing is named in a warning, and delivered once closed."""
+    import subprocess
+    import sys
+    inbox, mnt = drop_dirs
+    proc = subprocess.Popen([sys.executable, '-c', _KEPT_CWD], cwd=mnt, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        m = mount_at(inbox, mnt)
+        proc.stdin.write('go\n')
+        proc.stdin.flush()
+        assert proc.stdout.readline() == 'open\n'
+        wait_until(lambda: 'late.txt' in _files_below(inbox), TIMEOUT * 2,
+                   what='late.txt delivered from under the mount')
+        assert _files_below(inbox) == {'late.txt': b'written under the mount'}
+        wait_until(lambda: re.search(r'warning: mountpoint: under the mount.*busy\.txt '
+                                     r'\(open for writing\)', m.log()), TIMEOUT * 2,
+                   what='the warning about busy.txt')
+        proc.stdin.write('go\n')
+        proc.stdin.flush()
+        assert proc.stdout.readline() == 'closed\n'
+        wait_until(lambda: 'busy.txt' in _files_below(inbox), TIMEOUT * 2,
+                   what='busy.txt delivered once closed')
+        assert _files_below(inbox)['busy.txt'] == b'half and all'
+        assert len(re.findall(r'under the mount, what cannot', m.log())) == 1
+        assert re.search(r'info: mountpoint: delivered "late.txt"', m.log())
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=TIMEOUT)
+    m.unmount()
+    assert _files_below(mnt) == {}
