@@ -348,9 +348,10 @@ static int sweep_mountpoint(int inbox_fd, const char *path, struct staging *st, 
 	/* Checked at every start: the unit makes it right only once. */
 	if (mp.st_uid != 0 || (mp.st_mode & (S_IWGRP | S_IWOTH)))
 		log_warnx("MOUNTPOINT %s can be written by others than root (owner uid %u, "
-			  "mode %04o): while inboxfs is down, SMB creates there succeed and the "
-			  "next mount hides what they wrote until a restart delivers it; make it "
-			  "root's with mode 0555 (chown root:root, chmod 0555)", path,
+			  "mode %04o): while inboxfs is down, SMB creates there succeed instead "
+			  "of failing, and what they write reaches the inbox only when inboxfs "
+			  "starts again; make it root's with mode 0555 (chown root:root, "
+			  "chmod 0555)", path,
 			  (unsigned)mp.st_uid, (unsigned)(mp.st_mode & 07777));
 	*held = fd;
 	fd = -1;
