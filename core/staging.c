@@ -756,3 +756,116 @@ void recover_staging(struct staging *st, int inbox_fd, struct recovery *r)
 	}
 	closedir(dp);
 }
+
+/* The name in DIRFD of another link of SB's inode, if any: a stray with
+ * two links whose other one is in its target directory was delivered by
+ * link() before a crash kept the unlink() from following. Reads DIRFD
+ * once, for files with several links only. */
+static bool other_link(int dirfd, const struct stat *sb, char other[NAME_MAX_BYTES + 1])
+{
+	DIR *dp = opendir_at(dirfd);
+	struct dirent *de;
+	bool found = false;
+
+	if (dp == NULL)
+		return false;
+	while (!found && (de = readdir(dp)) != NULL) {
+		struct stat o;
+
+		if (de->d_ino == sb->st_ino &&
+		    fstatat(dirfd, de->d_name, &o, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    o.st_dev == sb->st_dev && o.st_ino == sb->st_ino) {
+			snprintf(other, NAME_MAX_BYTES + 1, "%s", de->d_name);
+			found = true;
+		}
+	}
+	closedir(dp);
+	return found;
+}
+
+/* Open stray SRCFD/NAME for delivery into DIRFD and hold a read lease on
+ * it: the kernel grants one only while nobody has the file open for
+ * writing (or mapped shared and writable), and an open for writing waits
+ * until it is released. OTHER gets the name of a second link in DIRFD
+ * ("" if none). */
+static int stray_open(int srcfd, const char *name, int dirfd, char other[NAME_MAX_BYTES + 1],
+		      int *fdp)
+{
+	struct stat sb, fsb, dir;
+	int fd, err;
+
+	other[0] = '\0';
+	/* The type first: opening a FIFO could block, a device could act. */
+	if (fstatat(srcfd, name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	if (!S_ISREG(sb.st_mode))
+		return -EINVAL;
+	if (fstat(dirfd, &dir) < 0)
+		return -errno;
+	if (sb.st_dev != dir.st_dev)
+		return -EXDEV;
+	fd = openat(srcfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &fsb) < 0) {
+		err = -errno;
+		goto fail;
+	}
+	if (fsb.st_ino != sb.st_ino || fsb.st_dev != sb.st_dev || !S_ISREG(fsb.st_mode)) {
+		err = -EBUSY;		/* replaced under our feet: someone is at work */
+		goto fail;
+	}
+	if (fcntl(fd, F_SETLEASE, F_RDLCK) < 0) {
+		err = errno == EAGAIN ? -EBUSY : -errno;
+		goto fail;
+	}
+	if (fsb.st_nlink > 1 && !other_link(dirfd, &fsb, other)) {
+		fcntl(fd, F_SETLEASE, F_UNLCK);
+		err = -EMLINK;
+		goto fail;
+	}
+	*fdp = fd;
+	return 0;
+fail:
+	close(fd);
+	return err;
+}
+
+int stray_check(int srcfd, const char *name, int dirfd)
+{
+	char other[NAME_MAX_BYTES + 1];
+	int fd, err = stray_open(srcfd, name, dirfd, other, &fd);
+
+	if (err < 0)
+		return err;
+	fcntl(fd, F_SETLEASE, F_UNLCK);
+	close(fd);
+	return 0;
+}
+
+int stray_deliver(struct staging *st, int srcfd, const char *name, int dirfd, char *final)
+{
+	char other[NAME_MAX_BYTES + 1];
+	int fd, ret = stray_open(srcfd, name, dirfd, other, &fd);
+
+	if (ret < 0)
+		return ret;
+	if (other[0] != '\0') {
+		/* Delivered already: remove the name left behind, durably
+		 * with sync=close, or the next start would find it again. */
+		ret = unlinkat(srcfd, name, 0) < 0 ? -errno : 2;
+		if (ret == 2 && st->sync && fsync(srcfd) < 0)
+			ret = -errno;
+		if (ret == 2)
+			strcpy(final, other);
+	} else if (st->sync && fsync(fd) < 0) {
+		/* Its data on disk before its name is in the inbox, as a
+		 * drop's is before its publication. */
+		ret = -errno;
+	} else {
+		ret = publish_from(st, srcfd, name, dirfd, name, final);
+	}
+	fcntl(fd, F_SETLEASE, F_UNLCK);
+	close(fd);
+	return ret;
+}

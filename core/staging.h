@@ -139,4 +139,29 @@ struct recovery {
  * recorded in origins (by handle). */
 void recover_staging(struct staging *st, int inbox_fd, struct recovery *r);
 
+/* Strays: regular files found outside staging, in a directory that is
+ * not inboxfs's (the bare mountpoint, written while inboxfs was down),
+ * each acknowledged to its writer by whatever served it, so delivered as
+ * recovery delivers an acknowledged drop. SRCFD/NAME is one; DIRFD the
+ * inbox directory it is to go to.
+ *
+ * stray_check(): could it be delivered now? 0, or why not: -EINVAL not a
+ * regular file (a symlink, FIFO, socket or device: never opened), -EXDEV
+ * not on DIRFD's filesystem (no atomic move), -EMLINK other links (that
+ * could change the message after delivery), -EBUSY open for writing (its
+ * writer may still be at it), or -errno of a call that failed. Changes
+ * nothing. Takes a read lease for a moment (root needs CAP_LEASE for
+ * files of other owners); its break would signal SIGIO, which the caller
+ * ignores while it checks or delivers. */
+int stray_check(int srcfd, const char *name, int dirfd);
+
+/* Deliver it into DIRFD under NAME, or a unique name if that is taken,
+ * exactly as a drop is published (synced with sync=close, never over an
+ * existing name), while a read lease keeps anyone from opening it for
+ * writing. A file whose second link is in DIRFD already was delivered by
+ * link() before a crash: only NAME is removed (returns 2, FINAL that
+ * link's name). Returns 0, 1 when renamed to a unique name, 2, or -errno
+ * as stray_check() (nothing changed). FINAL gets the name in DIRFD. */
+int stray_deliver(struct staging *st, int srcfd, const char *name, int dirfd, char *final);
+
 #endif

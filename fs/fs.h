@@ -17,6 +17,7 @@
  *   nodes.c, files.c, dirs.c   the handlers: each finds out who is asking,
  *                hands the request to a view, and replies exactly once
  *   ops.c        the operations table and INIT
+ *   covered.c    the directory under the mount, watched while serving
  *   main.c       options, start-up checks, recovery, the session loop
  *
  * Locks, in the one order they may be taken:
@@ -25,7 +26,8 @@
  *   table_lock (inode.c)     the inode table
  * The others are leaves, taken with none of these held and taking none:
  * the lists of open handles and directories (handles.c, dirs.c), the
- * linger thread's wait (drops.c), passthrough's counts (passthrough.c,
+ * linger thread's wait (drops.c), the covered directory's watcher's wait
+ * (covered.c, released while it looks), passthrough's counts (passthrough.c,
  * held across a backing file's open and registration, which must be one
  * step with the decision), the group commit of directory syncs
  * (core/dirsync.c, whose sync runs unlocked), syncpool.c's job queue, and
@@ -151,6 +153,14 @@ void drop_node_free(struct drop *d);		/* drop_config.on_free */
 /* Closed drops kept visible to their session (linger=). */
 int linger_start(void);
 void linger_stop(void);
+
+/* ---- covered.c ---- */
+
+/* Watch COVERED (a descriptor of the mountpoint opened before the mount;
+ * -1: nothing to watch) and deliver into the inbox what reaches it while
+ * serving. covered_stop() ends the watch; the caller closes COVERED. */
+int covered_start(int covered);
+void covered_stop(void);
 uint64_t now_ms(void);
 
 /* ---- syncpool.c ---- */

@@ -22,6 +22,7 @@
 #include "fs.h"
 #include "log.h"
 #include "stats.h"
+#include "strays.h"
 #include "transport.h"
 
 struct cmdline {
@@ -300,6 +301,67 @@ out:
 	return why;
 }
 
+/* Issue 18: while inboxfs is down MOUNTPOINT is a plain directory, and a
+ * file someone manages to write there (its writer was told it was stored)
+ * would be hidden by the mount. Without ST: can everything there be
+ * delivered into the inbox? If not, R11: one line, no start. With ST:
+ * deliver it (core/strays.h), and warn if anyone but root may write the
+ * directory; *HELD then keeps the directory open (for covered.c, which
+ * watches it under the mount). An over-mount is left be: there the
+ * directory is the inbox. Returns 0 to go on, -1 refused. */
+static int sweep_mountpoint(int inbox_fd, const char *path, struct staging *st, int *held)
+{
+	struct stat in, mp;
+	struct strays s;
+	int ret = -1, fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0 || fstat(fd, &mp) < 0 || fstat(inbox_fd, &in) < 0) {
+		fprintf(stderr, "inboxfs: MOUNTPOINT %s: %s\n", path, strerror(errno));
+		goto out;
+	}
+	if (same_inode(&mp, &in)) {
+		ret = 0;
+		goto out;
+	}
+	if (strays_sweep(st, inbox_fd, fd, &s) > 0) {
+		fprintf(stderr, "inboxfs: MOUNTPOINT %s holds what the mount would hide and what "
+			"cannot be moved into INBOX: %s; move it away and start again\n",
+			path, s.refusals);
+		goto out;
+	}
+	if (st == NULL) {
+		ret = 0;
+		goto out;
+	}
+	stat_add(STAT_RECOVERED, s.delivered + s.repaired);
+	stat_add(STAT_PUBLISHED, s.delivered);
+	if (s.delivered + s.repaired)
+		log_info("mountpoint: %u files written into %s while inboxfs was down are in "
+			 "the inbox now (%u under a unique name)", s.delivered + s.repaired, path,
+			 s.renamed);
+	if (s.failed) {
+		fprintf(stderr, "inboxfs: MOUNTPOINT %s: %u files written there while inboxfs was "
+			"down could not be delivered into INBOX (see above), and the mount "
+			"would hide them\n", path, s.failed);
+		goto out;
+	}
+	/* Checked at every start: the unit makes it right only once. */
+	if (mp.st_uid != 0 || (mp.st_mode & (S_IWGRP | S_IWOTH)))
+		log_warnx("MOUNTPOINT %s can be written by others than root (owner uid %u, "
+			  "mode %04o): while inboxfs is down, SMB creates there succeed instead "
+			  "of failing, and what they write reaches the inbox only when inboxfs "
+			  "starts again; make it root's with mode 0555 (chown root:root, "
+			  "chmod 0555)", path,
+			  (unsigned)mp.st_uid, (unsigned)(mp.st_mode & 07777));
+	*held = fd;
+	fd = -1;
+	ret = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	return ret;
+}
+
 static int open_dir_arg(const char *what, const char *path)
 {
 	struct stat st;
@@ -433,7 +495,7 @@ int main(int argc, char *argv[])
 	struct cmdline c = { 0 };
 	char real_mnt[PATH_MAX];
 	struct stat st;
-	int ret = 1, fd = -1, sret;
+	int ret = 1, fd = -1, covered = -1, sret;
 	bool served = false;
 
 	umask(0);	/* the kernel applied the caller's umask already */
@@ -503,6 +565,8 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "inboxfs: staging=%s: %s\n", c.staging, why);
 		goto out_inodes;
 	}
+	if (sweep_mountpoint(fd, opts.mountpoint, NULL, NULL) < 0)
+		goto out_inodes;
 	sret = c.staging ? staging_open(&fs.staging, fd, AT_FDCWD, c.staging)
 			 : staging_open(&fs.staging, fd, fd, STAGING_DIR);
 	if (sret < 0) {
@@ -529,6 +593,8 @@ int main(int argc, char *argv[])
 				 "before a crash (link repaired); %u areas recovered, %u live left alone",
 				 r.published, r.quarantined, r.failed, r.repaired, r.areas, r.live);
 	}
+	if (sweep_mountpoint(fd, opts.mountpoint, &fs.staging, &covered) < 0)
+		goto out_staging;
 	fs.max_handles = handle_budget();
 
 	if (fuse_set_signal_handlers(fs.se) != 0)
@@ -556,6 +622,10 @@ int main(int argc, char *argv[])
 		goto out_unmount;
 	}
 	syncpool_start();
+	if (covered_start(covered) < 0) {
+		log_warnx("cannot start watching the directory under the mount");
+		goto out_unmount;
+	}
 	served = true;
 	log_notice("inboxfs %s serving %s at %s", INBOXFS_VERSION, c.inbox, opts.mountpoint);
 	if (opts.singlethread) {
@@ -580,6 +650,7 @@ int main(int argc, char *argv[])
 	dirs_shutdown();
 	sessions_shutdown();
 out_unmount:
+	covered_stop();
 	fuse_session_unmount(fs.se);
 out_signals:
 	fuse_remove_signal_handlers(fs.se);
@@ -592,6 +663,8 @@ out_session:
 out:
 	if (served)
 		log_notice("exiting with status %d", ret);
+	if (covered >= 0)
+		close(covered);
 	if (fd >= 0)
 		close(fd);
 	free(opts.mountpoint);

@@ -381,6 +381,9 @@ def test_unit_file_settings(install):
     assert s[('Service', 'NoNewPrivileges')] == ['yes']
     caps = s[('Service', 'CapabilityBoundingSet')][0].split()
     assert 'CAP_SYS_ADMIN' in caps and 'CAP_NET_ADMIN' not in caps
+    # The read lease on a file found in the mountpoint (issue 18): without
+    # it, a start with such a file owned by the client account refuses.
+    assert 'CAP_LEASE' in caps
     for namespaced in ('PrivateTmp', 'ProtectSystem', 'ProtectHome', 'PrivateMounts',
                        'ProtectKernelTunables', 'ReadOnlyPaths', 'PrivateDevices'):
         assert ('Service', namespaced) not in s, namespaced

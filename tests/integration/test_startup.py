@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 
@@ -474,3 +475,332 @@ def test_stale_overmount_is_cleaned_up_by_next_start(mount_inboxfs, tmp_path):
     _write(os.path.join(m.mnt, 'after.svf'), b'after')
     m.unmount()
     assert sorted(e for e in os.listdir(inbox) if e != '.inboxfs') == ['after.svf', 'before.svf']
+
+
+# ================================================ the bare mountpoint (issue 18)
+#
+# While inboxfs is down, MOUNTPOINT is a plain directory: whatever a writer
+# manages to put there (an administrator gave the share's directory to the
+# client account) was acknowledged to it, and the next mount would hide it.
+# At start, before mounting, inboxfs delivers such files into the inbox as
+# recovery delivers acknowledged drops, or refuses to serve when it cannot.
+
+@pytest.fixture
+def mount_at(request):
+    """Factory: mount_at(inbox, mnt, wait=True, **options) starts inboxfs
+    over INBOX on the given, already populated MNT (mount_inboxfs makes a
+    fresh empty one). Unmounted and checked at teardown."""
+    mounts = []
+
+    def factory(inbox, mnt, wait=True, **options):
+        reason = helpers.fuse_prerequisites()
+        if reason:
+            pytest.skip(reason)
+        base = helpers.make_base_dir('inboxfs-test-')
+        m = helpers.Mount(base, str(inbox), str(mnt), options)
+        mounts.append(m)
+        return m.start(wait=wait)
+
+    yield factory
+    problems = []
+    for m in reversed(mounts):
+        try:
+            m.cleanup()
+        except (AssertionError, OSError, TimeoutError) as e:
+            problems.append(str(e))
+        if not problems:
+            shutil.rmtree(m.base, ignore_errors=True)
+    if problems:
+        pytest.fail('\n'.join(problems), pytrace=False)
+
+
+@pytest.fixture
+def drop_dirs():
+    """INBOX (1777, as the fixtures make it) and MOUNTPOINT (root, 0755:
+    nobody else may write it) in a directory smbd's account can reach."""
+    base = helpers.make_base_dir('inboxfs-drop-')
+    inbox, mnt = os.path.join(base, 'inbox'), os.path.join(base, 'inbox.drop')
+    os.mkdir(inbox)
+    os.chmod(inbox, 0o1777)
+    os.mkdir(mnt)
+    os.chmod(mnt, 0o755)
+    yield inbox, mnt
+    if not any(p.startswith(base) for p in (m.split()[4] for m in open('/proc/self/mountinfo'))):
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _files_below(top):
+    """{relative path: content} of the regular files below TOP, staging
+    excluded (symlinks, FIFOs and sockets are no files: never opened)."""
+    found = {}
+    for dirpath, dirnames, filenames in os.walk(top):
+        if dirpath == top and '.inboxfs' in dirnames:
+            dirnames.remove('.inboxfs')
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                found[os.path.relpath(path, top)] = _read(path)
+    return found
+
+
+def test_files_left_in_the_mountpoint_are_delivered_at_start(drop_dirs, mount_at):
+    inbox, mnt = drop_dirs
+    _write(os.path.join(inbox, 'taken.txt'), b'already in the inbox')
+    _write(os.path.join(mnt, 'free.txt'), b'written while inboxfs was down')
+    _write(os.path.join(mnt, 'taken.txt'), b'same name, another message')
+    _write(os.path.join(mnt, 'empty.txt'), b'')
+    os.chmod(mnt, 0o555)
+
+    m = mount_at(inbox, mnt)
+    found = _files_below(inbox)
+    assert found.pop('free.txt') == b'written while inboxfs was down'
+    assert found.pop('taken.txt') == b'already in the inbox'
+    assert found.pop('empty.txt') == b''
+    [(unique, data)] = found.items()
+    assert re.fullmatch(rf'taken~{helpers.TAG}+\.txt', unique), unique
+    assert data == b'same name, another message'
+    log = m.log()
+    for name, final in (('free.txt', 'free.txt'), ('taken.txt', unique),
+                        ('empty.txt', 'empty.txt')):
+        assert re.search(rf' info: mountpoint: delivered "{re.escape(name)}"'
+                         rf'.* as "{re.escape(final)}"', log), log
+    assert helpers.read_stats(mnt)['recoveries'] == 3
+    # Served as usual, and the directory under the mount is empty again.
+    assert sorted(os.listdir(mnt)) == ['empty.txt', 'free.txt', 'taken.txt', unique]
+    m.unmount()
+    assert os.listdir(mnt) == []
+    assert len(_files_below(inbox)) == 4
+
+    # The next start finds nothing to deliver and says nothing about it.
+    m.start()
+    assert 'mountpoint:' not in m.log()
+
+
+def test_mountpoint_subdirectories_map_onto_the_inbox(drop_dirs, mount_at):
+    """A file in MOUNTPOINT/sub goes to INBOX/sub when that is a directory,
+    else to the top, as recovery does for a drop whose directory is gone;
+    the directories stay."""
+    inbox, mnt = drop_dirs
+    os.makedirs(os.path.join(inbox, 'sub', 'deeper'))
+    os.symlink('sub', os.path.join(inbox, 'alias'))        # never followed
+    for rel, data in (('sub/a.txt', b'a'), ('sub/deeper/b.txt', b'b'),
+                      ('gone/c.txt', b'c'), ('sub/gone/d.txt', b'd'),
+                      ('alias/e.txt', b'e'), ('.inboxfs/f.txt', b'f')):
+        os.makedirs(os.path.dirname(os.path.join(mnt, rel)), exist_ok=True)
+        _write(os.path.join(mnt, rel), data)
+
+    m = mount_at(inbox, mnt)
+    assert _files_below(inbox) == {'sub/a.txt': b'a', 'sub/deeper/b.txt': b'b',
+                                   'c.txt': b'c', 'd.txt': b'd', 'e.txt': b'e',
+                                   'f.txt': b'f'}
+    assert re.search(r'mountpoint: delivered "gone/c.txt".* as "c.txt"', m.log()), m.log()
+    m.unmount()
+    assert sorted(os.listdir(mnt)) == ['.inboxfs', 'alias', 'gone', 'sub']
+    assert _files_below(mnt) == {}
+    assert os.listdir(os.path.join(inbox, '.inboxfs', 'incomplete')) == []
+
+
+@pytest.mark.parametrize('what', ['symlink', 'fifo', 'socket', 'open for writing'])
+def test_mountpoint_holding_what_cannot_be_delivered_is_refused(run_inboxfs, drop_dirs,
+                                                                what):
+    """One line naming it, a non-zero exit, nothing mounted, nothing
+    moved: the administrator decides."""
+    inbox, mnt = drop_dirs
+    _write(os.path.join(mnt, 'fine.txt'), b'deliverable')
+    os.mkdir(os.path.join(mnt, 'sub'))
+    odd = os.path.join(mnt, 'sub', 'odd')
+    holder = None
+    if what == 'symlink':
+        os.symlink('/etc/passwd', odd)
+    elif what == 'fifo':
+        os.mkfifo(odd)
+    elif what == 'socket':
+        import socket
+        holder = socket.socket(socket.AF_UNIX)
+        holder.bind(odd)
+    else:
+        holder = open(odd, 'wb')            # a writer still at it
+        holder.write(b'half a mess')
+        holder.flush()
+    try:
+        line = assert_refused(run_inboxfs, [inbox, mnt], mnt,
+                              mentions=['MOUNTPOINT', 'sub/odd'])
+    finally:
+        if holder is not None:
+            holder.close()
+    assert what.split()[0] in line.lower()
+    assert 'fine.txt' not in line
+    assert sorted(_files_below(mnt)) == (['fine.txt'] if what != 'open for writing'
+                                         else ['fine.txt', 'sub/odd'])
+    assert os.path.lexists(odd)
+    assert _files_below(inbox) == {}
+
+
+def test_mountpoint_on_another_filesystem_holding_a_file_is_refused(run_inboxfs, drop_dirs,
+                                                                   loop_fs):
+    """Nothing there can be moved into the inbox atomically: refused, the
+    file untouched. (An empty one is fine: test_empty_mountpoint_...)"""
+    fs = loop_fs()
+    _, mnt = drop_dirs
+    assert os.stat(mnt).st_dev != os.stat(fs.inbox).st_dev
+    _write(os.path.join(mnt, 'stray.txt'), b'acknowledged while down')
+    line = assert_refused(run_inboxfs, [fs.inbox, mnt], mnt,
+                          mentions=['MOUNTPOINT', 'stray.txt', 'filesystem'])
+    assert mnt in line
+    assert _files_below(mnt) == {'stray.txt': b'acknowledged while down'}
+    assert _files_below(fs.inbox) == {}
+
+
+def _mountpoint_warnings(log):
+    return [l for l in log.splitlines() if 'MOUNTPOINT' in l and ' warning: ' in l]
+
+
+@pytest.mark.parametrize('how', ['mode 0777', 'mode 0575', 'owner'])
+def test_a_mountpoint_others_can_write_is_warned_about(drop_dirs, mount_at, how):
+    inbox, mnt = drop_dirs
+    if how == 'owner':
+        os.chmod(mnt, 0o555)
+        os.chown(mnt, helpers.CLIENT_UID, helpers.CLIENT_UID)
+    else:
+        os.chmod(mnt, int(how.split()[1], 8))
+    m = mount_at(inbox, mnt)
+    [line] = _mountpoint_warnings(m.log())
+    assert mnt in line and '0555' in line and 'root' in line
+    assert ('uid 60001' if how == 'owner' else how.split()[1][1:]) in line
+
+
+def test_empty_read_only_root_mountpoint_is_not_warned_about(drop_dirs, mount_at, loop_fs):
+    inbox, mnt = drop_dirs
+    os.chmod(mnt, 0o555)
+    m = mount_at(inbox, mnt)
+    assert _mountpoint_warnings(m.log()) == []
+    assert 'mountpoint:' not in m.log()
+    # On another filesystem than INBOX too, when there is nothing in it.
+    fs = loop_fs()
+    other_mnt = mnt + '2'
+    os.mkdir(other_mnt)
+    os.chmod(other_mnt, 0o555)
+    other = fs.uses(mount_at(fs.inbox, other_mnt))
+    assert _mountpoint_warnings(other.log()) == []
+
+
+def test_the_over_mount_is_not_a_mountpoint_to_sweep(mount_inboxfs, tmp_path):
+    """INBOX itself as MOUNTPOINT: its files are the inbox, and it is
+    writable by design."""
+    inbox = tmp_path / 'inbox'
+    inbox.mkdir()
+    inbox.chmod(0o1777)
+    _write(inbox / 'kept.txt', b'kept')
+    m = mount_inboxfs(inbox=str(inbox), overmount=True)
+    assert os.listdir(m.mnt) == ['kept.txt']
+    assert 'mountpoint:' not in m.log() and _mountpoint_warnings(m.log()) == []
+
+
+def test_new_administrator_gives_the_share_to_the_client_account(drop_dirs, mount_at, samba):
+    """Issue 18 item 4, as it happened: during an outage the share's
+    directory was given to the client account to "fix" ACCESS_DENIED, an
+    SMB put succeeded, and the restart's mount hid the message. Now the
+    start delivers it, and warns about the mountpoint."""
+    inbox, mnt = drop_dirs
+    os.chmod(mnt, 0o555)
+    helpers.ensure_system_user(helpers.SMB_FORCE_USER)
+    server = samba(mnt)            # the shipped config, over the bare directory
+    message = os.path.join(os.path.dirname(mnt), 'local.txt')
+    _write(message, b'report of the night, acknowledged')
+    with pytest.raises(AssertionError, match='ACCESS_DENIED'):
+        server.smbclient_put(message, 'REPORT.TXT')
+    import pwd
+    acct = pwd.getpwnam(helpers.SMB_FORCE_USER)
+    os.chown(mnt, acct.pw_uid, acct.pw_gid)          # the "fix"
+    os.chmod(mnt, 0o755)
+    server.smbclient_put(message, 'REPORT.TXT')
+    assert os.listdir(mnt) == ['REPORT.TXT']
+
+    m = mount_at(inbox, mnt)                          # inboxfs is back
+    assert _files_below(inbox) == {'REPORT.TXT': b'report of the night, acknowledged'}
+    assert os.stat(os.path.join(inbox, 'REPORT.TXT')).st_uid == acct.pw_uid
+    [warning] = _mountpoint_warnings(m.log())
+    assert f'uid {acct.pw_uid}' in warning
+    # Through the mount, the client's share works as ever.
+    server.smbclient_put(message, 'REPORT.TXT')
+    assert len(_files_below(inbox)) == 2
+
+
+def test_a_connection_made_during_the_outage_writes_through_the_mount_after_start(
+        drop_dirs, mount_at, samba):
+    """An SMB connection made to the bare directory and kept across the
+    start: what it created before is delivered, and its next create goes
+    through the mount (smbd resolves the share's path again), not into the
+    directory under it."""
+    inbox, mnt = drop_dirs
+    import pwd
+    acct = pwd.getpwnam(helpers.SMB_FORCE_USER)
+    os.chown(mnt, acct.pw_uid, acct.pw_gid)
+    server = samba(mnt)
+    conn = server.connect()
+    assert conn.create_new('BEFORE.TXT', b'before the start') == helpers.STATUS_SUCCESS
+
+    m = mount_at(inbox, mnt)
+    assert conn.create_new('AFTER.TXT', b'after the start') == helpers.STATUS_SUCCESS
+    assert conn.create_new('BEFORE.TXT', b'same name again') == helpers.STATUS_SUCCESS
+    conn.disconnect()
+    found = _files_below(inbox)
+    assert found.pop('BEFORE.TXT') == b'before the start'
+    assert found.pop('AFTER.TXT') == b'after the start'
+    assert list(found.values()) == [b'same name again']
+    m.unmount()
+    assert _files_below(mnt) == {}
+
+
+_KEPT_CWD = r'''
+import sys
+sys.stdin.readline()
+with open('late.txt', 'wb') as f:            # relative: the directory under the mount
+    f.write(b'written under the mount')
+busy = open('busy.txt', 'wb')
+busy.write(b'half')
+busy.flush()
+print('open', flush=True)
+sys.stdin.readline()
+busy.write(b' and all')
+busy.close()
+print('closed', flush=True)
+sys.stdin.readline()
+'''
+
+
+def test_what_reaches_the_directory_under_the_mount_is_delivered_while_serving(
+        drop_dirs, mount_at):
+    """A process whose working directory is the bare mountpoint from before
+    the mount keeps writing there, under the mount: the daemon watches that
+    directory while it serves and delivers what it finds; a file still open
+    for writing is named in a warning, and delivered once closed."""
+    import subprocess
+    import sys
+    inbox, mnt = drop_dirs
+    proc = subprocess.Popen([sys.executable, '-c', _KEPT_CWD], cwd=mnt, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        m = mount_at(inbox, mnt)
+        proc.stdin.write('go\n')
+        proc.stdin.flush()
+        assert proc.stdout.readline() == 'open\n'
+        wait_until(lambda: 'late.txt' in _files_below(inbox), TIMEOUT * 2,
+                   what='late.txt delivered from under the mount')
+        assert _files_below(inbox) == {'late.txt': b'written under the mount'}
+        wait_until(lambda: re.search(r'warning: mountpoint: under the mount.*busy\.txt '
+                                     r'\(open for writing\)', m.log()), TIMEOUT * 2,
+                   what='the warning about busy.txt')
+        proc.stdin.write('go\n')
+        proc.stdin.flush()
+        assert proc.stdout.readline() == 'closed\n'
+        wait_until(lambda: 'busy.txt' in _files_below(inbox), TIMEOUT * 2,
+                   what='busy.txt delivered once closed')
+        assert _files_below(inbox)['busy.txt'] == b'half and all'
+        assert len(re.findall(r'under the mount, what cannot', m.log())) == 1
+        assert re.search(r'info: mountpoint: delivered "late.txt"', m.log())
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=TIMEOUT)
+    m.unmount()
+    assert _files_below(mnt) == {}

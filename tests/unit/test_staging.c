@@ -846,6 +846,131 @@ static void test_origin_open_dir(void **state)
 	assert_int_equal(origin_open_dir(f->inbox_fd, &o), -ESTALE);
 }
 
+/* A directory beside the inbox's files standing for the bare mountpoint
+ * (stray_*() care only that it is on the inbox's filesystem). */
+static int make_mnt(struct fixture *f)
+{
+	int fd;
+
+	assert_int_equal(mkdirat(f->inbox_fd, "mnt", 0755), 0);
+	fd = openat(f->inbox_fd, "mnt", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	return fd;
+}
+
+static void test_stray_deliver(void **state)
+{
+	struct fixture *f = *state;
+	char final[NAME_MAX_BYTES + 1];
+	int mnt = make_mnt(f);
+
+	write_file(mnt, "x.txt", "one");
+	assert_int_equal(stray_check(mnt, "x.txt", f->inbox_fd), 0);
+	assert_true(exists(mnt, "x.txt"));
+	assert_int_equal(stray_deliver(&f->st, mnt, "x.txt", f->inbox_fd, final), 0);
+	assert_string_equal(final, "x.txt");
+	assert_content(f->inbox_fd, "x.txt", "one");
+	assert_false(exists(mnt, "x.txt"));
+
+	/* A taken name: a unique one, as for a drop; synced (sync=close). */
+	f->st.sync = true;
+	write_file(mnt, "x.txt", "two");
+	assert_int_equal(stray_deliver(&f->st, mnt, "x.txt", f->inbox_fd, final), 1);
+	assert_true(strncmp(final, "x~", 2) == 0 && strlen(final) == strlen("x~") + 12 + 4);
+	assert_content(f->inbox_fd, final, "two");
+	assert_content(f->inbox_fd, "x.txt", "one");
+	assert_false(exists(mnt, "x.txt"));
+
+	/* Where RENAME_NOREPLACE is missing: link() and unlink(). */
+	f->st.noreplace = false;
+	write_file(mnt, "y.txt", "three");
+	assert_int_equal(stray_deliver(&f->st, mnt, "y.txt", f->inbox_fd, final), 0);
+	assert_content(f->inbox_fd, "y.txt", "three");
+	assert_false(exists(mnt, "y.txt"));
+	close(mnt);
+}
+
+static void test_stray_refused(void **state)
+{
+	struct fixture *f = *state;
+	char final[NAME_MAX_BYTES + 1];
+	int mnt = make_mnt(f), w;
+
+	/* Never opened, never moved: a symlink, a FIFO (an open would block). */
+	assert_int_equal(symlinkat("/etc/passwd", mnt, "link"), 0);
+	assert_int_equal(mkfifoat(mnt, "fifo", 0644), 0);
+	assert_int_equal(stray_check(mnt, "link", f->inbox_fd), -EINVAL);
+	assert_int_equal(stray_deliver(&f->st, mnt, "link", f->inbox_fd, final), -EINVAL);
+	assert_int_equal(stray_deliver(&f->st, mnt, "fifo", f->inbox_fd, final), -EINVAL);
+	assert_true(exists(mnt, "link") && exists(mnt, "fifo"));
+
+	/* Open for writing: its writer may not be done. Once it is, it goes. */
+	w = openat(mnt, "busy.txt", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	assert_true(w >= 0);
+	assert_int_equal(write(w, "half", 4), 4);
+	assert_int_equal(stray_check(mnt, "busy.txt", f->inbox_fd), -EBUSY);
+	assert_int_equal(stray_deliver(&f->st, mnt, "busy.txt", f->inbox_fd, final), -EBUSY);
+	assert_true(exists(mnt, "busy.txt"));
+	assert_false(exists(f->inbox_fd, "busy.txt"));
+	assert_int_equal(write(w, " and all", 8), 8);
+	close(w);
+	assert_int_equal(stray_deliver(&f->st, mnt, "busy.txt", f->inbox_fd, final), 0);
+	assert_content(f->inbox_fd, "busy.txt", "half and all");
+
+	/* Another link, not in the inbox: whoever holds it could change the
+	 * message after its delivery. */
+	write_file(mnt, "shared", "s");
+	assert_int_equal(linkat(mnt, "shared", f->st.dirfd, "elsewhere", 0), 0);
+	assert_int_equal(stray_check(mnt, "shared", f->inbox_fd), -EMLINK);
+	assert_int_equal(stray_deliver(&f->st, mnt, "shared", f->inbox_fd, final), -EMLINK);
+	assert_true(exists(mnt, "shared"));
+	assert_false(exists(f->inbox_fd, "shared"));
+	unlinkat(f->st.dirfd, "elsewhere", 0);
+	close(mnt);
+}
+
+/* A start killed between the link() and the unlink() of a delivery: the
+ * next one finds the second link in the inbox and only removes the
+ * mountpoint's name. */
+static void test_stray_delivered_by_link_before_a_crash(void **state)
+{
+	struct fixture *f = *state;
+	char final[NAME_MAX_BYTES + 1];
+	int mnt = make_mnt(f);
+	struct stat sb;
+
+	write_file(mnt, "m.txt", "once");
+	assert_int_equal(linkat(mnt, "m.txt", f->inbox_fd, "m~ABCDEFGHJKMN.txt", 0), 0);
+	assert_int_equal(stray_check(mnt, "m.txt", f->inbox_fd), 0);
+	assert_int_equal(stray_deliver(&f->st, mnt, "m.txt", f->inbox_fd, final), 2);
+	assert_string_equal(final, "m~ABCDEFGHJKMN.txt");
+	assert_false(exists(mnt, "m.txt"));
+	assert_false(exists(f->inbox_fd, "m.txt"));
+	assert_int_equal(fstatat(f->inbox_fd, final, &sb, 0), 0);
+	assert_int_equal(sb.st_nlink, 1);
+	close(mnt);
+}
+
+static void test_stray_on_another_filesystem(void **state)
+{
+	struct fixture *f = *state;
+	char final[NAME_MAX_BYTES + 1], name[64];
+	struct stat shm, tmp;
+	int shm_fd;
+
+	if (stat("/dev/shm", &shm) < 0 || fstat(f->inbox_fd, &tmp) < 0 || shm.st_dev == tmp.st_dev)
+		skip();
+	shm_fd = open("/dev/shm", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(shm_fd >= 0);
+	snprintf(name, sizeof(name), "inboxfs-unit-%d", (int)getpid());
+	write_file(shm_fd, name, "far");
+	assert_int_equal(stray_check(shm_fd, name, f->inbox_fd), -EXDEV);
+	assert_int_equal(stray_deliver(&f->st, shm_fd, name, f->inbox_fd, final), -EXDEV);
+	assert_content(shm_fd, name, "far");
+	unlinkat(shm_fd, name, 0);
+	close(shm_fd);
+}
+
 #define FIXTURE_TEST(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -876,6 +1001,10 @@ int main(void)
 		FIXTURE_TEST(test_names_recorded),
 		FIXTURE_TEST(test_publish_inside),
 		FIXTURE_TEST(test_origin_open_dir),
+		FIXTURE_TEST(test_stray_deliver),
+		FIXTURE_TEST(test_stray_refused),
+		FIXTURE_TEST(test_stray_delivered_by_link_before_a_crash),
+		FIXTURE_TEST(test_stray_on_another_filesystem),
 	};
 
 	unit_xml_reset();
