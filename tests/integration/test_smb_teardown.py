@@ -1,0 +1,127 @@
+"""How an SMB connection ends (issue 18), through a real smbd from the
+shipped tools/smb.conf and impacket: a drop is delivered only on its
+client's CLOSE. A client that half-closes its connection during its first
+drop, logs off or disconnects the tree with the file open gets nothing
+delivered (smbd closes the file itself, and that close is no client's);
+a CLOSE followed by a LOGOFF delivers once. Several connections with one
+ClientGuid (SMB3 multichannel would hand them all to one smbd process, one
+inboxfs session) each keep a namespace of their own. Checked in the
+BACKING inbox, by content."""
+
+import os
+import re
+import socket
+
+import pytest
+
+from helpers import (STATUS_SUCCESS, TIMEOUT, assert_quarantine_accounted, inbox_files,
+                     incomplete, staged, wait_until)
+
+s3 = pytest.importorskip('impacket.smb3structs')
+
+
+def _settled(mount):
+    """Wait until no drop is staged: each was published or set aside."""
+    wait_until(lambda: staged(mount.inbox, acked=True) == [], timeout=TIMEOUT * 3,
+               what='the drops to leave staging')
+
+
+def _assert_set_aside(mount, data, client_port):
+    """DATA is not in the inbox, is in incomplete/ with its log line, and the
+    daemon's log names the client's address and port."""
+    _settled(mount)
+    delivered = {n: len(d) for n, d in inbox_files(mount).items()}
+    assert delivered == {}, f'delivered without a CLOSE: {delivered}'
+    wait_until(lambda: list(incomplete(mount.inbox).values()) == [data],
+               timeout=TIMEOUT, what='the partial drop in incomplete/')
+    assert_quarantine_accounted(mount)
+    client = f'127.0.0.1:{client_port}'
+    assert re.search(rf'quarantined .*client {re.escape(client)}\b', mount.log()), \
+        f'no quarantine line names client {client}:\n{mount.log()}'
+
+
+def _client_port(conn):
+    return conn.conn.getSMBServer()._NetBIOSSession.get_socket().getsockname()[1]
+
+
+# ------------------------------ 2: the connection half-closed during its first drop
+
+def _create_and_write_compound(conn, name, data):
+    """Send SMB2 CREATE (FILE_CREATE) of NAME and a related WRITE of DATA as
+    one compound request, without waiting for the answers."""
+    c = conn.conn.getSMBServer()
+    signing = c._Session['SigningActivated']
+    create = c.SMB_PACKET()
+    create['Command'] = s3.SMB2_CREATE
+    body = s3.SMB2Create()
+    body['SecurityFlags'] = 0
+    body['RequestedOplockLevel'] = s3.SMB2_OPLOCK_LEVEL_NONE
+    body['ImpersonationLevel'] = s3.SMB2_IL_IMPERSONATION
+    body['DesiredAccess'] = (s3.FILE_READ_DATA | s3.FILE_WRITE_DATA
+                             | s3.FILE_READ_ATTRIBUTES | s3.FILE_WRITE_ATTRIBUTES)
+    body['FileAttributes'] = 0
+    body['ShareAccess'] = s3.FILE_SHARE_READ
+    body['CreateDisposition'] = s3.FILE_CREATE
+    body['CreateOptions'] = s3.FILE_NON_DIRECTORY_FILE
+    body['NameLength'] = len(name) * 2
+    body['Buffer'] = name.encode('utf-16le')
+    body['CreateContextsOffset'] = 0
+    body['CreateContextsLength'] = 0
+    create['Data'] = body
+    write = c.SMB_PACKET()
+    write['Command'] = s3.SMB2_WRITE
+    body = s3.SMB2Write()
+    body['FileID'] = b'\xff' * 16                          # the related create's
+    body['Length'] = len(data)
+    body['Offset'] = 0
+    body['WriteChannelInfoOffset'] = 0
+    body['Buffer'] = data
+    write['Data'] = body
+    for packet in (create, write):
+        packet['MessageID'] = c._Connection['SequenceWindow']
+        c._Connection['SequenceWindow'] += 1
+        packet['SessionID'] = c._Session['SessionID']
+        packet['TreeID'] = conn.tid
+        packet['CreditCharge'] = 1
+        packet['CreditRequestResponse'] = 127
+    write['Flags'] = s3.SMB2_FLAGS_RELATED_OPERATIONS
+    # The create's message is padded to 8 bytes; the padding is part of it
+    # (and of its signature).
+    pad = -len(create.getData()) % 8
+    create['Data']['Buffer'] += b'\0' * pad
+    create['NextCommand'] = len(create.getData())
+    if signing:
+        for packet in (create, write):
+            packet['Flags'] |= s3.SMB2_FLAGS_SIGNED
+            c.signSMB(packet)
+    c._NetBIOSSession.send_packet(create.getData() + write.getData())
+
+
+@pytest.mark.parametrize('first', ['first drop', 'after a delivered one'])
+def test_connection_half_closed_during_a_drop_delivers_nothing(mounted, samba, first):
+    """CREATE and a related WRITE of half a message as one compound, then
+    shutdown(SHUT_WR), never a CLOSE: the client's FIN may be in before
+    smbd's create reaches inboxfs (the socket in CLOSE_WAIT), and smbd's
+    own close at the end of the stream must not deliver the half message.
+    Legacy clients open one connection per message: every drop is a first
+    drop."""
+    server = samba(mounted.mnt)
+    conn = server.connect()
+    port = _client_port(conn)
+    if first != 'first drop':
+        assert conn.create_new('WHOLE.SVF', b'a whole message') == STATUS_SUCCESS
+        _settled(mounted)
+    half = b'half of a message\n' * 1000
+    _create_and_write_compound(conn, 'HALF.SVF', half)
+    sock = conn.conn.getSMBServer()._NetBIOSSession.get_socket()
+    sock.shutdown(socket.SHUT_WR)
+    # smbd answers, reads the end of the stream and exits, closing the file.
+    sock.settimeout(TIMEOUT * 3)
+    while sock.recv(65536):
+        pass
+    sock.close()
+    conn.conn = None
+    if first != 'first drop':
+        assert inbox_files(mounted).pop('WHOLE.SVF') == b'a whole message'
+        os.unlink(os.path.join(mounted.inbox, 'WHOLE.SVF'))
+    _assert_set_aside(mounted, half, port)
