@@ -155,7 +155,9 @@ void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct handle *h = handle_of(fi);
 
-	fuse_reply_err(req, h->drop.d ? -drop_handle_flush(h, fuse_req_ctx(req)->pid) : 0);
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+
+	fuse_reply_err(req, h->drop.d ? -drop_handle_flush(h, ctx->pid, ctx->uid) : 0);
 }
 
 void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

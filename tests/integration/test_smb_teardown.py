@@ -15,7 +15,7 @@ import socket
 import pytest
 
 from helpers import (STATUS_SUCCESS, TIMEOUT, assert_quarantine_accounted, inbox_files,
-                     incomplete, staged, wait_until)
+                     incomplete, nt_status_name, staged, wait_until)
 
 s3 = pytest.importorskip('impacket.smb3structs')
 
@@ -125,3 +125,41 @@ def test_connection_half_closed_during_a_drop_delivers_nothing(mounted, samba, f
         assert inbox_files(mounted).pop('WHOLE.SVF') == b'a whole message'
         os.unlink(os.path.join(mounted.inbox, 'WHOLE.SVF'))
     _assert_set_aside(mounted, half, port)
+
+
+# ------------------------------------------ 3: LOGOFF or TREE_DISCONNECT without CLOSE
+
+@pytest.mark.parametrize('how', ['logoff', 'tree disconnect'])
+def test_logoff_or_tree_disconnect_without_close_delivers_nothing(mounted, samba, how):
+    """FILE_CREATE, write part of a message, then LOGOFF (or TREE_DISCONNECT)
+    instead of CLOSE, the TCP connection still up: smbd closes the file
+    itself (as root), which is no client's CLOSE."""
+    server = samba(mounted.mnt)
+    conn = server.connect()
+    port = _client_port(conn)
+    part = b'part of a message\n' * 1000
+    status, fid = conn.create('NOCLOSE.SVF', s3.FILE_CREATE, part, close=False)
+    assert status == STATUS_SUCCESS, nt_status_name(status)
+    if how == 'logoff':
+        conn.conn.logoff()
+    else:
+        conn.conn.disconnectTree(conn.tid)
+    _settled(mounted)          # smbd closed it: the connection is still up
+    assert conn.conn.getSMBServer()._NetBIOSSession.get_socket().fileno() >= 0
+    _assert_set_aside(mounted, part, port)
+
+
+def test_close_then_logoff_delivers_once(mounted, samba):
+    """The control: a CLOSE, then LOGOFF, delivers the message once."""
+    server = samba(mounted.mnt)
+    conn = server.connect()
+    data = b'a whole message\n' * 1000
+    status, fid = conn.create('CLOSED.SVF', s3.FILE_CREATE, data, close=False)
+    assert status == STATUS_SUCCESS, nt_status_name(status)
+    conn.close(fid)
+    conn.conn.logoff()
+    conn.disconnect()
+    _settled(mounted)
+    assert inbox_files(mounted) == {'CLOSED.SVF': data}
+    assert incomplete(mounted.inbox) == {}
+
