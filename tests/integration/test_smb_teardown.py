@@ -11,6 +11,7 @@ BACKING inbox, by content."""
 import os
 import re
 import socket
+import threading
 
 import pytest
 
@@ -18,6 +19,7 @@ from helpers import (STATUS_SUCCESS, TIMEOUT, assert_quarantine_accounted, inbox
                      incomplete, nt_status_name, staged, wait_until)
 
 s3 = pytest.importorskip('impacket.smb3structs')
+from impacket import smb3  # noqa: E402
 
 
 def _settled(mount):
@@ -42,6 +44,55 @@ def _assert_set_aside(mount, data, client_port):
 
 def _client_port(conn):
     return conn.conn.getSMBServer()._NetBIOSSession.get_socket().getsockname()[1]
+
+
+# ------------------------------------------ 1a: one ClientGuid, many connections
+
+CLIENTS, NAMES = 8, 20
+
+
+def test_connections_sharing_a_client_guid_keep_their_own_namespaces(mounted, samba,
+                                                                     monkeypatch):
+    """CLIENTS connections that all send an all-zero ClientGuid (as a widely
+    used SMB2 library does) each create the same NAMES names with
+    create-new, concurrently. Samba's multichannel would pass every such
+    connection to the smbd process already serving that ClientGuid: one
+    inboxfs session, whose creates then collide (NAME_COLLISION). The
+    shipped configuration turns multichannel off: every message is
+    delivered once, intact."""
+    orig = smb3.SMB3.negotiateSession
+
+    def zero_client_guid(self, *args, **kw):
+        self.ClientGuid = '\0' * 16
+        return orig(self, *args, **kw)
+
+    monkeypatch.setattr(smb3.SMB3, 'negotiateSession', zero_client_guid)
+    server = samba(mounted.mnt)
+    conns = [server.connect() for _ in range(CLIENTS)]
+    start = threading.Barrier(CLIENTS, timeout=TIMEOUT * 3)
+    results = [[] for _ in range(CLIENTS)]
+
+    def storm(i):
+        start.wait()
+        for n in range(NAMES):
+            data = f'client {i} message {n} '.encode() * 50
+            results[i].append((n, conns[i].create_new(f'DROP{n:02d}.SVF', data)))
+
+    threads = [threading.Thread(target=storm, args=(i,)) for i in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT * 12)
+    assert not any(t.is_alive() for t in threads), 'the storm did not end'
+    failed = [(i, n, nt_status_name(st)) for i, r in enumerate(results) for n, st in r
+              if st != STATUS_SUCCESS]
+    assert failed == [] and all(len(r) == NAMES for r in results), \
+        f'{len(failed)} of {CLIENTS * NAMES} creates failed: {failed[:10]}'
+    _settled(mounted)
+    found = sorted(inbox_files(mounted).values())
+    want = sorted(f'client {i} message {n} '.encode() * 50
+                  for i in range(CLIENTS) for n in range(NAMES))
+    assert found == want, f'{len(found)} files in the inbox for {len(want)} messages'
 
 
 # ------------------------------ 2: the connection half-closed during its first drop
