@@ -42,8 +42,14 @@ def _assert_set_aside(mount, data, client_port):
         f'no quarantine line names client {client}:\n{mount.log()}'
 
 
+def _socket(conn):
+    server = conn.conn.getSMBServer()
+    session = getattr(server, '_NetBIOSSession', None) or server._sess     # SMB2/3, SMB1
+    return session.get_socket()
+
+
 def _client_port(conn):
-    return conn.conn.getSMBServer()._NetBIOSSession.get_socket().getsockname()[1]
+    return _socket(conn).getsockname()[1]
 
 
 # ------------------------------------------ 1a: one ClientGuid, many connections
@@ -164,7 +170,7 @@ def test_connection_half_closed_during_a_drop_delivers_nothing(mounted, samba, f
         _settled(mounted)
     half = b'half of a message\n' * 1000
     _create_and_write_compound(conn, 'HALF.SVF', half)
-    sock = conn.conn.getSMBServer()._NetBIOSSession.get_socket()
+    sock = _socket(conn)
     sock.shutdown(socket.SHUT_WR)
     # smbd answers, reads the end of the stream and exits, closing the file.
     sock.settimeout(TIMEOUT * 3)
@@ -180,13 +186,25 @@ def test_connection_half_closed_during_a_drop_delivers_nothing(mounted, samba, f
 
 # ------------------------------------------ 3: LOGOFF or TREE_DISCONNECT without CLOSE
 
+def _connect(samba, mount, dialect):
+    """A private smbd on MOUNT and a connection to it speaking DIALECT
+    (SMB1: with the lines tools/smb.conf shows for SMB1 clients)."""
+    if dialect == 'SMB1':
+        from impacket import smb
+        server = samba(mount.mnt, smb1=True)
+        return server, server.connect(dialect=smb.SMB_DIALECT)
+    server = samba(mount.mnt)
+    return server, server.connect()
+
+
+@pytest.mark.parametrize('dialect', ['SMB2', 'SMB1'])
 @pytest.mark.parametrize('how', ['logoff', 'tree disconnect'])
-def test_logoff_or_tree_disconnect_without_close_delivers_nothing(mounted, samba, how):
+def test_logoff_or_tree_disconnect_without_close_delivers_nothing(mounted, samba, how, dialect):
     """FILE_CREATE, write part of a message, then LOGOFF (or TREE_DISCONNECT)
     instead of CLOSE, the TCP connection still up: smbd closes the file
-    itself (as root), which is no client's CLOSE."""
-    server = samba(mounted.mnt)
-    conn = server.connect()
+    itself (as root), which is no client's CLOSE. SMB1 (LOGOFF_ANDX,
+    TREE_DISCONNECT) with the lines tools/smb.conf shows for SMB1 clients."""
+    server, conn = _connect(samba, mounted, dialect)
     port = _client_port(conn)
     part = b'part of a message\n' * 1000
     status, fid = conn.create('NOCLOSE.SVF', s3.FILE_CREATE, part, close=False)
@@ -196,14 +214,14 @@ def test_logoff_or_tree_disconnect_without_close_delivers_nothing(mounted, samba
     else:
         conn.conn.disconnectTree(conn.tid)
     _settled(mounted)          # smbd closed it: the connection is still up
-    assert conn.conn.getSMBServer()._NetBIOSSession.get_socket().fileno() >= 0
+    assert _socket(conn).fileno() >= 0
     _assert_set_aside(mounted, part, port)
 
 
-def test_close_then_logoff_delivers_once(mounted, samba):
+@pytest.mark.parametrize('dialect', ['SMB2', 'SMB1'])
+def test_close_then_logoff_delivers_once(mounted, samba, dialect):
     """The control: a CLOSE, then LOGOFF, delivers the message once."""
-    server = samba(mounted.mnt)
-    conn = server.connect()
+    server, conn = _connect(samba, mounted, dialect)
     data = b'a whole message\n' * 1000
     status, fid = conn.create('CLOSED.SVF', s3.FILE_CREATE, data, close=False)
     assert status == STATUS_SUCCESS, nt_status_name(status)
@@ -213,4 +231,3 @@ def test_close_then_logoff_delivers_once(mounted, samba):
     _settled(mounted)
     assert inbox_files(mounted) == {'CLOSED.SVF': data}
     assert incomplete(mounted.inbox) == {}
-
