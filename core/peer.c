@@ -156,14 +156,39 @@ static int diag_receive(int fd, bool dump,
 	}
 }
 
+/* What a dump found: the process's sockets (in any state but LISTEN) and
+ * the ports the host listens on. Both grow as needed: a fixed cap would
+ * let the client's socket or smbd's port drop out, and the fallback then
+ * pick another connection. */
+struct found {
+	struct peer p;
+	uint8_t state;		/* TCP_ESTABLISHED, TCP_CLOSE_WAIT, ... */
+};
+
 struct scan {
 	const uint64_t *inos;
 	size_t ninos;
-	struct peer found[16];	/* established sockets of the process */
-	size_t nfound;
-	uint16_t listening[256];	/* listening ports of the host */
-	size_t nlistening;
+	struct found *found;
+	size_t nfound, capfound;
+	uint16_t *listening;
+	size_t nlistening, caplistening;
+	int error;		/* -ENOMEM once an array could not grow */
 };
+
+static bool grow(void **array, size_t *cap, size_t n, size_t size)
+{
+	size_t want = *cap ? *cap * 2 : 16;
+	void *grown;
+
+	if (n < *cap)
+		return true;
+	grown = realloc(*array, want * size);
+	if (grown == NULL)
+		return false;
+	*array = grown;
+	*cap = want;
+	return true;
+}
 
 static void record(struct peer *p, const struct inet_diag_msg *m)
 {
@@ -182,18 +207,38 @@ static void scan_one(const struct inet_diag_msg *m, void *arg)
 {
 	struct scan *s = arg;
 
-	if (m->idiag_state == TCP_LISTEN) {
-		if (s->nlistening < sizeof(s->listening) / sizeof(s->listening[0]))
-			s->listening[s->nlistening++] = m->id.idiag_sport;
+	if (s->error)
 		return;
-	}
-	for (size_t i = 0; i < s->ninos; i++) {
-		if (s->inos[i] == m->idiag_inode && m->idiag_inode != 0 &&
-		    s->nfound < sizeof(s->found) / sizeof(s->found[0])) {
-			record(&s->found[s->nfound++], m);
+	if (m->idiag_state == TCP_LISTEN) {
+		if (!grow((void **)&s->listening, &s->caplistening, s->nlistening,
+			  sizeof(*s->listening))) {
+			s->error = -ENOMEM;
 			return;
 		}
+		s->listening[s->nlistening++] = m->id.idiag_sport;
+		return;
 	}
+	if (m->idiag_inode == 0)
+		return;		/* no descriptor holds it (TIME_WAIT, a queued accept) */
+	for (size_t i = 0; i < s->ninos; i++) {
+		if (s->inos[i] != m->idiag_inode)
+			continue;
+		if (!grow((void **)&s->found, &s->capfound, s->nfound, sizeof(*s->found))) {
+			s->error = -ENOMEM;
+			return;
+		}
+		record(&s->found[s->nfound].p, m);
+		s->found[s->nfound++].state = m->idiag_state;
+		return;
+	}
+}
+
+static bool accepted(const struct scan *s, size_t i)
+{
+	for (size_t j = 0; j < s->nlistening; j++)
+		if (s->found[i].p.sport == s->listening[j])
+			return true;
+	return false;
 }
 
 int peer_find(pid_t pid, struct peer *out)
@@ -201,50 +246,64 @@ int peer_find(pid_t pid, struct peer *out)
 	static const uint8_t families[] = { AF_INET, AF_INET6 };
 	struct scan s = { 0 };
 	uint64_t *inos = NULL;
+	size_t best = 0;
+	int best_rank = -1;
 	int fd, ret;
 
 	memset(out, 0, sizeof(*out));
 	ret = socket_inodes(pid, &inos, &s.ninos);
-	if (ret < 0 || s.ninos == 0) {
-		free(inos);
-		return ret;
-	}
+	if (ret < 0 || s.ninos == 0)
+		goto out;
 	s.inos = inos;
 	fd = diag_socket();
 	if (fd < 0) {
-		free(inos);
-		return fd;
+		ret = fd;
+		goto out;
 	}
+	/* Every state, not only ESTABLISHED: a client whose FIN came in
+	 * before smbd served its create (CLOSE_WAIT) is still its client,
+	 * and peer_lost() then says it is gone. */
 	for (size_t f = 0; f < sizeof(families) && ret == 0; f++) {
-		ret = diag_send(fd, families[f], (1U << TCP_ESTABLISHED) | (1U << TCP_LISTEN),
-				NULL, true);
+		ret = diag_send(fd, families[f], ~0U, NULL, true);
 		if (ret == 0)
 			ret = diag_receive(fd, true, scan_one, &s);
+		if (ret == 0)
+			ret = s.error;
 	}
 	close(fd);
-	free(inos);
 	if (ret < 0 || s.nfound == 0)
-		return ret;
+		goto out;
 	/* An smbd may have connections of its own (to a domain controller):
-	 * the client's is the one accepted on a port the host listens on. */
-	*out = s.found[0];
+	 * the client's is the one accepted on a port the host listens on,
+	 * established if one is; else the first of its own, established if
+	 * one is. */
 	for (size_t i = 0; i < s.nfound; i++) {
-		for (size_t j = 0; j < s.nlistening; j++) {
-			if (s.found[i].sport == s.listening[j]) {
-				*out = s.found[i];
-				return 1;
-			}
+		int rank = (accepted(&s, i) ? 2 : 0) + (s.found[i].state == TCP_ESTABLISHED);
+
+		if (rank > best_rank) {
+			best = i;
+			best_rank = rank;
 		}
 	}
-	return 1;
+	*out = s.found[best].p;
+	ret = 1;
+out:
+	free(s.found);
+	free(s.listening);
+	free(inos);
+	return ret;
 }
 
 int peer_watch(pid_t pid, struct peer *out)
 {
+	int ret;
+
 	memset(out, 0, sizeof(*out));
 	if (!peer_is_smb_server(pid))
 		return 0;
-	return peer_find(pid, out);
+	ret = peer_find(pid, out);
+	out->smb = true;
+	return ret;
 }
 
 struct state {
@@ -269,7 +328,7 @@ bool peer_lost(const struct peer *p)
 	int fd, ret;
 
 	if (p->ino == 0)
-		return false;
+		return p->smb;
 	memset(&id, 0, sizeof(id));
 	id.idiag_sport = p->sport;
 	id.idiag_dport = p->dport;
@@ -305,7 +364,7 @@ const char *peer_format(const struct peer *p, char *buf, size_t size)
 	static const uint8_t v4mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
 
 	if (p->ino == 0) {
-		snprintf(buf, size, "local");
+		snprintf(buf, size, p->smb ? "unknown" : "local");
 	} else if (p->family == AF_INET || memcmp(b, v4mapped, 12) == 0) {
 		inet_ntop(AF_INET, p->family == AF_INET ? b : b + 12, addr, sizeof(addr));
 		snprintf(buf, size, "%s:%u", addr, (unsigned)ntohs(p->dport));

@@ -386,6 +386,7 @@ enum { PEER_UNKNOWN, PEER_NONE, PEER_WATCHED };
 
 void session_peer(struct session *s, struct peer *out)
 {
+	char client[64];
 	struct peer p;
 	int state, ret;
 
@@ -398,6 +399,17 @@ void session_peer(struct session *s, struct peer *out)
 		if (ret < 0 && ret != -ENOENT) {	/* -ENOENT: it has exited */
 			errno = -ret;
 			log_warn("finding the connection of process %d", (int)s->tgid);
+		}
+		if (ret <= 0 && p.smb) {
+			/* An SMB server whose connection cannot be found is
+			 * never taken for a local process: this drop counts
+			 * as lost (its close fails), and the next one looks
+			 * again. */
+			log_warnx("process %d is an SMB server, but its client's connection "
+				  "cannot be found: its drop will not be delivered (client %s)",
+				  (int)s->tgid, peer_format(&p, client, sizeof(client)));
+			*out = p;
+			return;
 		}
 		pthread_mutex_lock(&lock);
 		if (s->peer_state == PEER_UNKNOWN) {

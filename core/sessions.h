@@ -63,7 +63,10 @@ int task_state(pid_t tid);
  * *OUT (ino 0: none, any other session), looked for once per session
  * (peer_watch(): smbd processes only, by socket inode, holding nothing of
  * it). Each drop keeps it: peer_lost() at its close, and its client in
- * log lines. */
+ * log lines. An SMB server process whose connection cannot be found (or
+ * not looked for: /proc or the kernel would not tell) gets OUT->smb set
+ * with ino 0, which counts as lost, and is looked for again at its next
+ * drop: it is never taken for a local process. */
 struct peer;
 void session_peer(struct session *s, struct peer *out);
 

@@ -238,9 +238,32 @@ static int held_elsewhere(pid_t pid, const struct drop *d)
 	return ret;
 }
 
-/* Find out how H's close by thread TID of session S came about. */
-static void close_facts(struct handle *h, pid_t tid, struct session *s, struct drop_close *c)
+/* Is this last close of D, by an SMB server process with fsuid UID,
+ * smbd's own teardown rather than its client's CLOSE? smbd serves a CLOSE
+ * as the connection's user (the uid that created the drop), but a LOGOFF
+ * or TREE_DISCONNECT, and the end of a connection, as root: it closes the
+ * files its client left open itself, and the kernel's FLUSH carries the
+ * closing thread's fsuid. */
+static bool smb_teardown(const struct drop *d, uid_t uid)
 {
+	char client[64];
+
+	if (!d->peer.smb || uid == d->uid)
+		return false;
+	log_warnx("close by the SMB server itself, not by its client's CLOSE (uid %u; the "
+		  "drop's writer is uid %u: a LOGOFF, TREE_DISCONNECT or lost connection with "
+		  "the file open): not delivered (client %s, pid %d)",
+		  (unsigned)uid, (unsigned)d->uid, peer_format(&d->peer, client, sizeof(client)),
+		  (int)d->pid);
+	return true;
+}
+
+/* Find out how H's close by thread TID (fsuid UID) of session S came
+ * about. */
+static void close_facts(struct handle *h, pid_t tid, uid_t uid, struct session *s,
+			struct drop_close *c)
+{
+	char client[64];
 	int ret = task_state(tid);
 
 	if (ret < 0) {
@@ -250,10 +273,20 @@ static void close_facts(struct handle *h, pid_t tid, struct session *s, struct d
 	/* A writer killed mid-copy has its files closed by the kernel, and
 	 * smbd closes a dropped connection's files itself: neither close is
 	 * an acknowledgement, the drop is incomplete (R6). */
-	c->aborted = ret == TASK_KILLED || peer_lost(&h->drop.d->peer);
+	c->aborted = ret == TASK_KILLED;
+	if (!c->aborted && peer_lost(&h->drop.d->peer)) {
+		c->aborted = true;
+		log_warnx("close after the connection of client %s was lost (pid %d): "
+			  "not delivered", peer_format(&h->drop.d->peer, client, sizeof(client)),
+			  (int)h->drop.d->pid);
+	}
 	c->exiting = ret == TASK_EXITING;
 	if (c->aborted || !drop_close_ambiguous(&h->drop))
 		return;
+	if (smb_teardown(h->drop.d, uid)) {
+		c->aborted = true;
+		return;
+	}
 	ret = held_elsewhere(session_pid(s), h->drop.d);
 	if (ret < 0)
 		c->error = -ret;
@@ -262,8 +295,10 @@ static void close_facts(struct handle *h, pid_t tid, struct session *s, struct d
 }
 
 /* H closed by session S (NULL: a closer that cannot be placed, for
- * reason UNPLACED, an errno) and its thread TID (0: no facts to find). */
-static int handle_close(struct handle *h, struct session *s, pid_t tid, int unplaced)
+ * reason UNPLACED, an errno) and its thread TID (0: no facts to find)
+ * with fsuid UID. */
+static int handle_close(struct handle *h, struct session *s, pid_t tid, uid_t uid,
+			int unplaced)
 {
 	struct drop_close c = { .error = unplaced };
 	enum drop_action act;
@@ -272,7 +307,7 @@ static int handle_close(struct handle *h, struct session *s, pid_t tid, int unpl
 	if (s && !drop_close_counts(&h->drop, s))
 		return 0;
 	if (s && tid > 0)
-		close_facts(h, tid, s, &c);
+		close_facts(h, tid, uid, s, &c);
 	ret = drop_close(&h->drop, s, &c, &act);
 	if (act != DROP_NOTHING)
 		ret = drop_carry_out(h->drop.d, act, h->fd);
@@ -281,10 +316,10 @@ static int handle_close(struct handle *h, struct session *s, pid_t tid, int unpl
 
 int drop_handle_close(struct handle *h, struct session *s)
 {
-	return handle_close(h, s, 0, 0);
+	return handle_close(h, s, 0, 0, 0);
 }
 
-int drop_handle_flush(struct handle *h, pid_t tid)
+int drop_handle_flush(struct handle *h, pid_t tid, uid_t uid)
 {
 	struct session *s = NULL;
 	int ret;
@@ -293,7 +328,7 @@ int drop_handle_flush(struct handle *h, pid_t tid)
 	 * dropped connection's files as root. A closer we cannot place (its
 	 * thread gone, /proc out of reach) is no writer we can trust. */
 	ret = tid > 0 ? session_get(tid, &s) : -ESRCH;
-	ret = handle_close(h, s, tid, ret == -ESRCH ? EIO : -ret);
+	ret = handle_close(h, s, tid, uid, ret == -ESRCH ? EIO : -ret);
 	if (s)
 		session_put(s);
 	return ret;

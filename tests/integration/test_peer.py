@@ -7,9 +7,11 @@ still quarantines its open drop: test_durability.py.) Checked in the BACKING
 inbox, by content."""
 
 import os
+import shutil
 import socket
+import tempfile
 
-from helpers import TIMEOUT, create_excl, inbox_contents
+from helpers import TIMEOUT, create_excl, inbox_contents, incomplete
 
 
 def _connect(port):
@@ -49,3 +51,28 @@ def test_a_local_clients_tcp_connection_is_neither_held_nor_tied(mounted, client
     assert sorted(found.values()) == [b'after the connection', b'same name again',
                                       b'while connected']
     assert os.listdir(os.path.join(mounted.inbox, '.inboxfs', 'incomplete')) == []
+
+
+def test_an_smb_server_whose_connection_cannot_be_found_is_not_local(mounted, client):
+    """A process whose executable is named smbd is an SMB server process;
+    one whose client's connection cannot be found (this one has none) is
+    never taken for a local process: its close fails, nothing is
+    delivered, the drop is quarantined and the log says why. (cp, copied
+    under the name smbd, reports a failed close of its output.)"""
+    bindir = tempfile.mkdtemp(prefix='inboxfs-smbd-')
+    try:
+        os.chmod(bindir, 0o755)
+        smbd = os.path.join(bindir, 'smbd')
+        shutil.copy2(shutil.which('cp'), smbd)
+        source = os.path.join(bindir, 'message')
+        with open(source, 'wb') as f:
+            f.write(b'from an smbd without a connection')
+        os.chmod(source, 0o644)
+        proc = client.run([smbd, source, f'{mounted.mnt}/NOCONN.SVF'])
+    finally:
+        shutil.rmtree(bindir, ignore_errors=True)
+    assert proc.returncode != 0, 'the close of a drop nobody can vouch for succeeded'
+    assert b'close' in proc.stderr, proc.stderr
+    assert inbox_contents(mounted.inbox) == {}
+    assert list(incomplete(mounted.inbox).values()) == [b'from an smbd without a connection']
+    assert 'is an SMB server, but its client\'s connection cannot be found' in mounted.log()
