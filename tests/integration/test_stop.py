@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from helpers import OTHER_UID, TIMEOUT, incomplete, inbox_contents, wait_until
+from helpers import OTHER_UID, TIMEOUT, incomplete, inbox_contents, mountinfo, wait_until
 
 
 def _open_drop(client, mount, name, first):
@@ -183,3 +183,29 @@ def test_smb_drop_closed_during_the_drain_is_delivered(mounted, samba):
     assert inbox_contents(mounted.inbox) == {'SMBHELD.SVF': part + rest}
     assert incomplete(mounted.inbox) == {}
     assert 'draining on SIGTERM: 1 drops open' in mounted.log()
+
+
+def test_lingering_drop_is_delivered_at_the_stop_without_a_drain(mount_inboxfs, client):
+    """linger=: a closed drop waiting for its time is acknowledged, not
+    open: the stop does not wait for it and publishes it as before."""
+    mount = mount_inboxfs(linger=600, drain=60)
+    s, fd = _open_drop(client, mount, 'LINGER.SVF', b'closed, lingering')
+    s.close(fd)
+    assert inbox_contents(mount.inbox) == {}
+    mount.run.proc.send_signal(signal.SIGTERM)
+    assert _stopped(mount, timeout=50) < 50
+    s.end()
+    assert 'draining' not in mount.log()
+    assert inbox_contents(mount.inbox) == {'LINGER.SVF': b'closed, lingering'}
+    assert incomplete(mount.inbox) == {}
+
+
+@pytest.mark.parametrize('value', ['3601', '-1', '10s', ''])
+def test_bad_drain_is_refused_before_mounting(run_inboxfs, tmp_path, value):
+    inbox, mnt = tmp_path / 'inbox', tmp_path / 'mnt'
+    inbox.mkdir()
+    mnt.mkdir()
+    proc = run_inboxfs('-f', '-o', f'drain={value}', inbox, mnt)
+    assert proc.returncode != 0
+    assert f'drain={value}: expected whole seconds, 0 to 3600' in proc.stderr, proc.stderr
+    assert not mountinfo(str(mnt))
