@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from helpers import OTHER_UID, TIMEOUT, incomplete, inbox_contents, mountinfo, wait_until
+from helpers import (OTHER_UID, TIMEOUT, incomplete, inbox_contents, mountinfo, process_group,
+                     wait_until)
 
 
 def _open_drop(client, mount, name, first):
@@ -184,6 +185,41 @@ def test_smb_drop_closed_during_the_drain_is_delivered(mounted, samba):
     assert incomplete(mounted.inbox) == {}
     assert 'draining on SIGTERM: 1 drops open' in mounted.log()
 
+
+
+def _stop_smbd_as_systemd(server):
+    """systemctl stop smbd: SIGTERM to every process of its group (our smbd
+    runs in a group of its own), then wait for all of them. Its
+    connections are gone with it."""
+    pgid = server.proc.pid
+    os.killpg(pgid, signal.SIGTERM)
+    wait_until(lambda: not process_group(pgid), what='smbd and its children to exit')
+    server.proc.wait(timeout=TIMEOUT)
+    server.proc = None
+    for conn in server.connections:
+        conn.conn = None           # its socket died with smbd
+    server.connections = []
+
+
+def test_smbd_stopped_first_leaves_nothing_to_drain(mounted, samba):
+    """README, Upgrading: with smbd bound to the instance, systemctl restart
+    stops smbd first. Its connection's open drop is a dead writer's and goes
+    to incomplete/ at once; the daemon's SIGTERM then finds nothing open and
+    stops without waiting."""
+    from impacket import smb3structs as s3
+    from helpers import STATUS_SUCCESS
+    server = samba(mounted.mnt)
+    conn = server.connect()
+    part = b'z' * 10_000
+    status, _fid = conn.create('CUT.SVF', s3.FILE_CREATE, data=part, close=False)
+    assert status == STATUS_SUCCESS
+    _stop_smbd_as_systemd(server)
+    wait_until(lambda: incomplete(mounted.inbox), what='the drop in incomplete/')
+    mounted.run.proc.send_signal(signal.SIGTERM)
+    assert _stopped(mounted, timeout=50) < 50
+    assert 'draining' not in mounted.log()
+    assert inbox_contents(mounted.inbox) == {}
+    assert list(incomplete(mounted.inbox).values()) == [part]
 
 def test_lingering_drop_is_delivered_at_the_stop_without_a_drain(mount_inboxfs, client):
     """linger=: a closed drop waiting for its time is acknowledged, not
