@@ -566,8 +566,11 @@ int main(int argc, char *argv[])
 		log_warnx("cannot start worker threads");
 		goto out_unmount;
 	}
-	if (stop_start(fs.cfg.drain) < 0)
+	sret = stop_start(fs.cfg.drain);
+	if (sret < 0) {
+		errno = -sret;
 		log_warn("cannot drain open drops at a stop: SIGTERM stops at once");
+	}
 	served = true;
 	log_notice("inboxfs %s serving %s at %s", INBOXFS_VERSION, c.inbox, opts.mountpoint);
 	if (opts.singlethread) {
