@@ -19,6 +19,7 @@ static pthread_cond_t drop_idle = PTHREAD_COND_INITIALIZER;	/* inflight reached 
 static struct drop_config cfg;
 static struct drop *lingering;		/* [L] via due_next */
 static bool shutting_down;		/* [L] drop_next_due(true) was called */
+static unsigned unanswered;		/* [L] started drops OPEN or CLOSING */
 
 static const char *const state_names[] = {
 	[DROP_OPEN] = "open",
@@ -45,6 +46,23 @@ void drop_init(const struct drop_config *c)
 
 /* ---- with drop_lock held ---- */
 
+/* A started drop is unanswered while it is being written (OPEN) or made
+ * durable and delivered (CLOSING): a stop's drain waits for these. */
+static bool is_unanswered(enum drop_state st)
+{
+	return st == DROP_OPEN || st == DROP_CLOSING;
+}
+
+/* Every change of a started drop's state goes through here. */
+static void set_state(struct drop *d, enum drop_state st)
+{
+	if (is_unanswered(d->state) && !is_unanswered(st))
+		unanswered--;
+	else if (!is_unanswered(d->state) && is_unanswered(st))
+		unanswered++;
+	d->state = st;
+}
+
 static void unlist(struct drop **head, struct drop *d, size_t link)
 {
 	for (struct drop **pp = head; *pp; pp = (struct drop **)((char *)*pp + link)) {
@@ -61,7 +79,7 @@ static void linger_until(struct drop *d, uint64_t due)
 		d->due_next = lingering;
 		lingering = d;
 	}
-	d->state = DROP_LINGERING;
+	set_state(d, DROP_LINGERING);
 	d->due = due;
 }
 
@@ -73,7 +91,7 @@ static void leave_lingering(struct drop *d)
 
 static void fail(struct drop *d, int error)
 {
-	d->state = DROP_FAILED;
+	set_state(d, DROP_FAILED);
 	if (d->error == 0)
 		d->error = error ? error : EIO;
 }
@@ -94,7 +112,7 @@ static enum drop_action when_unopened(struct drop *d)
 	case DROP_LINGERING:
 		if (d->inflight == 0 && cfg.now_ms() >= d->due) {
 			leave_lingering(d);
-			d->state = DROP_CLOSING;
+			set_state(d, DROP_CLOSING);
 			d->visible = false;
 			return DROP_PUBLISH;
 		}
@@ -126,7 +144,7 @@ int drop_new(struct session *s, const char *name, uint64_t parent, struct drop *
 		return -ENOMEM;
 	}
 	d->parent = parent;
-	d->state = DROP_OPEN;
+	d->state = DROP_OPEN;	/* counted from drop_start() */
 	d->refs = 1;		/* the caller's */
 	pthread_mutex_lock(&drop_lock);
 	if (cfg.max_drops && list->count >= cfg.max_drops) {
@@ -163,6 +181,7 @@ int drop_start(struct drop *d, struct drop_handle *h)
 	} else {
 		d->visible = session_alive(d->owner);
 		d->nopen = d->nlive = 1;
+		unanswered++;	/* OPEN since drop_new() */
 		d->refs += 2;	/* the handle's, and the lifecycle's until drop_finished() */
 		h->d = d;
 		h->live = true;
@@ -287,7 +306,7 @@ enum drop_action drop_abandon(struct drop_handle *h)
 	handle_gone(h);
 	/* Its only writer's handle never reached the client: nobody had it. */
 	if (was_live && d->state == DROP_OPEN && d->nlive == 0) {
-		d->state = DROP_UNLINKED;
+		set_state(d, DROP_UNLINKED);
 		d->visible = false;
 	}
 	act = when_unopened(d);
@@ -307,7 +326,7 @@ enum drop_action drop_release(struct drop_handle *h)
 		if (d->orphaned) {
 			/* Its writer exited before writing and nobody wrote
 			 * since: an empty message, whole. */
-			d->state = DROP_CLOSING;
+			set_state(d, DROP_CLOSING);
 			while (d->inflight > 0)
 				pthread_cond_wait(&drop_idle, &drop_lock);
 			pthread_mutex_unlock(&drop_lock);
@@ -395,7 +414,7 @@ int drop_unlink(struct drop *d, enum drop_action *act)
 		ret = -ENOENT;
 	} else {
 		leave_lingering(d);
-		d->state = DROP_UNLINKED;
+		set_state(d, DROP_UNLINKED);
 		d->visible = false;
 		*act = when_unopened(d);
 	}
@@ -463,7 +482,7 @@ int drop_close(struct drop_handle *h, struct session *closer, const struct drop_
 	case DROP_OPEN:
 		if (d->nlive > 0)
 			break;
-		d->state = DROP_CLOSING;
+		set_state(d, DROP_CLOSING);
 		if (cfg.linger_ms == 0)
 			d->visible = false;	/* the name is free again from this close */
 		while (d->inflight > 0)
@@ -509,12 +528,12 @@ enum drop_action drop_published(struct drop *d, int result, int *answer)
 	*answer = result;
 	d->visible = false;
 	if (result == 0) {
-		d->state = DROP_PUBLISHED;
+		set_state(d, DROP_PUBLISHED);
 	} else if (d->acked) {
 		/* Its close was acknowledged: it must still be delivered. Left
 		 * staged as a.* at shutdown, recovery delivers it. */
 		if (shutting_down) {
-			d->state = DROP_PUBLISHED;	/* by the next start's recovery */
+			set_state(d, DROP_PUBLISHED);	/* by the next start's recovery */
 			act = d->nopen ? DROP_NOTHING : DROP_FREE;
 			pthread_mutex_unlock(&drop_lock);
 			return act;
@@ -541,12 +560,22 @@ struct drop *drop_next_due(bool all)
 			break;
 	if (d) {
 		leave_lingering(d);
-		d->state = DROP_CLOSING;
+		set_state(d, DROP_CLOSING);
 		d->visible = false;
 		d->refs++;
 	}
 	pthread_mutex_unlock(&drop_lock);
 	return d;
+}
+
+unsigned drop_unanswered(void)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&drop_lock);
+	n = unanswered;
+	pthread_mutex_unlock(&drop_lock);
+	return n;
 }
 
 void drop_finished(struct drop *d)

@@ -214,6 +214,10 @@ enum drop_action drop_release(struct drop_handle *h);
  * DROP_PUBLISH, with a reference; NULL when none. */
 struct drop *drop_next_due(bool all);
 
+/* Started drops being written (OPEN) or made durable and delivered
+ * (CLOSING): what a stop's drain waits for. */
+unsigned drop_unanswered(void);
+
 /* The finishing action is done: the lifecycle lets go of D. */
 void drop_finished(struct drop *d);
 

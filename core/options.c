@@ -132,6 +132,16 @@ int seconds_parse(const char *spec, unsigned *out)
 	return 0;
 }
 
+int drain_parse(const char *spec, unsigned *out)
+{
+	unsigned long v;
+
+	if (parse_id(spec, &v) < 0 || v > DRAIN_MAX)
+		return -EINVAL;
+	*out = (unsigned)v;
+	return 0;
+}
+
 int count_parse(const char *spec, unsigned *out)
 {
 	unsigned long v;

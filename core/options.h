@@ -1,5 +1,5 @@
 /* The daemon's own options (-o observers=,staging=,sync=,names=,linger=,
- * client_mkdir=)
+ * max_drops=,client_mkdir=,drain=)
  * parsed into one config struct. */
 #ifndef INBOXFS_OPTIONS_H
 #define INBOXFS_OPTIONS_H
@@ -26,6 +26,7 @@ struct inboxfs_config {
 	unsigned linger;		/* seconds a closed drop stays visible */
 	unsigned max_drops;		/* open drops per session, 0: no cap */
 	bool client_mkdir;		/* clients may create directories (R7) */
+	unsigned drain;			/* seconds open drops get at a stop, 0: none */
 };
 
 /* Parse "root:consumer:@staff:@1001": users or uids, '@' marks a group or
@@ -45,6 +46,12 @@ int yes_no_parse(const char *spec, bool *out);
 
 /* Parse a whole number of seconds, 0..86400. */
 int seconds_parse(const char *spec, unsigned *out);
+
+/* drain=: whole seconds, 0..DRAIN_MAX. A stop is waited for (systemd's
+ * TimeoutStopSec= must be longer): one that takes over an hour is none. */
+#define DRAIN_DEFAULT 10
+#define DRAIN_MAX 3600
+int drain_parse(const char *spec, unsigned *out);
 
 /* Parse a whole number, 0..1000000. */
 int count_parse(const char *spec, unsigned *out);

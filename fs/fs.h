@@ -18,6 +18,8 @@
  *                hands the request to a view, and replies exactly once
  *   ops.c        the operations table and INIT
  *   covered.c    the directory under the mount, watched while serving
+ *   stop.c       the stop on SIGTERM or SIGINT: open drops drained, then
+ *                the session loop ended
  *   main.c       options, start-up checks, recovery, the session loop
  *
  * Locks, in the one order they may be taken:
@@ -30,11 +32,14 @@
  * (covered.c, released while it looks), passthrough's counts (passthrough.c,
  * held across a backing file's open and registration, which must be one
  * step with the decision), the group commit of directory syncs
- * (core/dirsync.c, whose sync runs unlocked), syncpool.c's job queue, and
- * each io_uring thread's list of answered parked entries (uring.c).
+ * (core/dirsync.c, whose sync runs unlocked), syncpool.c's job queue,
+ * each io_uring thread's list of answered parked entries (uring.c), and
+ * the stop's (stop.c: whether the session loop has returned).
  * Threads: libfuse's (or uring.c's ring threads) fetch and handle requests;
  * syncpool.c's workers handle and answer the ones that wait on the disk;
- * the linger thread publishes; core/sessions.c's watches sessions.
+ * the linger thread publishes; core/sessions.c's watches sessions;
+ * covered.c's watches the directory under the mount; stop.c's drains at a
+ * stop and then ends the session loop.
  * No other lock is held across I/O; a drop used after drop_lock is released is
  * held by a reference (drop_ref()/drop_put(), or its handle's). A handle is
  * the kernel's from its open's reply to its RELEASE, which frees it; the
@@ -226,6 +231,17 @@ void observer_rename(fuse_req_t req, struct who *w, struct node *dir, const char
 int kill_setid(uid_t writer, int fd);
 /* Names at the top of the inbox that are inboxfs's own. */
 bool reserved_name(fuse_ino_t parent, const char *name);
+
+/* ---- stop.c: the stop on SIGTERM or SIGINT ---- */
+
+/* Serving (after fuse_daemonize(), on the thread that runs the session
+ * loop): from now on a stop signal drains open drops for up to DRAIN_S
+ * seconds (0: none), then ends the loop; a second one ends it at once.
+ * 0 or -errno (then libfuse's handlers stay: an immediate stop). */
+int stop_start(unsigned drain_s);
+/* The session loop returned: stop the stop's thread. Returns the signal
+ * that asked for the stop, or 0. */
+int stop_end(void);
 
 /* ---- the handlers ---- */
 

@@ -34,6 +34,7 @@ struct cmdline {
 	char *linger;
 	char *max_drops;
 	char *client_mkdir;
+	char *drain;
 	int show_help;
 	int show_version;
 	int nonopts;
@@ -48,6 +49,7 @@ static const struct fuse_opt inboxfs_opts[] = {
 	OPT("linger=%s", linger),
 	OPT("max_drops=%s", max_drops),
 	OPT("client_mkdir=%s", client_mkdir),
+	OPT("drain=%s", drain),
 	FUSE_OPT_END
 };
 
@@ -104,6 +106,8 @@ static void usage(FILE *f, const char *prog)
 "    -o max_drops=N         open drops a session may hold, 0: no cap (default 1024)\n"
 "    -o client_mkdir=yes|no\n"
 "                           let clients create directories (default no)\n"
+"    -o drain=SECONDS       at SIGTERM or SIGINT, serve on until no drop is open,\n"
+"                           for up to this long; 0: stop at once (default 10)\n"
 "%s"
 "\n"
 "general options:\n"
@@ -413,6 +417,13 @@ static int parse_config(const struct cmdline *c, struct inboxfs_config *cfg)
 		fprintf(stderr, "inboxfs: client_mkdir=%s: expected yes or no\n", c->client_mkdir);
 		return -1;
 	}
+	if (c->drain == NULL)
+		cfg->drain = DRAIN_DEFAULT;
+	else if (drain_parse(c->drain, &cfg->drain) < 0) {
+		fprintf(stderr, "inboxfs: drain=%s: expected whole seconds, 0 to %d\n", c->drain,
+			DRAIN_MAX);
+		return -1;
+	}
 	return 0;
 }
 
@@ -626,6 +637,11 @@ int main(int argc, char *argv[])
 		log_warnx("cannot start watching the directory under the mount");
 		goto out_unmount;
 	}
+	sret = stop_start(fs.cfg.drain);
+	if (sret < 0) {
+		errno = -sret;
+		log_warn("cannot drain open drops at a stop: SIGTERM stops at once");
+	}
 	served = true;
 	log_notice("inboxfs %s serving %s at %s", INBOXFS_VERSION, c.inbox, opts.mountpoint);
 	if (opts.singlethread) {
@@ -640,7 +656,11 @@ int main(int argc, char *argv[])
 		ret = fuse_session_loop_mt(fs.se, loop);
 		fuse_loop_cfg_destroy(loop);
 	}
-	/* libfuse returns the signal that ended the loop: a requested stop. */
+	/* The signal that ended the loop: a requested stop (libfuse returns
+	 * it when its own handler ended the loop, before stop_start()). */
+	sret = stop_end();
+	if (sret && ret == 0)
+		ret = sret;
 	log_stop(ret, opts.mountpoint);
 	ret = !(ret == 0 || ret == SIGTERM || ret == SIGINT || ret == SIGHUP);
 	syncpool_stop();	/* its answers may go through the rings */
@@ -676,6 +696,7 @@ out:
 	free(c.linger);
 	free(c.max_drops);
 	free(c.client_mkdir);
+	free(c.drain);
 	fuse_opt_free_args(&args);
 	return ret;
 }

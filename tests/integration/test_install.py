@@ -359,6 +359,11 @@ def test_unit_file_settings(install):
     # Whatever stopped it (a crash, SIGTERM, an unmount), it serves again.
     assert s[('Service', 'Restart')] == ['always']
     assert s[('Service', 'KillMode')] == ['mixed']
+    # Well beyond the default drain= (10 s), so SIGKILL never cuts a drain
+    # short (the unmount and a durable close's syncs come after it).
+    [stop_timeout] = s[('Service', 'TimeoutStopSec')]
+    m = re.fullmatch(r'(\d+)s', stop_timeout)
+    assert m and int(m.group(1)) >= 2 * 10, stop_timeout
     assert '-/etc/default/inboxfs' in s[('Service', 'EnvironmentFile')]
     assert 'smbd.service' in ' '.join(s[('Unit', 'Before')]).split()
     assert 'local-fs.target' in ' '.join(s[('Unit', 'After')]).split()

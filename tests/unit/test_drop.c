@@ -614,6 +614,61 @@ static void test_close_waits_for_changes(void **state)
 	drop_finished(d);
 }
 
+/* What a stop's drain waits for: drops being written or being delivered;
+ * not those failed, deleted, published or lingering (acknowledged). */
+static void test_unanswered(void **state)
+{
+	unsigned base = drop_unanswered();
+	struct drop_handle h1, h2, h3, h4;
+	struct drop *twin, *a, *b, *c, *d;
+	int answer;
+
+	a = started(me, "A", &h1);
+	b = started(me, "B", &h2);
+	c = started(other, "C", &h3);
+	assert_int_equal(drop_unanswered(), base + 3);
+	/* A create that lost its name never counts. */
+	assert_int_equal(drop_new(me, "A", DIR1, &twin), 0);
+	assert_int_equal(drop_unanswered(), base + 3);
+	assert_int_equal(drop_start(twin, &h4), -EEXIST);
+	drop_put(twin);
+	assert_int_equal(drop_unanswered(), base + 3);
+	/* Closing: still being delivered, until published. */
+	assert_int_equal(close_by(&h1, me, &plain_close, &answer), DROP_PUBLISH);
+	assert_int_equal(drop_unanswered(), base + 3);
+	assert_int_equal(drop_published(a, 0, &answer), DROP_NOTHING);
+	assert_int_equal(drop_unanswered(), base + 2);
+	assert_int_equal(drop_release(&h1), DROP_FREE);
+	drop_finished(a);
+	/* A failed write: its close fails anyway. */
+	assert_int_equal(drop_change_begin(b, DROP_CHANGE_DATA), 0);
+	drop_change_end(b, DROP_CHANGE_DATA, EIO);
+	assert_int_equal(drop_unanswered(), base + 1);
+	assert_int_equal(close_by(&h2, me, &plain_close, &answer), DROP_NOTHING);
+	assert_int_equal(drop_release(&h2), DROP_QUARANTINE);
+	drop_finished(b);
+	assert_int_equal(drop_unanswered(), base + 1);
+	/* Deleted by its session. */
+	assert_int_equal(drop_unlink(c, &(enum drop_action){0}), 0);
+	assert_int_equal(drop_unanswered(), base);
+	assert_int_equal(drop_release(&h3), DROP_DISCARD);
+	drop_finished(c);
+	/* Acknowledged and lingering: its close was answered. */
+	configure(LINGER_MS, 0);
+	d = started(me, "D", &h4);
+	assert_int_equal(drop_unanswered(), base + 1);
+	assert_int_equal(close_by(&h4, me, &plain_close, &answer), DROP_ACK);
+	assert_int_equal(drop_acked(d, 0, &answer), DROP_NOTHING);
+	assert_int_equal(drop_unanswered(), base);
+	assert_int_equal(drop_release(&h4), DROP_NOTHING);
+	clock_ms += LINGER_MS;
+	assert_ptr_equal(drop_next_due(false), d);
+	assert_int_equal(drop_published(d, 0, &answer), DROP_FREE);
+	drop_finished(d);
+	drop_put(d);
+	assert_int_equal(drop_unanswered(), base);
+}
+
 static void test_state_names(void **state)
 {
 	assert_string_equal(drop_state_name(DROP_OPEN), "open");
@@ -645,6 +700,7 @@ int main(void)
 		cmocka_unit_test_setup(test_unlink_lingering, setup),
 		cmocka_unit_test_setup(test_session_ends, setup),
 		cmocka_unit_test_setup(test_close_waits_for_changes, setup),
+		cmocka_unit_test_setup(test_unanswered, setup),
 		cmocka_unit_test_setup(test_state_names, setup),
 	};
 

@@ -204,6 +204,26 @@ static void test_seconds(void **state)
 	}
 }
 
+static void test_drain(void **state)
+{
+	(void)state;
+	const char *bad[] = { "", "-1", "3601", "86400", "10s", " 10", "1.5", "0x10" };
+	unsigned v = 12345;
+
+	assert_int_equal(drain_parse("0", &v), 0);
+	assert_int_equal(v, 0);
+	assert_int_equal(drain_parse("10", &v), 0);
+	assert_int_equal(v, 10);
+	assert_int_equal(drain_parse("3600", &v), 0);
+	assert_int_equal(v, DRAIN_MAX);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		v = 777;
+		if (drain_parse(bad[i], &v) != -EINVAL)
+			fail_msg("drain \"%s\" accepted", bad[i]);
+		assert_int_equal(v, 777);
+	}
+}
+
 static void test_yes_no(void **state)
 {
 	(void)state;
@@ -236,6 +256,7 @@ int main(void)
 		cmocka_unit_test(test_observers_match),
 		cmocka_unit_test(test_sync_mode),
 		cmocka_unit_test(test_seconds),
+		cmocka_unit_test(test_drain),
 		cmocka_unit_test(test_yes_no),
 	};
 
