@@ -1,5 +1,6 @@
-/* Sessions (DESIGN §3): one per requesting process (thread group), found
- * from the request's thread id, ended when the process exits. A session
+/* Sessions: one per requesting process (thread group, and its start time:
+ * a reused pid is a new session), found from the request's thread id,
+ * ended when the process exits. A session
  * owns its drops (drop.h): the files it created and has not yet closed,
  * which form its private namespace (R2).
  *
@@ -44,6 +45,25 @@ void session_stats(struct session_stats *out);
 
 void session_ref(struct session *s);
 struct drop_list *session_drops(struct session *s);
+
+/* S is about to hold a drop, until session_release(): while it holds any,
+ * it keeps a pidfd (out of the descriptor budget) so that its end is seen
+ * at once; an idle session holds no descriptor and its end is found by a
+ * sweep of /proc. -EMFILE past the budget, -ESRCH if its process is gone. */
+int session_hold(struct session *s);
+void session_release(struct session *s);
+
+/* The descriptor budget (R12): LIMIT descriptors may be held on clients'
+ * and observers' behalf (open files, sessions' pidfds; 0: no limit, the
+ * default), the rest of the daemon's limit being its reserve for its own
+ * work. The last POOL of them go only to a session's first two (its first
+ * drop: its pidfd and its file), so that sessions holding many files never
+ * make a session that holds none fail. */
+void sessions_fd_budget(unsigned limit, unsigned pool);
+/* One descriptor for S (NULL: an observer's), or -EMFILE. */
+int session_fd_take(struct session *s);
+void session_fd_give(struct session *s);
+unsigned sessions_fds_used(void);
 
 /* Read the thread group of TID from /proc: -ESRCH if it is gone, or
  * another -errno if /proc cannot be read (out of descriptors). */
