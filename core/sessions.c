@@ -36,6 +36,7 @@
 struct session {
 	pid_t tgid;
 	unsigned long long start;	/* its process's start time, in clock ticks */
+	uid_t uid;		/* the uid it acts as (smbd: its SMB session's user) */
 	int pidfd;		/* [lock] while it holds drops (holds > 0), else -1 */
 	unsigned holds;		/* [lock] session_hold()s not released */
 	atomic_uint fds;	/* descriptors held on its behalf (the budget) */
@@ -50,6 +51,7 @@ struct session {
 
 struct tid_slot {
 	pid_t tid;
+	uid_t uid;
 	uint32_t gen;
 	time_t sec;
 	struct session *s;
@@ -72,6 +74,12 @@ static unsigned fd_limit, fd_pool;
 static atomic_uint fds_used;
 
 pid_t session_pid(const struct session *s) { return s->tgid; }
+uid_t session_uid(const struct session *s) { return s->uid; }
+
+bool session_same_process(const struct session *a, const struct session *b)
+{
+	return a->tgid == b->tgid && a->start == b->start;
+}
 uint64_t session_serial(const struct session *s) { return s->serial; }
 struct drop_list *session_drops(struct session *s) { return &s->drops; }
 
@@ -83,9 +91,11 @@ static time_t now_sec(void)
 	return ts.tv_sec;
 }
 
-int tid_to_tgid(pid_t tid, pid_t *tgid)
+/* Thread TID's thread group and the uid it acts as on files (its fsuid,
+ * what FUSE reports as a request's uid). */
+static int tid_status(pid_t tid, pid_t *tgid, uid_t *fsuid)
 {
-	char path[64], buf[512];
+	char path[64], buf[1024];
 	ssize_t n;
 	int fd;
 
@@ -102,7 +112,20 @@ int tid_to_tgid(pid_t tid, pid_t *tgid)
 	if (p == NULL)
 		return -ESRCH;
 	*tgid = (pid_t)strtol(p + 6, NULL, 10);
+	if (fsuid) {
+		unsigned long id[4];
+		const char *u = strstr(buf, "\nUid:");
+
+		if (u == NULL || sscanf(u + 5, "%lu %lu %lu %lu", &id[0], &id[1], &id[2], &id[3]) != 4)
+			return -EIO;
+		*fsuid = (uid_t)id[3];
+	}
 	return *tgid > 0 ? 0 : -ESRCH;
+}
+
+int tid_to_tgid(pid_t tid, pid_t *tgid)
+{
+	return tid_status(tid, tgid, NULL);
 }
 
 /* The start time of process PID (field 22 of /proc/PID/stat): -ESRCH if
@@ -248,17 +271,26 @@ static bool ended(struct session *s, unsigned long long start)
 	return gone;
 }
 
-static struct session *find_alive(pid_t tgid)
+static struct session *find_alive(pid_t tgid, uid_t uid)
 {
 	for (struct session *s = *bucket_of(tgid); s; s = s->next)
-		if (s->tgid == tgid && s->alive)
+		if (s->tgid == tgid && s->uid == uid && s->alive)
 			return s;
 	return NULL;
 }
 
 int session_get(pid_t tid, struct session **out)
 {
-	struct tid_slot *slot = &tid_cache[(unsigned)tid % TID_SLOTS];
+	pid_t tgid;
+	uid_t uid;
+	int ret = tid_status(tid, &tgid, &uid);
+
+	return ret < 0 ? ret : session_get_as(tid, uid, out);
+}
+
+int session_get_as(pid_t tid, uid_t uid, struct session **out)
+{
+	struct tid_slot *slot = &tid_cache[((unsigned)tid ^ (unsigned)uid * 2654435761u) % TID_SLOTS];
 	time_t sec = now_sec();
 	unsigned long long start;
 	struct session *s;
@@ -270,8 +302,8 @@ int session_get(pid_t tid, struct session **out)
 	 * idle one's end is found only by the sweep, so a thread id of a dead
 	 * idle process could meanwhile be a new process's: /proc is read. */
 	pthread_mutex_lock(&lock);
-	if (slot->tid == tid && slot->gen == generation && slot->sec == sec && slot->s->alive &&
-	    slot->s->pidfd >= 0) {
+	if (slot->tid == tid && slot->uid == uid && slot->gen == generation && slot->sec == sec &&
+	    slot->s->alive && slot->s->pidfd >= 0) {
 		s = slot->s;
 		s->refs++;
 		pthread_mutex_unlock(&lock);
@@ -289,7 +321,7 @@ int session_get(pid_t tid, struct session **out)
 	 * it exited, was a dead process's: the reaper has not got to it. */
 	for (int attempt = 0; attempt < 2; attempt++) {
 		pthread_mutex_lock(&lock);
-		s = find_alive(tgid);
+		s = find_alive(tgid, uid);
 		if (s)
 			s->refs++;
 		pthread_mutex_unlock(&lock);
@@ -312,12 +344,13 @@ int session_get(pid_t tid, struct session **out)
 		return -ENOMEM;
 	s->tgid = tgid;
 	s->start = start;
+	s->uid = uid;
 	s->pidfd = -1;
 	s->alive = true;
 	s->refs = 2;		/* the table's and the caller's */
 
 	pthread_mutex_lock(&lock);
-	struct session *other = find_alive(tgid);
+	struct session *other = find_alive(tgid, uid);
 	if (other && other->start == start) {	/* another thread of it won the race */
 		other->refs++;
 		pthread_mutex_unlock(&lock);
@@ -342,6 +375,7 @@ found:
 	pthread_mutex_lock(&lock);
 	if (s->alive) {		/* else it ended since: caching it would outlive it */
 		slot->tid = tid;
+		slot->uid = uid;
 		slot->gen = generation;
 		slot->sec = sec;
 		slot->s = s;
@@ -412,11 +446,11 @@ static void *reaper_main(void *arg)
 			/* The event may name a session that session_get() has
 			 * ended and freed since: look it up, never dereference. */
 			pthread_mutex_lock(&lock);
-			struct session *s = find_alive((pid_t)(uint32_t)key);
-			if (s && reaper_key(s) == key)
+			struct session *s = *bucket_of((pid_t)(uint32_t)key);
+			while (s && !(s->alive && reaper_key(s) == key))
+				s = s->next;
+			if (s)
 				s->refs++;
-			else
-				s = NULL;
 			pthread_mutex_unlock(&lock);
 			if (s) {
 				session_end(s);

@@ -41,7 +41,8 @@ bool client_holds(const struct who *w, struct fuse_file_info *fi)
 {
 	struct handle *h = fi ? handle_of(fi) : NULL;
 
-	return h && h->drop.d && h->drop.d->owner == w->s;
+	/* Its process's, under whichever uid: a handle is the process's. */
+	return h && h->drop.d && session_same_process(h->drop.d->owner, w->s);
 }
 
 int client_entry(struct who *w, struct node *dir, const char *name, struct fuse_entry_param *e)

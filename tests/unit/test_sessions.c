@@ -438,6 +438,49 @@ static void test_budget_keeps_a_pool_for_first_drops(void **state)
 	session_put(full);
 }
 
+/* Issue 18 item 1b: one smbd process serves one connection, which may
+ * carry several SMB sessions of several users; where the share does not
+ * force one user each acts as its own uid, and each (process, uid) is a
+ * session of its own. A session of a process under any uid is its
+ * process's (closes by smbd as root are the writer's). */
+static void test_uids_of_one_process_are_sessions_of_their_own(void **state)
+{
+	struct session *a, *b, *again, *mine;
+	pid_t child = spawn_sleeper();
+
+	assert_int_equal(session_get_as(child, 60001, &a), 0);
+	assert_int_equal(session_get_as(child, 60002, &b), 0);
+	assert_ptr_not_equal(a, b);
+	assert_true(session_serial(a) != session_serial(b));
+	assert_int_equal(session_uid(a), 60001);
+	assert_int_equal(session_uid(b), 60002);
+	assert_int_equal(session_pid(a), child);
+	assert_int_equal(session_pid(b), child);
+	assert_true(session_same_process(a, b));
+	assert_int_equal(session_get_as(child, 60001, &again), 0);
+	assert_ptr_equal(again, a);
+	session_put(again);
+	/* session_get(): as the uid the thread acts as now. */
+	assert_int_equal(session_get(gettid(), &mine), 0);
+	assert_int_equal(session_uid(mine), geteuid());
+	assert_false(session_same_process(mine, a));
+	assert_int_equal(session_get_as(gettid(), geteuid(), &again), 0);
+	assert_ptr_equal(again, mine);
+	session_put(again);
+	session_put(mine);
+
+	/* The process's end ends both: one held (its pidfd), one idle. */
+	assert_int_equal(session_hold(a), 0);
+	kill_and_reap(child);
+	long long deadline = now_ms() + END_TIMEOUT_MS;
+	while (times_ended(child) < 2 && now_ms() < deadline)
+		usleep(2000);
+	assert_int_equal(times_ended(child), 2);
+	session_release(a);
+	session_put(a);
+	session_put(b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -451,6 +494,8 @@ int main(void)
 		cmocka_unit_test_teardown(test_held_session_ends_with_its_process, teardown),
 		cmocka_unit_test_teardown(test_reused_pid_is_a_new_session, teardown),
 		cmocka_unit_test_teardown(test_budget_keeps_a_pool_for_first_drops, teardown),
+		cmocka_unit_test_teardown(test_uids_of_one_process_are_sessions_of_their_own,
+					  teardown),
 	};
 
 	unit_xml_reset();
