@@ -2,14 +2,16 @@
  * its process: its pid and its start time (/proc/PID/stat), so a reused
  * pid never inherits a dead session. An idle session holds no descriptor:
  * thousands of idle SMB connections must not eat the descriptors the
- * daemon needs for others' closes (R12). A session holding drops holds a
- * pidfd, counted in the descriptor budget like its files, so the reaper
+ * daemon needs for others' closes (R12). A session holding drops (and
+ * for PIDFD_KEEP_SEC after its last) holds a pidfd, counted in the
+ * descriptor budget like its files, so the reaper
  * thread ends it as soon as its process exits (its drops' closes by
  * whoever holds them on then count as its writer's); the reaper finds idle
  * sessions that ended by a sweep of /proc once a second. The thread cache is
- * direct-mapped and trusted, for sessions holding drops only, for at most
- * the current second and until the next session ends, so a thread id
- * recycled by the kernel is re-read. */
+ * direct-mapped and trusted for at most the current second and until the
+ * next session ends, and for an idle session only once /proc says the
+ * thread is still the one that was cached, so a thread id recycled by the
+ * kernel is re-read. */
 #include "sessions.h"
 
 #include <errno.h>
@@ -32,13 +34,18 @@
 #define SESSION_BUCKETS 1024
 #define TID_SLOTS 4096
 #define SWEEP_MS 1000		/* how often idle sessions are checked */
+/* A session's pidfd is kept this long (seconds) after its last drop: a
+ * client dropping one message after another then opens it once, and its
+ * requests between two drops are placed from the cache. */
+#define PIDFD_KEEP_SEC 2
 
 struct session {
 	pid_t tgid;
 	unsigned long long start;	/* its process's start time, in clock ticks */
 	uid_t uid;		/* the uid it acts as (smbd: its SMB session's user) */
-	int pidfd;		/* [lock] while it holds drops (holds > 0), else -1 */
+	int pidfd;		/* [lock] while it holds drops, and a little after */
 	unsigned holds;		/* [lock] session_hold()s not released */
+	time_t idle_since;	/* [lock] when holds last fell to 0 */
 	atomic_uint fds;	/* descriptors held on its behalf (the budget) */
 	int peer_state;		/* [lock] PEER_* */
 	struct peer peer;	/* [lock] the connection it serves, when watched */
@@ -52,6 +59,7 @@ struct session {
 struct tid_slot {
 	pid_t tid;
 	uid_t uid;
+	unsigned long long tstart;	/* the thread's start time */
 	uint32_t gen;
 	time_t sec;
 	struct session *s;
@@ -130,13 +138,12 @@ int tid_to_tgid(pid_t tid, pid_t *tgid)
 
 /* The start time of process PID (field 22 of /proc/PID/stat): -ESRCH if
  * it is gone, or another -errno if /proc cannot be read. */
-static int proc_start(pid_t pid, unsigned long long *start)
+static int stat_start(const char *path, unsigned long long *start)
 {
-	char path[64], buf[1024];
+	char buf[1024];
 	ssize_t n;
 	int fd;
 
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return errno == ENOENT ? -ESRCH : -errno;
@@ -158,6 +165,23 @@ static int proc_start(pid_t pid, unsigned long long *start)
 		}
 	}
 	return -EIO;
+}
+
+static int proc_start(pid_t pid, unsigned long long *start)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	return stat_start(path, start);
+}
+
+/* The start time of thread TID if it is a thread of TGID now. */
+static int thread_start(pid_t tgid, pid_t tid, unsigned long long *start)
+{
+	char path[80];
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", (int)tgid, (int)tid);
+	return stat_start(path, start);
 }
 
 static struct session **bucket_of(pid_t tgid)
@@ -206,6 +230,26 @@ void session_put(struct session *s)
 	free(s);
 }
 
+/* Close S's pidfd if it holds no drop (and, unless ENDED, has held none
+ * for PIDFD_KEEP_SEC). */
+static void drop_pidfd(struct session *s, bool ended, time_t now)
+{
+	int pidfd = -1;
+
+	pthread_mutex_lock(&lock);
+	if (s->holds == 0 && s->pidfd >= 0 && (ended || now - s->idle_since >= PIDFD_KEEP_SEC)) {
+		pidfd = s->pidfd;
+		s->pidfd = -1;
+		if (s->alive)
+			epoll_ctl(epfd, EPOLL_CTL_DEL, pidfd, NULL);
+	}
+	pthread_mutex_unlock(&lock);
+	if (pidfd >= 0) {
+		close(pidfd);
+		session_fd_give(s);
+	}
+}
+
 /* End S because its process exited: called by the reaper, or by a lookup
  * that found the pidfd readable first. */
 static void session_end(struct session *s)
@@ -219,6 +263,7 @@ static void session_end(struct session *s)
 	pthread_mutex_unlock(&lock);
 	if (!was_alive)
 		return;
+	drop_pidfd(s, true, 0);
 	if (end_cb)
 		end_cb(s);
 	session_put(s);		/* the table's reference */
@@ -292,25 +337,34 @@ int session_get_as(pid_t tid, uid_t uid, struct session **out)
 {
 	struct tid_slot *slot = &tid_cache[((unsigned)tid ^ (unsigned)uid * 2654435761u) % TID_SLOTS];
 	time_t sec = now_sec();
-	unsigned long long start;
+	unsigned long long start, tstart = 0;
 	struct session *s;
+	bool held;
 	pid_t tgid;
 	int ret;
 
-	/* Only a session holding drops is taken from the cache: the reaper
-	 * ends it (and so empties the cache) as soon as its process exits. An
-	 * idle one's end is found only by the sweep, so a thread id of a dead
-	 * idle process could meanwhile be a new process's: /proc is read. */
+	/* A session holding drops is taken from the cache as it is: the
+	 * reaper ends it (and so empties the cache) as soon as its process
+	 * exits. An idle one's end is found only by the sweep, so its thread
+	 * id could meanwhile be a new process's: the cache is trusted for it
+	 * only if that thread, with the start time it had, is still one of
+	 * its process's (one read of /proc). */
 	pthread_mutex_lock(&lock);
 	if (slot->tid == tid && slot->uid == uid && slot->gen == generation && slot->sec == sec &&
-	    slot->s->alive && slot->s->pidfd >= 0) {
+	    slot->s->alive) {
 		s = slot->s;
 		s->refs++;
+		held = s->pidfd >= 0;
+		tstart = slot->tstart;
 		pthread_mutex_unlock(&lock);
-		*out = s;
-		return 0;
+		if (held || (thread_start(s->tgid, tid, &start) == 0 && start == tstart)) {
+			*out = s;
+			return 0;
+		}
+		session_put(s);
+	} else {
+		pthread_mutex_unlock(&lock);
 	}
-	pthread_mutex_unlock(&lock);
 
 	ret = tid_to_tgid(tid, &tgid);
 	if (ret == 0)
@@ -367,20 +421,29 @@ int session_get_as(pid_t tid, uid_t uid, struct session **out)
 	stats.started++;
 	pthread_mutex_unlock(&lock);
 	if (other) {
+		drop_pidfd(other, true, 0);
 		if (end_cb)
 			end_cb(other);
 		session_put(other);
 	}
 found:
+	/* The thread's own start time, for the cache (the process's if it is
+	 * its main thread); a thread gone since is not cached. */
+	if (tid == tgid)
+		tstart = start;
+	else if (thread_start(tgid, tid, &tstart) < 0)
+		goto out;
 	pthread_mutex_lock(&lock);
 	if (s->alive) {		/* else it ended since: caching it would outlive it */
 		slot->tid = tid;
 		slot->uid = uid;
+		slot->tstart = tstart;
 		slot->gen = generation;
 		slot->sec = sec;
 		slot->s = s;
 	}
 	pthread_mutex_unlock(&lock);
+out:
 	*out = s;
 	return 0;
 }
@@ -388,11 +451,13 @@ found:
 /* End the idle sessions (no pidfd) whose process is gone: their pid is
  * gone or another process's. Nothing of theirs depends on when this
  * happens (they hold no drop); it frees their memory and keeps the
- * counters right. Read outside the lock, one /proc file each. */
+ * counters right. Read outside the lock, one /proc file each. And close
+ * the pidfds of sessions that have held no drop for PIDFD_KEEP_SEC. */
 static void sweep(void)
 {
 	struct session **idle = NULL;
 	unsigned n = 0, cap;
+	time_t now = now_sec();
 
 	pthread_mutex_lock(&lock);
 	cap = stats.alive;
@@ -402,13 +467,20 @@ static void sweep(void)
 			if (s->alive && s->pidfd < 0) {
 				s->refs++;
 				idle[n++] = s;
+			} else if (s->alive && s->holds == 0 &&
+				   now - s->idle_since >= PIDFD_KEEP_SEC) {
+				s->refs++;
+				idle[n++] = s;
 			}
 		}
 	}
 	pthread_mutex_unlock(&lock);
 	for (unsigned i = 0; i < n; i++) {
 		unsigned long long start = 0;
-		int ret = proc_start(idle[i]->tgid, &start);
+		int ret;
+
+		drop_pidfd(idle[i], false, now);
+		ret = proc_start(idle[i]->tgid, &start);
 
 		if (ret == 0 || ret == -ESRCH) {	/* else /proc is out of reach: next time */
 			if (ended(idle[i], start))
@@ -604,10 +676,11 @@ void session_release(struct session *s)
 
 	pthread_mutex_lock(&lock);
 	if (--s->holds == 0) {
-		pidfd = s->pidfd;
-		s->pidfd = -1;
-		if (pidfd >= 0 && s->alive)
-			epoll_ctl(epfd, EPOLL_CTL_DEL, pidfd, NULL);
+		s->idle_since = now_sec();
+		if (!s->alive) {	/* ended: nothing to watch */
+			pidfd = s->pidfd;
+			s->pidfd = -1;
+		}
 	}
 	pthread_mutex_unlock(&lock);
 	if (pidfd >= 0) {

@@ -56,10 +56,12 @@ void session_stats(struct session_stats *out);
 void session_ref(struct session *s);
 struct drop_list *session_drops(struct session *s);
 
-/* S is about to hold a drop, until session_release(): while it holds any,
- * it keeps a pidfd (out of the descriptor budget) so that its end is seen
- * at once; an idle session holds no descriptor and its end is found by a
- * sweep of /proc. -EMFILE past the budget, -ESRCH if its process is gone. */
+/* S is about to hold a drop, until session_release(): while it holds any
+ * (and for two seconds after its last, so that a client dropping one
+ * message after another opens it once), it keeps a pidfd, out of the
+ * descriptor budget, so that its end is seen at once. An idle session
+ * holds no descriptor and its end is found by a sweep of /proc. -EMFILE
+ * past the budget, -ESRCH if its process is gone. */
 int session_hold(struct session *s);
 void session_release(struct session *s);
 
