@@ -9,6 +9,7 @@ What a session sees and may do is in test_clients.py."""
 import errno
 import os
 import pickle
+import resource
 import select
 import signal
 import subprocess
@@ -451,3 +452,58 @@ def test_idle_sessions_and_full_sessions_never_fail_anothers_close(mount_inboxfs
                 h.call(_close_ok, f)
     wait_until(lambda: len(inbox_contents(m.inbox)) == 2 + sum(map(len, held)),
                what="the holders' drops delivered")
+
+
+def _open_dirs(directory, count):
+    """Open DIRECTORY COUNT times (an OPENDIR each) and keep them open:
+    (fds, errno of the first that failed, or 0)."""
+    fds = []
+    for _ in range(count):
+        try:
+            fds.append(os.open(directory, os.O_RDONLY | os.O_DIRECTORY))
+        except OSError as e:
+            return fds, e.errno
+    return fds, 0
+
+
+def test_an_observers_open_directories_never_fail_a_clients_close(mount_inboxfs, as_client,
+                                                                  monkeypatch):
+    """R12: an observer's open directory holds a descriptor in the daemon
+    too; it is counted in the budget like an open file, so an observer
+    listing many directories at once never makes a client's close fail."""
+    if helpers.WRAPPER:
+        pytest.skip('the daemon runs under prlimit here, not under INBOXFS_WRAPPER')
+    monkeypatch.setattr(helpers, 'WRAPPER', ['prlimit', '--nofile=400:400'])
+    m = mount_inboxfs()
+    writer = as_client(OTHER_UID).session()
+    fd = writer.open(os.path.join(m.mnt, 'W.SVF'), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    writer.write(fd, b'kept')
+    # This test process is root, an observer; the parent's own limit may
+    # be low, so a forked child holds the directories.
+    r, w = os.pipe()                 # observer -> us: how far it got
+    go_r, go_w = os.pipe()           # us -> observer: let go
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (2048, 2048))
+            fds, err = _open_dirs(m.mnt, 1000)
+            os.write(w, f'{len(fds)} {err}'.encode())
+            os.read(go_r, 1)
+        except BaseException:  # noqa: B902
+            code = 1
+        os._exit(code)
+    os.close(w)
+    os.close(go_r)
+    try:
+        ready = select.select([r], [], [], TIMEOUT * 3)[0]
+        assert ready, 'the observer did not open its directories in time'
+        held, err = map(int, os.read(r, 100).split())
+        assert err == errno.EMFILE and 100 < held < 400, (held, errno.errorcode.get(err, err))
+        closed = writer.call(_close_ok, fd)
+        assert closed == 0, errno.errorcode.get(closed, closed)
+        assert inbox_contents(m.inbox) == {'W.SVF': b'kept'}
+    finally:
+        os.close(go_w)
+        reap(pid)
+        os.close(r)
