@@ -136,8 +136,8 @@ int tid_to_tgid(pid_t tid, pid_t *tgid)
 	return tid_status(tid, tgid, NULL);
 }
 
-/* The start time of process PID (field 22 of /proc/PID/stat): -ESRCH if
- * it is gone, or another -errno if /proc cannot be read. */
+/* The start time (field 22) in a /proc stat file at PATH: -ESRCH if its
+ * process or thread is gone, or another -errno if /proc cannot be read. */
 static int stat_start(const char *path, unsigned long long *start)
 {
 	char buf[1024];
@@ -167,6 +167,7 @@ static int stat_start(const char *path, unsigned long long *start)
 	return -EIO;
 }
 
+/* The start time of process PID, in clock ticks since boot. */
 static int proc_start(pid_t pid, unsigned long long *start)
 {
 	char path[64];
