@@ -126,8 +126,10 @@ static void free_drop(struct drop *d)
 {
 	if (cfg.on_free)
 		cfg.on_free(d);
-	if (d->owner)
+	if (d->owner) {
+		session_release(d->owner);
 		session_put(d->owner);
+	}
 	free(d->name);
 	free(d);
 }
@@ -138,10 +140,19 @@ int drop_new(struct session *s, const char *name, uint64_t parent, struct drop *
 {
 	struct drop_list *list = session_drops(s);
 	struct drop *d = calloc(1, sizeof(*d));
+	int ret;
 
 	if (d == NULL || (d->name = strdup(name)) == NULL) {
 		free(d);
 		return -ENOMEM;
+	}
+	/* A session holding drops is watched by a pidfd (its descriptor is
+	 * its own, in the budget): its end then hides them at once. */
+	ret = session_hold(s);
+	if (ret < 0) {
+		free(d->name);
+		free(d);
+		return ret;
 	}
 	d->parent = parent;
 	d->state = DROP_OPEN;	/* counted from drop_start() */
@@ -149,6 +160,7 @@ int drop_new(struct session *s, const char *name, uint64_t parent, struct drop *
 	pthread_mutex_lock(&drop_lock);
 	if (cfg.max_drops && list->count >= cfg.max_drops) {
 		pthread_mutex_unlock(&drop_lock);
+		session_release(s);
 		free(d->name);
 		free(d);
 		return -EMFILE;

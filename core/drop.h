@@ -147,7 +147,8 @@ struct drop_config {
 void drop_init(const struct drop_config *cfg);
 
 /* A new drop of session S for NAME in directory PARENT, not yet visible,
- * with a reference: -EMFILE when S holds max_drops already. The caller
+ * with a reference: -EMFILE when S holds max_drops already or the
+ * descriptor budget has no room for its pidfd (session_hold()). The caller
  * stages it, sets ino, node, uid, pid and stage_name and calls
  * drop_start(); then, or to give up, drop_put(). */
 int drop_new(struct session *s, const char *name, uint64_t parent, struct drop **out);

@@ -1,14 +1,24 @@
-/* The session table: thread id -> thread group -> session, with a pidfd per
- * session so a reused pid never inherits a dead session, and a reaper
- * thread that ends sessions when their process exits. The thread cache is
+/* The session table: thread id -> thread group -> session. A session is
+ * its process: its pid and its start time (/proc/PID/stat), so a reused
+ * pid never inherits a dead session. An idle session holds no descriptor:
+ * thousands of idle SMB connections must not eat the descriptors the
+ * daemon needs for others' closes (R12). A session holding drops (and
+ * for PIDFD_KEEP_SEC after its last) holds a pidfd, counted in the
+ * descriptor budget like its files, so the reaper
+ * thread ends it as soon as its process exits (its drops' closes by
+ * whoever holds them on then count as its writer's); the reaper finds idle
+ * sessions that ended by a sweep of /proc once a second. The thread cache is
  * direct-mapped and trusted for at most the current second and until the
- * next session ends, so a thread id recycled by the kernel is re-read. */
+ * next session ends, and for an idle session only once /proc says the
+ * thread is still the one that was cached, so a thread id recycled by the
+ * kernel is re-read. */
 #include "sessions.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,10 +33,20 @@
 
 #define SESSION_BUCKETS 1024
 #define TID_SLOTS 4096
+#define SWEEP_MS 1000		/* how often idle sessions are checked */
+/* A session's pidfd is kept this long (seconds) after its last drop: a
+ * client dropping one message after another then opens it once, and its
+ * requests between two drops are placed from the cache. */
+#define PIDFD_KEEP_SEC 2
 
 struct session {
 	pid_t tgid;
-	int pidfd;
+	unsigned long long start;	/* its process's start time, in clock ticks */
+	uid_t uid;		/* the uid it acts as (smbd: its SMB session's user) */
+	int pidfd;		/* [lock] while it holds drops, and a little after */
+	unsigned holds;		/* [lock] session_hold()s not released */
+	time_t idle_since;	/* [lock] when holds last fell to 0 */
+	atomic_uint fds;	/* descriptors held on its behalf (the budget) */
 	int peer_state;		/* [lock] PEER_* */
 	struct peer peer;	/* [lock] the connection it serves, when watched */
 	uint64_t serial;
@@ -38,6 +58,8 @@ struct session {
 
 struct tid_slot {
 	pid_t tid;
+	uid_t uid;
+	unsigned long long tstart;	/* the thread's start time */
 	uint32_t gen;
 	time_t sec;
 	struct session *s;
@@ -52,8 +74,20 @@ static struct session_stats stats;
 static int epfd = -1, stopfd = -1;
 static pthread_t reaper;
 static void (*end_cb)(struct session *);
+/* The descriptor budget (R12): descriptors held on clients' and observers'
+ * behalf; 0: none set. The last POOL of LIMIT go only to sessions holding
+ * fewer than POOL_FDS (a first drop: its pidfd and its file). */
+#define POOL_FDS 2
+static unsigned fd_limit, fd_pool;
+static atomic_uint fds_used;
 
 pid_t session_pid(const struct session *s) { return s->tgid; }
+uid_t session_uid(const struct session *s) { return s->uid; }
+
+bool session_same_process(const struct session *a, const struct session *b)
+{
+	return a->tgid == b->tgid && a->start == b->start;
+}
 uint64_t session_serial(const struct session *s) { return s->serial; }
 struct drop_list *session_drops(struct session *s) { return &s->drops; }
 
@@ -65,9 +99,11 @@ static time_t now_sec(void)
 	return ts.tv_sec;
 }
 
-int tid_to_tgid(pid_t tid, pid_t *tgid)
+/* Thread TID's thread group and the uid it acts as on files (its fsuid,
+ * what FUSE reports as a request's uid). */
+static int tid_status(pid_t tid, pid_t *tgid, uid_t *fsuid)
 {
-	char path[64], buf[512];
+	char path[64], buf[1024];
 	ssize_t n;
 	int fd;
 
@@ -84,7 +120,69 @@ int tid_to_tgid(pid_t tid, pid_t *tgid)
 	if (p == NULL)
 		return -ESRCH;
 	*tgid = (pid_t)strtol(p + 6, NULL, 10);
+	if (fsuid) {
+		unsigned long id[4];
+		const char *u = strstr(buf, "\nUid:");
+
+		if (u == NULL || sscanf(u + 5, "%lu %lu %lu %lu", &id[0], &id[1], &id[2], &id[3]) != 4)
+			return -EIO;
+		*fsuid = (uid_t)id[3];
+	}
 	return *tgid > 0 ? 0 : -ESRCH;
+}
+
+int tid_to_tgid(pid_t tid, pid_t *tgid)
+{
+	return tid_status(tid, tgid, NULL);
+}
+
+/* The start time (field 22) in a /proc stat file at PATH: -ESRCH if its
+ * process or thread is gone, or another -errno if /proc cannot be read. */
+static int stat_start(const char *path, unsigned long long *start)
+{
+	char buf[1024];
+	ssize_t n;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? -ESRCH : -errno;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return n < 0 && errno != ESRCH ? -errno : -ESRCH;
+	buf[n] = '\0';
+	/* Fields after the command name, which may hold spaces and ')':
+	 * state is field 3, starttime field 22. */
+	char *p = strrchr(buf, ')');
+	if (p == NULL)
+		return -EIO;
+	char *save = NULL, *tok = strtok_r(p + 1, " ", &save);
+	for (int field = 3; tok; tok = strtok_r(NULL, " ", &save), field++) {
+		if (field == 22) {
+			*start = strtoull(tok, NULL, 10);
+			return 0;
+		}
+	}
+	return -EIO;
+}
+
+/* The start time of process PID, in clock ticks since boot. */
+static int proc_start(pid_t pid, unsigned long long *start)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	return stat_start(path, start);
+}
+
+/* The start time of thread TID if it is a thread of TGID now. */
+static int thread_start(pid_t tgid, pid_t tid, unsigned long long *start)
+{
+	char path[80];
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", (int)tgid, (int)tid);
+	return stat_start(path, start);
 }
 
 static struct session **bucket_of(pid_t tgid)
@@ -102,6 +200,9 @@ static void unhash(struct session *s)
 		}
 	}
 	s->alive = false;
+	/* Its pidfd stays readable now: the reaper must not see it again. */
+	if (s->pidfd >= 0)
+		epoll_ctl(epfd, EPOLL_CTL_DEL, s->pidfd, NULL);
 	generation++;		/* every cached tid of it is now stale */
 	stats.alive--;
 	stats.ended++;
@@ -123,8 +224,31 @@ void session_put(struct session *s)
 	pthread_mutex_unlock(&lock);
 	if (!last)
 		return;
-	close(s->pidfd);
+	if (s->pidfd >= 0) {	/* ended by shutdown while holding drops */
+		close(s->pidfd);
+		session_fd_give(s);
+	}
 	free(s);
+}
+
+/* Close S's pidfd if it holds no drop (and, unless ENDED, has held none
+ * for PIDFD_KEEP_SEC). */
+static void drop_pidfd(struct session *s, bool ended, time_t now)
+{
+	int pidfd = -1;
+
+	pthread_mutex_lock(&lock);
+	if (s->holds == 0 && s->pidfd >= 0 && (ended || now - s->idle_since >= PIDFD_KEEP_SEC)) {
+		pidfd = s->pidfd;
+		s->pidfd = -1;
+		if (s->alive)
+			epoll_ctl(epfd, EPOLL_CTL_DEL, pidfd, NULL);
+	}
+	pthread_mutex_unlock(&lock);
+	if (pidfd >= 0) {
+		close(pidfd);
+		session_fd_give(s);
+	}
 }
 
 /* End S because its process exited: called by the reaper, or by a lookup
@@ -140,7 +264,7 @@ static void session_end(struct session *s)
 	pthread_mutex_unlock(&lock);
 	if (!was_alive)
 		return;
-	epoll_ctl(epfd, EPOLL_CTL_DEL, s->pidfd, NULL);
+	drop_pidfd(s, true, 0);
 	if (end_cb)
 		end_cb(s);
 	session_put(s);		/* the table's reference */
@@ -161,122 +285,232 @@ static uint64_t reaper_key(const struct session *s)
 
 bool session_alive(struct session *s)
 {
+	unsigned long long start;
 	bool alive;
+	int pidfd;
 
 	pthread_mutex_lock(&lock);
 	alive = s->alive;
+	pidfd = s->pidfd;
+	/* Asked with the lock held: a release may close the pidfd. */
+	if (alive && pidfd >= 0)
+		alive = !process_exited(pidfd);
 	pthread_mutex_unlock(&lock);
-	return alive && !process_exited(s->pidfd);
+	if (alive && pidfd < 0) {	/* idle: the reaper's sweep may lag */
+		int ret = proc_start(s->tgid, &start);
+
+		/* /proc out of reach: alive, as far as anyone can tell */
+		alive = ret < 0 ? ret != -ESRCH : start == s->start;
+	}
+	return alive;
 }
 
-static struct session *find_alive(pid_t tgid)
+/* Has S's process exited? Its pidfd if it holds one, else its start time
+ * (START: its pid's now, 0 if the pid is gone). */
+static bool ended(struct session *s, unsigned long long start)
+{
+	bool gone;
+
+	pthread_mutex_lock(&lock);
+	gone = start != s->start || (s->pidfd >= 0 && process_exited(s->pidfd));
+	pthread_mutex_unlock(&lock);
+	return gone;
+}
+
+static struct session *find_alive(pid_t tgid, uid_t uid)
 {
 	for (struct session *s = *bucket_of(tgid); s; s = s->next)
-		if (s->tgid == tgid && s->alive)
+		if (s->tgid == tgid && s->uid == uid && s->alive)
 			return s;
 	return NULL;
 }
 
 int session_get(pid_t tid, struct session **out)
 {
-	struct tid_slot *slot = &tid_cache[(unsigned)tid % TID_SLOTS];
-	time_t sec = now_sec();
-	struct session *s;
 	pid_t tgid;
-	int pidfd, ret;
+	uid_t uid;
+	int ret = tid_status(tid, &tgid, &uid);
 
+	return ret < 0 ? ret : session_get_as(tid, uid, out);
+}
+
+int session_get_as(pid_t tid, uid_t uid, struct session **out)
+{
+	struct tid_slot *slot = &tid_cache[((unsigned)tid ^ (unsigned)uid * 2654435761u) % TID_SLOTS];
+	time_t sec = now_sec();
+	unsigned long long start, tstart = 0;
+	struct session *s;
+	bool held;
+	pid_t tgid;
+	int ret;
+
+	/* A session holding drops is taken from the cache as it is: the
+	 * reaper ends it (and so empties the cache) as soon as its process
+	 * exits. An idle one's end is found only by the sweep, so its thread
+	 * id could meanwhile be a new process's: the cache is trusted for it
+	 * only if that thread, with the start time it had, is still one of
+	 * its process's (one read of /proc). */
 	pthread_mutex_lock(&lock);
-	if (slot->tid == tid && slot->gen == generation && slot->sec == sec && slot->s->alive) {
+	if (slot->tid == tid && slot->uid == uid && slot->gen == generation && slot->sec == sec &&
+	    slot->s->alive) {
 		s = slot->s;
 		s->refs++;
+		held = s->pidfd >= 0;
+		tstart = slot->tstart;
 		pthread_mutex_unlock(&lock);
-		*out = s;
-		return 0;
+		if (held || (thread_start(s->tgid, tid, &start) == 0 && start == tstart)) {
+			*out = s;
+			return 0;
+		}
+		session_put(s);
+	} else {
+		pthread_mutex_unlock(&lock);
 	}
-	pthread_mutex_unlock(&lock);
 
 	ret = tid_to_tgid(tid, &tgid);
+	if (ret == 0)
+		ret = proc_start(tgid, &start);
 	if (ret < 0)
 		return ret;
+	/* A session of TGID with another start time, or whose pidfd says
+	 * it exited, was a dead process's: the reaper has not got to it. */
 	for (int attempt = 0; attempt < 2; attempt++) {
 		pthread_mutex_lock(&lock);
-		s = find_alive(tgid);
+		s = find_alive(tgid, uid);
 		if (s)
 			s->refs++;
 		pthread_mutex_unlock(&lock);
 		if (s == NULL)
 			break;
-		if (!process_exited(s->pidfd))
+		if (!ended(s, start))
 			goto found;
-		session_end(s);		/* the reaper has not got to it yet */
+		session_end(s);
 		session_put(s);
 	}
 
-	pidfd = (int)syscall(SYS_pidfd_open, tgid, 0);
-	if (pidfd < 0)
-		return errno == ESRCH ? -ESRCH : -errno;
-	/* The pidfd was opened after the thread was seen in TGID; if the
-	 * thread still belongs to it, the pidfd names the right process. */
+	/* The start time was read after the thread was seen in TGID; if the
+	 * thread still belongs to it, that start time is its process's. */
 	pid_t again;
 	ret = tid_to_tgid(tid, &again);
-	if (ret < 0 || again != tgid) {
-		close(pidfd);
+	if (ret < 0 || again != tgid)
 		return ret < 0 ? ret : -ESRCH;
-	}
 	s = calloc(1, sizeof(*s));
-	if (s == NULL) {
-		close(pidfd);
+	if (s == NULL)
 		return -ENOMEM;
-	}
 	s->tgid = tgid;
-	s->pidfd = pidfd;
+	s->start = start;
+	s->uid = uid;
+	s->pidfd = -1;
 	s->alive = true;
 	s->refs = 2;		/* the table's and the caller's */
 
 	pthread_mutex_lock(&lock);
-	struct session *other = find_alive(tgid);
-	if (other) {		/* another thread of it won the race */
+	struct session *other = find_alive(tgid, uid);
+	if (other && other->start == start) {	/* another thread of it won the race */
 		other->refs++;
 		pthread_mutex_unlock(&lock);
-		close(pidfd);
 		free(s);
 		s = other;
 		goto found;
 	}
+	if (other)		/* a dead process's: the table's reference is ours now */
+		unhash(other);
 	s->serial = next_serial++;
 	s->next = *bucket_of(tgid);
 	*bucket_of(tgid) = s;
 	stats.alive++;
 	stats.started++;
 	pthread_mutex_unlock(&lock);
-
-	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = reaper_key(s) };
-	if (epoll_ctl(epfd, EPOLL_CTL_ADD, pidfd, &ev) < 0)
-		log_warn("epoll_ctl(pidfd %d)", (int)tgid);
+	if (other) {
+		drop_pidfd(other, true, 0);
+		if (end_cb)
+			end_cb(other);
+		session_put(other);
+	}
 found:
+	/* The thread's own start time, for the cache (the process's if it is
+	 * its main thread); a thread gone since is not cached. */
+	if (tid == tgid)
+		tstart = start;
+	else if (thread_start(tgid, tid, &tstart) < 0)
+		goto out;
 	pthread_mutex_lock(&lock);
 	if (s->alive) {		/* else it ended since: caching it would outlive it */
 		slot->tid = tid;
+		slot->uid = uid;
+		slot->tstart = tstart;
 		slot->gen = generation;
 		slot->sec = sec;
 		slot->s = s;
 	}
 	pthread_mutex_unlock(&lock);
+out:
 	*out = s;
 	return 0;
+}
+
+/* End the idle sessions (no pidfd) whose process is gone: their pid is
+ * gone or another process's. Nothing of theirs depends on when this
+ * happens (they hold no drop); it frees their memory and keeps the
+ * counters right. Read outside the lock, one /proc file each. And close
+ * the pidfds of sessions that have held no drop for PIDFD_KEEP_SEC. */
+static void sweep(void)
+{
+	struct session **idle = NULL;
+	unsigned n = 0, cap;
+	time_t now = now_sec();
+
+	pthread_mutex_lock(&lock);
+	cap = stats.alive;
+	idle = cap ? malloc(cap * sizeof(*idle)) : NULL;
+	for (unsigned i = 0; idle && i < SESSION_BUCKETS; i++) {
+		for (struct session *s = buckets[i]; s && n < cap; s = s->next) {
+			if (s->alive && s->pidfd < 0) {
+				s->refs++;
+				idle[n++] = s;
+			} else if (s->alive && s->holds == 0 &&
+				   now - s->idle_since >= PIDFD_KEEP_SEC) {
+				s->refs++;
+				idle[n++] = s;
+			}
+		}
+	}
+	pthread_mutex_unlock(&lock);
+	for (unsigned i = 0; i < n; i++) {
+		unsigned long long start = 0;
+		int ret;
+
+		drop_pidfd(idle[i], false, now);
+		ret = proc_start(idle[i]->tgid, &start);
+
+		if (ret == 0 || ret == -ESRCH) {	/* else /proc is out of reach: next time */
+			if (ended(idle[i], start))
+				session_end(idle[i]);
+		}
+		session_put(idle[i]);
+	}
+	free(idle);
 }
 
 static void *reaper_main(void *arg)
 {
 	struct epoll_event evs[64];
+	struct timespec last, now;
 
+	clock_gettime(CLOCK_MONOTONIC, &last);
 	for (;;) {
-		int n = epoll_wait(epfd, evs, 64, -1);
+		int n = epoll_wait(epfd, evs, 64, SWEEP_MS);
 
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
 			break;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if ((now.tv_sec - last.tv_sec) * 1000 + (now.tv_nsec - last.tv_nsec) / 1000000 >=
+		    SWEEP_MS) {
+			sweep();
+			last = now;
+		}
 		for (int i = 0; i < n; i++) {
 			uint64_t key = evs[i].data.u64;
 
@@ -285,11 +519,11 @@ static void *reaper_main(void *arg)
 			/* The event may name a session that session_get() has
 			 * ended and freed since: look it up, never dereference. */
 			pthread_mutex_lock(&lock);
-			struct session *s = find_alive((pid_t)(uint32_t)key);
-			if (s && reaper_key(s) == key)
+			struct session *s = *bucket_of((pid_t)(uint32_t)key);
+			while (s && !(s->alive && reaper_key(s) == key))
+				s = s->next;
+			if (s)
 				s->refs++;
-			else
-				s = NULL;
 			pthread_mutex_unlock(&lock);
 			if (s) {
 				session_end(s);
@@ -380,6 +614,118 @@ int task_state(pid_t tid)
 		}
 	}
 	return -EIO;
+}
+
+/* ---- holding drops: a pidfd, within the descriptor budget ---- */
+
+int session_hold(struct session *s)
+{
+	unsigned long long start;
+	int pidfd, ret;
+
+	pthread_mutex_lock(&lock);
+	if (s->pidfd >= 0) {
+		s->holds++;
+		pthread_mutex_unlock(&lock);
+		return 0;
+	}
+	pthread_mutex_unlock(&lock);
+
+	ret = session_fd_take(s);
+	if (ret < 0)
+		return ret;
+	pidfd = (int)syscall(SYS_pidfd_open, s->tgid, 0);
+	if (pidfd < 0) {
+		ret = errno == ESRCH ? -ESRCH : -errno;
+		session_fd_give(s);
+		return ret;
+	}
+	/* The pidfd names whoever had the pid when it was opened; S's
+	 * process, which was there before, if the pid still has its start
+	 * time now. */
+	ret = proc_start(s->tgid, &start);
+	if (ret == 0 && start != s->start)
+		ret = -ESRCH;
+	if (ret < 0) {
+		close(pidfd);
+		session_fd_give(s);
+		return ret;
+	}
+	pthread_mutex_lock(&lock);
+	if (s->pidfd >= 0) {	/* another thread of it got there first */
+		s->holds++;
+		pthread_mutex_unlock(&lock);
+		close(pidfd);
+		session_fd_give(s);
+		return 0;
+	}
+	s->pidfd = pidfd;
+	s->holds++;
+	if (s->alive) {
+		struct epoll_event ev = { .events = EPOLLIN, .data.u64 = reaper_key(s) };
+
+		if (epoll_ctl(epfd, EPOLL_CTL_ADD, pidfd, &ev) < 0)
+			log_warn("epoll_ctl(pidfd %d)", (int)s->tgid);
+	}
+	pthread_mutex_unlock(&lock);
+	return 0;
+}
+
+void session_release(struct session *s)
+{
+	int pidfd = -1;
+
+	pthread_mutex_lock(&lock);
+	if (--s->holds == 0) {
+		s->idle_since = now_sec();
+		if (!s->alive) {	/* ended: nothing to watch */
+			pidfd = s->pidfd;
+			s->pidfd = -1;
+		}
+	}
+	pthread_mutex_unlock(&lock);
+	if (pidfd >= 0) {
+		close(pidfd);
+		session_fd_give(s);
+	}
+}
+
+/* ---- the descriptor budget ---- */
+
+void sessions_fd_budget(unsigned limit, unsigned pool)
+{
+	fd_limit = limit;
+	fd_pool = pool < limit ? pool : 0;
+}
+
+int session_fd_take(struct session *s)
+{
+	/* Observers (S NULL) and sessions holding descriptors take from the
+	 * shared part; a session's first ones may take from the pool too. */
+	bool first = s && atomic_load(&s->fds) < POOL_FDS;
+	unsigned cap = first ? fd_limit : fd_limit - fd_pool;
+
+	if (fd_limit && atomic_fetch_add(&fds_used, 1) >= cap) {
+		atomic_fetch_sub(&fds_used, 1);
+		return -EMFILE;
+	}
+	if (!fd_limit)
+		atomic_fetch_add(&fds_used, 1);
+	if (s)
+		atomic_fetch_add(&s->fds, 1);
+	return 0;
+}
+
+void session_fd_give(struct session *s)
+{
+	if (s)
+		atomic_fetch_sub(&s->fds, 1);
+	atomic_fetch_sub(&fds_used, 1);
+}
+
+unsigned sessions_fds_used(void)
+{
+	return atomic_load(&fds_used);
 }
 
 enum { PEER_UNKNOWN, PEER_NONE, PEER_WATCHED };

@@ -41,7 +41,8 @@ bool client_holds(const struct who *w, struct fuse_file_info *fi)
 {
 	struct handle *h = fi ? handle_of(fi) : NULL;
 
-	return h && h->drop.d && h->drop.d->owner == w->s;
+	/* Its process's, under whichever uid: a handle is the process's. */
+	return h && h->drop.d && session_same_process(h->drop.d->owner, w->s);
 }
 
 int client_entry(struct who *w, struct node *dir, const char *name, struct fuse_entry_param *e)
@@ -111,7 +112,7 @@ static void set_handle(struct fuse_file_info *fi, struct handle *h, struct node 
 /* Another handle on drop D for its session. */
 static int open_drop(struct drop *d, int flags, struct fuse_file_info *fi)
 {
-	struct handle *h = handle_new();
+	struct handle *h = handle_new(d->owner);
 	int fd, ret;
 
 	if (h == NULL)
@@ -253,7 +254,7 @@ void client_create(fuse_req_t req, struct who *w, struct node *dir, const char *
 		}
 		return;
 	}
-	h = handle_new();
+	h = handle_new(w->s);
 	if (h == NULL) {
 		fuse_reply_err(req, EMFILE);
 		return;
@@ -286,7 +287,7 @@ void client_mknod(fuse_req_t req, struct who *w, struct node *dir, const char *n
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	h = handle_new();
+	h = handle_new(w->s);
 	if (h == NULL) {
 		fuse_reply_err(req, EMFILE);
 		return;

@@ -53,8 +53,10 @@ static void dirh_free(struct dirh *d)
 	if (d->next)
 		d->next->prev = d->prev;
 	pthread_mutex_unlock(&open_lock);
-	if (d->dp)
+	if (d->dp) {
 		closedir(d->dp);
+		session_fd_give(NULL);
+	}
 	dirsnap_free(d->snap);
 	free(d);
 }
@@ -92,7 +94,10 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		goto fail;
 	if (!w.observer) {
 		ret = client_may_use(&w, n) ? client_snapshot(&w, n, &d->snap) : -ENOENT;
-	} else {
+	} else if ((ret = session_fd_take(NULL)) == 0) {
+		/* An observer's listing holds a descriptor until RELEASEDIR:
+		 * in the budget (R12), like an open file, so that no number of
+		 * them eats the reserve others' closes need. */
 		fd = node_open(n, O_RDONLY | O_DIRECTORY);
 		ret = fd;
 		if (fd >= 0) {
@@ -101,6 +106,8 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			if (d->dp == NULL)
 				close(fd);
 		}
+		if (d->dp == NULL)
+			session_fd_give(NULL);
 	}
 	who_put(&w);
 	if (ret < 0)

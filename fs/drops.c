@@ -325,9 +325,11 @@ int drop_handle_flush(struct handle *h, pid_t tid, uid_t uid)
 	int ret;
 
 	/* The closing process, whatever uid it has now: smbd closes a
-	 * dropped connection's files as root. A closer we cannot place (its
-	 * thread gone, /proc out of reach) is no writer we can trust. */
-	ret = tid > 0 ? session_get(tid, &s) : -ESRCH;
+	 * dropped connection's files as root. So it is asked for as the
+	 * drop's owner's uid: the writer's own process finds the writer's
+	 * session. A closer we cannot place (its thread gone, /proc out of
+	 * reach) is no writer we can trust. */
+	ret = tid > 0 ? session_get_as(tid, session_uid(h->drop.d->owner), &s) : -ESRCH;
 	ret = handle_close(h, s, tid, uid, ret == -ESRCH ? EIO : -ret);
 	if (s)
 		session_put(s);

@@ -68,7 +68,6 @@ struct inboxfs {
 	struct fuse_session *se;
 	const char *mountpoint;		/* resolved, as processes name their files */
 	int mnt_id;			/* the mount's id (0: not known) */
-	unsigned max_handles;		/* open files, leaving a reserve (R12) */
 };
 
 extern struct inboxfs fs;
@@ -83,6 +82,7 @@ struct handle {
 	int fd;
 	struct node *node;
 	struct drop_handle drop;	/* .d set on a client's drop */
+	struct session *budget;		/* counted against (NULL: an observer) */
 	struct handle *prev, *next;	/* handles.c's list of them all */
 };
 
@@ -91,10 +91,11 @@ static inline struct handle *handle_of(struct fuse_file_info *fi)
 	return (struct handle *)(uintptr_t)fi->fh;
 }
 
-/* A new handle within the descriptor budget; NULL past it (EMFILE). */
-struct handle *handle_new(void);
+/* A new handle within the descriptor budget, counted against session S
+ * (NULL: an observer's); NULL past it (EMFILE). */
+struct handle *handle_new(struct session *s);
 void handle_free(struct handle *h);	/* closes its fd */
-/* A new handle of N with descriptor FD, as FI's: 0 or -EMFILE. */
+/* A new observer's handle of N with descriptor FD, as FI's: 0 or -EMFILE. */
 int handle_attach(struct fuse_file_info *fi, struct node *n, int fd);
 /* Unmounted: let go of the handles whose RELEASE never came. */
 void handles_shutdown(void);

@@ -1,34 +1,34 @@
-/* Open files' handles (fi->fh), within a descriptor budget (R12): the
- * daemon keeps a reserve of descriptors for its own work, so one client
- * holding many files never makes another client's close fail. */
+/* Open files' handles (fi->fh), within the descriptor budget (R12,
+ * core/sessions.h): each is counted against the session it is held for,
+ * and the daemon keeps a reserve of descriptors for its own work, so no
+ * client holding many files makes another client's close fail. */
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include "fs.h"
 #include "transport.h"
 
-static atomic_uint open_handles;
 /* Every handle, so that those whose RELEASE never came (the kernel may
  * unmount with releases still queued) are let go at shutdown. */
 static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct handle *open_list;	/* [open_lock] */
 
-struct handle *handle_new(void)
+struct handle *handle_new(struct session *s)
 {
 	struct handle *h;
 
-	if (atomic_fetch_add(&open_handles, 1) >= fs.max_handles) {
-		atomic_fetch_sub(&open_handles, 1);
+	if (session_fd_take(s) < 0)
 		return NULL;
-	}
 	h = calloc(1, sizeof(*h));
 	if (h == NULL) {
-		atomic_fetch_sub(&open_handles, 1);
+		session_fd_give(s);
 		return NULL;
 	}
 	h->fd = -1;
+	if (s)
+		session_ref(s);
+	h->budget = s;
 	pthread_mutex_lock(&open_lock);
 	h->next = open_list;
 	if (open_list)
@@ -51,13 +51,15 @@ void handle_free(struct handle *h)
 	pthread_mutex_unlock(&open_lock);
 	if (h->fd >= 0)
 		close(h->fd);
+	session_fd_give(h->budget);
+	if (h->budget)
+		session_put(h->budget);
 	free(h);
-	atomic_fetch_sub(&open_handles, 1);
 }
 
 int handle_attach(struct fuse_file_info *fi, struct node *n, int fd)
 {
-	struct handle *h = handle_new();
+	struct handle *h = handle_new(NULL);
 
 	if (h == NULL)
 		return -EMFILE;

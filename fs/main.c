@@ -429,19 +429,23 @@ static int parse_config(const struct cmdline *c, struct inboxfs_config *cfg)
 
 
 /* Descriptors the daemon keeps for its own work (a close reads /proc, a
- * publication opens directories): no client holding files open can make
- * another client's close fail (R12). */
+ * publication opens directories, libfuse's and the staging area's own):
+ * no client holding files open can make another client's close fail (R12). */
 #define FD_RESERVE_MIN 64
 
 /* Raise the descriptor limit as far as allowed and leave a reserve out of
- * what open files may take. */
-static unsigned handle_budget(void)
+ * what is held on clients' and observers' behalf: open files and the
+ * pidfds of sessions holding drops (core/sessions.h). Of that budget, a
+ * sixteenth (at least 16) is a pool for sessions' first drops, so that
+ * sessions holding many never make one that holds none fail. */
+static void descriptor_budget(void)
 {
 	struct rlimit rl;
 	rlim_t reserve;
+	unsigned budget;
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
-		return 1024 - 2 * FD_RESERVE_MIN;
+		rl.rlim_cur = 1024;
 	if (rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
 		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
@@ -449,10 +453,10 @@ static unsigned handle_budget(void)
 	}
 	if (rl.rlim_cur > 1 << 20)
 		rl.rlim_cur = 1 << 20;
-	/* An eighth, and never less than 2 * FD_RESERVE_MIN (sessions' pidfds
-	 * and libfuse's own come out of it too). */
+	/* An eighth, and never less than 2 * FD_RESERVE_MIN. */
 	reserve = rl.rlim_cur / 8 > 2 * FD_RESERVE_MIN ? rl.rlim_cur / 8 : 2 * FD_RESERVE_MIN;
-	return rl.rlim_cur > reserve ? (unsigned)(rl.rlim_cur - reserve) : FD_RESERVE_MIN;
+	budget = rl.rlim_cur > reserve ? (unsigned)(rl.rlim_cur - reserve) : FD_RESERVE_MIN;
+	sessions_fd_budget(budget, budget / 16 > 16 ? budget / 16 : 16);
 }
 
 /* SIGHUP does not stop the daemon: there is no configuration to reload,
@@ -606,7 +610,7 @@ int main(int argc, char *argv[])
 	}
 	if (sweep_mountpoint(fd, opts.mountpoint, &fs.staging, &covered) < 0)
 		goto out_staging;
-	fs.max_handles = handle_budget();
+	descriptor_budget();
 
 	if (fuse_set_signal_handlers(fs.se) != 0)
 		goto out_staging;

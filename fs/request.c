@@ -35,7 +35,10 @@ int who_get(fuse_req_t req, struct who *w)
 		return 0;
 	if (w->pid <= 0)
 		return -EACCES;
-	return session_get(w->pid, &w->s);
+	/* A session is a process and the uid it acts as: smbd runs each SMB
+	 * session of its connection as its user (unless the share forces
+	 * one), and two users of one machine may share one connection. */
+	return session_get_as(w->pid, w->uid, &w->s);
 }
 
 void who_put(struct who *w)

@@ -78,7 +78,7 @@ int statsfile_open(struct fuse_file_info *fi)
 
 	if ((fi->flags & O_ACCMODE) != O_RDONLY)
 		return -EACCES;
-	h = handle_new();
+	h = handle_new(NULL);
 	if (h == NULL)
 		return -EMFILE;
 	h->node = &stats_node;

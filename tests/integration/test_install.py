@@ -364,6 +364,11 @@ def test_unit_file_settings(install):
     [stop_timeout] = s[('Service', 'TimeoutStopSec')]
     m = re.fullmatch(r'(\d+)s', stop_timeout)
     assert m and int(m.group(1)) >= 2 * 10, stop_timeout
+    # Its own descriptor limit (R12), not whatever systemd's default is:
+    # one number, soft and hard, within the kernel's default nr_open.
+    limit = s[('Service', 'LimitNOFILE')]
+    assert len(limit) == 1 and re.fullmatch(r'\d+', limit[0]), limit
+    assert 65536 <= int(limit[0]) <= 1 << 20, limit
     assert '-/etc/default/inboxfs' in s[('Service', 'EnvironmentFile')]
     assert 'smbd.service' in ' '.join(s[('Unit', 'Before')]).split()
     assert 'local-fs.target' in ' '.join(s[('Unit', 'After')]).split()

@@ -404,3 +404,59 @@ def test_control_plain_directory_same_connection_collides(samba, plain_inbox):
     conn = server.connect()
     assert conn.create_new('AGAIN.SVF', b'1') == STATUS_SUCCESS
     assert conn.create_new('AGAIN.SVF', b'2') == STATUS_OBJECT_NAME_COLLISION
+
+
+# ------------------- issue 18 item 1b: several SMB sessions on one connection
+
+SECOND_USER = 'inboxtest2'
+
+
+def _two_users_one_connection(mounted, samba, **share_options):
+    """A private smbd over the mount and one connection carrying two SMB
+    sessions, of SMB_USER and SECOND_USER (a terminal server's users)."""
+    server = samba(mounted.mnt, **share_options)
+    helpers.ensure_system_user(SECOND_USER)
+    server.add_user(SECOND_USER, SECOND_USER)
+    return server.connect_sessions([(helpers.SMB_USER, helpers.SMB_PASSWORD),
+                                    (SECOND_USER, SECOND_USER)])
+
+
+def test_two_users_on_one_connection_create_new_one_name_at_once(mounted, samba):
+    """Where the share does not force one user, each SMB session of a
+    connection runs as its user's uid, and each is an inboxfs session (a
+    process and a uid): two users holding one name open at once both
+    succeed, and both messages are delivered (red on 6a4ccfe: one session
+    per smbd process, the second create-new collided)."""
+    conn = _two_users_one_connection(mounted, samba, force_user='', force_group='')
+    status_a, fid_a = conn.use(0).create_new('SAME.TXT', b'from the first user')
+    status_b, fid_b = conn.use(1).create_new('SAME.TXT', b'from the second user')
+    assert (nt_status_name(status_a), nt_status_name(status_b)) == \
+        (nt_status_name(STATUS_SUCCESS),) * 2
+    assert conn.use(0).close(fid_a) == STATUS_SUCCESS
+    assert conn.use(1).close(fid_b) == STATUS_SUCCESS
+    delivered = assert_delivered_once(mounted.inbox, [b'from the first user',
+                                                      b'from the second user'], ext='.TXT')
+    assert 'SAME.TXT' in delivered
+    # Each user's file is its own: they were two sessions, not one.
+    owners = {os.stat(os.path.join(mounted.inbox, n)).st_uid for n in delivered}
+    assert len(owners) == 2
+
+
+def test_two_users_on_one_connection_under_a_forced_user_are_one_session(mounted, samba):
+    """The documented limit (README, Decisions): under the shipped
+    `force user`, every SMB session of a connection is one uid in one
+    process, so one inboxfs session: a name one user holds open is held
+    for the other (create-new collides, as for one client creating it
+    twice); nothing is lost that was acknowledged."""
+    conn = _two_users_one_connection(mounted, samba)
+    status_a, fid_a = conn.use(0).create_new('SAME.TXT', b'from the first user')
+    status_b, _ = conn.use(1).create_new('SAME.TXT', b'from the second user')
+    assert status_a == STATUS_SUCCESS
+    assert status_b == STATUS_OBJECT_NAME_COLLISION, nt_status_name(status_b)
+    assert conn.use(0).close(fid_a) == STATUS_SUCCESS
+    assert inbox_contents(mounted.inbox) == {'SAME.TXT': b'from the first user'}
+    # Closed, the name is free again for either.
+    status_b, fid_b = conn.use(1).create_new('SAME.TXT', b'from the second user')
+    assert status_b == STATUS_SUCCESS and conn.close(fid_b) == STATUS_SUCCESS
+    assert_delivered_once(mounted.inbox, [b'from the first user', b'from the second user'],
+                          ext='.TXT')

@@ -9,8 +9,10 @@ What a session sees and may do is in test_clients.py."""
 import errno
 import os
 import pickle
+import resource
 import select
 import signal
+import subprocess
 import threading
 import time
 import traceback
@@ -334,3 +336,174 @@ def test_reused_pid_does_not_inherit_a_dead_session(mounted):
     assert ready, 'the keeper did not finish'
     assert_delivered_once(mounted, [b'created by A, written by its child', b'from the reused pid'],
                           ext='.SVF')
+
+
+# ------------------------- issue 18 item 5: others' descriptors (R12)
+
+IDLE_SESSIONS = 300
+
+
+def _hold(path, count):
+    """Create-new up to COUNT drops PATH.N and keep them open: (fds, errno
+    of the first create that failed, or 0)."""
+    fds = []
+    for i in range(count):
+        try:
+            fds.append(os.open(f'{path}.{i}', os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except OSError as e:
+            return fds, e.errno
+    return fds, 0
+
+
+def _close_ok(fd):
+    try:
+        os.close(fd)
+        return 0
+    except OSError as e:
+        return e.errno
+
+
+def _idle_clients(mnt, count, uid):
+    """COUNT client processes that each asked the mount one thing (a lookup
+    of a name nobody holds) and stay alive, doing nothing: idle sessions.
+    Returns their Popen objects once every one has asked."""
+    r, w = os.pipe()
+    procs = []
+    try:
+        for _ in range(count):
+            procs.append(subprocess.Popen(
+                ['sh', '-c', '[ -e "$1/IDLE.SVF" ]; echo .; exec sleep 600 >/dev/null',
+                 'sh', mnt],
+                user=uid, group=uid, extra_groups=[], stdin=subprocess.DEVNULL, stdout=w))
+        os.close(w)
+        w = -1
+        seen = 0
+        deadline = time.monotonic() + TIMEOUT * 4
+        while seen < count:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([r], [], [], left)[0]:
+                raise TimeoutError(f'{seen} of {count} idle clients asked the mount in time')
+            chunk = os.read(r, 4096)
+            if not chunk:
+                raise AssertionError(f'only {seen} of {count} idle clients asked the mount')
+            seen += len(chunk) // 2
+        return procs
+    except BaseException:
+        _stop_all(procs)
+        raise
+    finally:
+        if w >= 0:
+            os.close(w)
+        os.close(r)
+
+
+def _stop_all(procs):
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+    for p in procs:
+        p.wait(timeout=TIMEOUT)
+
+
+def test_idle_sessions_and_full_sessions_never_fail_anothers_close(mount_inboxfs, as_client,
+                                                                   monkeypatch):
+    """R12 / issue 18 item 5, at a small scale: many idle client processes
+    (each touched the mount once) and sessions holding drops up to
+    max_drops, until the daemon refuses more; then a third client's close
+    and a fresh session's create still succeed, and both drops are
+    delivered. Idle sessions cost the daemon no descriptor."""
+    if helpers.WRAPPER:
+        pytest.skip('the daemon runs under prlimit here, not under INBOXFS_WRAPPER')
+    monkeypatch.setattr(helpers, 'WRAPPER', ['prlimit', '--nofile=1024:1024'])
+    m = mount_inboxfs(max_drops=100)
+    third = as_client(OTHER_UID).session()
+    fd = third.open(os.path.join(m.mnt, 'THIRD.SVF'), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    third.write(fd, b'third')
+    before = daemon_fds(m.pid)
+
+    idle = _idle_clients(m.mnt, IDLE_SESSIONS, 60003)
+    holders, held = [], []
+    try:
+        idle_cost = daemon_fds(m.pid) - before
+        client = as_client(CLIENT_UID)
+        refused = 0
+        for i in range(12):         # 1,200 drops wanted: more than 1,024 descriptors
+            h = client.session()
+            fds, err = h.call(_hold, os.path.join(m.mnt, f'HOLD{i}'), 100)
+            assert err in (0, errno.EMFILE), errno.errorcode.get(err, err)
+            holders.append(h)
+            held.append(fds)
+            refused += err == errno.EMFILE
+        assert refused, 'the daemon took every drop: the test did not reach its limit'
+
+        closed = third.call(_close_ok, fd)
+        fresh = errno_of(as_client(60005).call, create_excl,
+                         os.path.join(m.mnt, 'FRESH.SVF'), b'fresh')
+        assert (closed, fresh) == (0, 0), \
+            (errno.errorcode.get(closed, closed), errno.errorcode.get(fresh, fresh))
+        assert idle_cost <= 4, \
+            f'{IDLE_SESSIONS} idle sessions cost the daemon {idle_cost} descriptors'
+        got = inbox_contents(m.inbox)
+        assert got.get('THIRD.SVF') == b'third' and got.get('FRESH.SVF') == b'fresh'
+    finally:
+        _stop_all(idle)
+        for h, fds in zip(holders, held):
+            for f in fds:
+                h.call(_close_ok, f)
+    wait_until(lambda: len(inbox_contents(m.inbox)) == 2 + sum(map(len, held)),
+               what="the holders' drops delivered")
+
+
+def _open_dirs(directory, count):
+    """Open DIRECTORY COUNT times (an OPENDIR each) and keep them open:
+    (fds, errno of the first that failed, or 0)."""
+    fds = []
+    for _ in range(count):
+        try:
+            fds.append(os.open(directory, os.O_RDONLY | os.O_DIRECTORY))
+        except OSError as e:
+            return fds, e.errno
+    return fds, 0
+
+
+def test_an_observers_open_directories_never_fail_a_clients_close(mount_inboxfs, as_client,
+                                                                  monkeypatch):
+    """R12: an observer's open directory holds a descriptor in the daemon
+    too; it is counted in the budget like an open file, so an observer
+    listing many directories at once never makes a client's close fail."""
+    if helpers.WRAPPER:
+        pytest.skip('the daemon runs under prlimit here, not under INBOXFS_WRAPPER')
+    monkeypatch.setattr(helpers, 'WRAPPER', ['prlimit', '--nofile=400:400'])
+    m = mount_inboxfs()
+    writer = as_client(OTHER_UID).session()
+    fd = writer.open(os.path.join(m.mnt, 'W.SVF'), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    writer.write(fd, b'kept')
+    # This test process is root, an observer; the parent's own limit may
+    # be low, so a forked child holds the directories.
+    r, w = os.pipe()                 # observer -> us: how far it got
+    go_r, go_w = os.pipe()           # us -> observer: let go
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (2048, 2048))
+            fds, err = _open_dirs(m.mnt, 1000)
+            os.write(w, f'{len(fds)} {err}'.encode())
+            os.read(go_r, 1)
+        except BaseException:  # noqa: B902
+            code = 1
+        os._exit(code)
+    os.close(w)
+    os.close(go_r)
+    try:
+        ready = select.select([r], [], [], TIMEOUT * 3)[0]
+        assert ready, 'the observer did not open its directories in time'
+        held, err = map(int, os.read(r, 100).split())
+        assert err == errno.EMFILE and 100 < held < 400, (held, errno.errorcode.get(err, err))
+        closed = writer.call(_close_ok, fd)
+        assert closed == 0, errno.errorcode.get(closed, closed)
+        assert inbox_contents(m.inbox) == {'W.SVF': b'kept'}
+    finally:
+        os.close(go_w)
+        reap(pid)
+        os.close(r)

@@ -1,9 +1,14 @@
 /* Unit tests for core/sessions.c: one session per process found from any
- * of its threads, ended (with the callback) when the process exits.
+ * of its threads, ended (with the callback) when the process exits; a
+ * reused pid is a new session; idle sessions hold no descriptor; the
+ * descriptor budget and its pool for sessions' first drops.
  * (Each session's namespace of drops is tested in test_drop.c.) Child processes stand in for
  * clients; they sleep until killed. */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -296,6 +301,194 @@ static void test_many_children_end(void **state)
 	}
 }
 
+static unsigned open_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	unsigned n = 0;
+
+	assert_non_null(d);
+	while (readdir(d))
+		n++;
+	closedir(d);
+	return n;
+}
+
+/* Issue 18 item 5: thousands of idle SMB connections must not eat the
+ * descriptors others' closes need. An idle session holds none; one that
+ * holds drops holds one pidfd, given back (by the reaper's sweep) a
+ * couple of seconds after its last drop. (Red before: a pidfd per session
+ * for its whole life.) */
+static void test_idle_sessions_hold_no_descriptor(void **state)
+{
+	enum { N = 20 };
+	struct session *s[N];
+	unsigned before, used;
+
+	before = open_fds();
+	used = sessions_fds_used();
+	for (int i = 0; i < N; i++)
+		assert_int_equal(session_get(spawn_sleeper(), &s[i]), 0);
+	assert_int_equal(open_fds(), before);
+
+	assert_int_equal(session_hold(s[0]), 0);
+	assert_int_equal(session_hold(s[0]), 0);	/* one pidfd for all its drops */
+	assert_int_equal(open_fds(), before + 1);
+	assert_int_equal(sessions_fds_used(), used + 1);
+	session_release(s[0]);
+	assert_int_equal(open_fds(), before + 1);
+	session_release(s[0]);
+	long long deadline = now_ms() + END_TIMEOUT_MS;
+	while (open_fds() > before && now_ms() < deadline)
+		usleep(10000);
+	assert_int_equal(open_fds(), before);
+	assert_int_equal(sessions_fds_used(), used);
+	for (int i = 0; i < N; i++)
+		session_put(s[i]);
+}
+
+/* A session holding drops is ended as soon as its process exits (its
+ * pidfd), and its pidfd is closed once its drops are let go of. */
+static void test_held_session_ends_with_its_process(void **state)
+{
+	struct session *s;
+	pid_t child = spawn_sleeper();
+	unsigned before = open_fds();
+
+	assert_int_equal(session_get(child, &s), 0);
+	assert_int_equal(session_hold(s), 0);
+	assert_true(session_alive(s));
+	kill_and_reap(child);
+	assert_false(session_alive(s));
+	if (!wait_ended(child))
+		fail_msg("no end callback for pid %d", (int)child);
+	assert_int_equal(times_ended(child), 1);
+	session_release(s);
+	assert_int_equal(open_fds(), before);
+	session_put(s);
+}
+
+/* The pid of a dead client given to a new process (ns_last_pid, as root):
+ * a new session, whether or not the reaper has swept the old one yet. */
+static void test_reused_pid_is_a_new_session(void **state)
+{
+	struct session *old, *s = NULL;
+	uint64_t serial;
+	pid_t pid = spawn_sleeper(), again = -1;
+
+	assert_int_equal(session_get(pid, &old), 0);
+	serial = session_serial(old);
+	/* A process is known by its pid and start time, in clock ticks: one
+	 * whose pid came back within the tick it started in would pass for
+	 * it (README, Limits). */
+	usleep(30000);
+	kill_and_reap(pid);
+	for (int attempt = 0; attempt < 100 && again != pid; attempt++) {
+		FILE *f = fopen("/proc/sys/kernel/ns_last_pid", "w");
+
+		if (f == NULL || fprintf(f, "%d", (int)pid - 1) < 0 || fclose(f) != 0) {
+			session_put(old);
+			skip();		/* not root */
+		}
+		again = spawn_sleeper();
+		if (again != pid)
+			kill_and_reap(again);
+	}
+	if (again != pid) {
+		session_put(old);
+		skip();
+	}
+	assert_int_equal(session_get(pid, &s), 0);
+	assert_ptr_not_equal(s, old);
+	assert_true(session_serial(s) != serial);
+	assert_false(session_alive(old));
+	assert_true(session_alive(s));
+	assert_int_equal(times_ended(pid), 1);	/* the old one, once */
+	session_put(s);
+	session_put(old);
+}
+
+/* The budget: sessions holding descriptors stop at LIMIT - POOL, a session
+ * holding none still gets its first drop's two from the pool, observers
+ * (NULL) never do. */
+static void test_budget_keeps_a_pool_for_first_drops(void **state)
+{
+	struct session *full, *fresh;
+	unsigned used = sessions_fds_used(), taken = 0;
+
+	assert_int_equal(session_get(spawn_sleeper(), &full), 0);
+	assert_int_equal(session_get(spawn_sleeper(), &fresh), 0);
+	sessions_fd_budget(used + 10, 4);
+	while (session_fd_take(full) == 0)
+		taken++;
+	assert_int_equal(taken, 6);
+	assert_int_equal(session_fd_take(NULL), -EMFILE);
+	assert_int_equal(session_hold(fresh), 0);		/* its pidfd */
+	assert_int_equal(session_fd_take(fresh), 0);	/* its first file */
+	assert_int_equal(session_fd_take(fresh), -EMFILE);	/* no more */
+	/* The pool taken, the shared part has room only below LIMIT - POOL. */
+	session_fd_give(full);
+	session_fd_give(full);
+	assert_int_equal(session_fd_take(NULL), -EMFILE);
+	session_fd_give(full);
+	assert_int_equal(session_fd_take(NULL), 0);
+	session_fd_give(NULL);
+	session_fd_give(fresh);
+	session_release(fresh);
+	for (unsigned i = 3; i < taken; i++)
+		session_fd_give(full);
+	/* Its pidfd is given back by the sweep, a little after its release. */
+	long long deadline = now_ms() + END_TIMEOUT_MS;
+	while (sessions_fds_used() > used && now_ms() < deadline)
+		usleep(10000);
+	assert_int_equal(sessions_fds_used(), used);
+	sessions_fd_budget(0, 0);
+	session_put(fresh);
+	session_put(full);
+}
+
+/* Issue 18 item 1b: one smbd process serves one connection, which may
+ * carry several SMB sessions of several users; where the share does not
+ * force one user each acts as its own uid, and each (process, uid) is a
+ * session of its own. A session of a process under any uid is its
+ * process's (closes by smbd as root are the writer's). */
+static void test_uids_of_one_process_are_sessions_of_their_own(void **state)
+{
+	struct session *a, *b, *again, *mine;
+	pid_t child = spawn_sleeper();
+
+	assert_int_equal(session_get_as(child, 60001, &a), 0);
+	assert_int_equal(session_get_as(child, 60002, &b), 0);
+	assert_ptr_not_equal(a, b);
+	assert_true(session_serial(a) != session_serial(b));
+	assert_int_equal(session_uid(a), 60001);
+	assert_int_equal(session_uid(b), 60002);
+	assert_int_equal(session_pid(a), child);
+	assert_int_equal(session_pid(b), child);
+	assert_true(session_same_process(a, b));
+	assert_int_equal(session_get_as(child, 60001, &again), 0);
+	assert_ptr_equal(again, a);
+	session_put(again);
+	/* session_get(): as the uid the thread acts as now. */
+	assert_int_equal(session_get(gettid(), &mine), 0);
+	assert_int_equal(session_uid(mine), geteuid());
+	assert_false(session_same_process(mine, a));
+	assert_int_equal(session_get_as(gettid(), geteuid(), &again), 0);
+	assert_ptr_equal(again, mine);
+	session_put(again);
+	session_put(mine);
+
+	/* The process's end ends both: one held (its pidfd), one idle. */
+	assert_int_equal(session_hold(a), 0);
+	kill_and_reap(child);
+	long long deadline = now_ms() + END_TIMEOUT_MS;
+	while (times_ended(child) < 2 && now_ms() < deadline)
+		usleep(2000);
+	assert_int_equal(times_ended(child), 2);
+	session_release(a);
+	session_put(a);
+	session_put(b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -305,6 +498,12 @@ int main(void)
 		cmocka_unit_test_teardown(test_missing_process, teardown),
 		cmocka_unit_test_teardown(test_child_session_ends, teardown),
 		cmocka_unit_test_teardown(test_many_children_end, teardown),
+		cmocka_unit_test_teardown(test_idle_sessions_hold_no_descriptor, teardown),
+		cmocka_unit_test_teardown(test_held_session_ends_with_its_process, teardown),
+		cmocka_unit_test_teardown(test_reused_pid_is_a_new_session, teardown),
+		cmocka_unit_test_teardown(test_budget_keeps_a_pool_for_first_drops, teardown),
+		cmocka_unit_test_teardown(test_uids_of_one_process_are_sessions_of_their_own,
+					  teardown),
 	};
 
 	unit_xml_reset();

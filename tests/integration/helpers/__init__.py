@@ -26,7 +26,7 @@ from .mount import (DaemonRun, ERROR_PATTERN, Mount, SANITIZER_PATTERNS, abort_f
                     format_options, fuse_connection, fuse_prerequisites, mountinfo,
                     reap_all, run_inboxfs)
 from .client import Client, ClientSession, run_together
-from .samba import Samba, SmbClient, nt_status_name, samba_prerequisites
+from .samba import Samba, SmbClient, SmbSessions, nt_status_name, samba_prerequisites
 from .loopfs import LoopFs
 
 __all__ = [
@@ -44,5 +44,5 @@ __all__ = [
     'quarantine_lines', 'DaemonRun', 'ERROR_PATTERN', 'Mount', 'SANITIZER_PATTERNS',
     'abort_fuse', 'format_options', 'fuse_connection', 'fuse_prerequisites', 'mountinfo',
     'reap_all', 'run_inboxfs', 'Client', 'ClientSession', 'run_together', 'Samba',
-    'SmbClient', 'nt_status_name', 'samba_prerequisites', 'LoopFs',
+    'SmbClient', 'SmbSessions', 'nt_status_name', 'samba_prerequisites', 'LoopFs',
 ]

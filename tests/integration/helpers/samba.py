@@ -170,6 +170,13 @@ class Samba:
         self.connections.append(conn)
         return conn
 
+    def connect_sessions(self, users, share=SMB_SHARE):
+        """One connection carrying one SMB session per (user, password):
+        a SmbSessions, disconnected at stop()."""
+        conn = SmbSessions(self.port, users, share=share)
+        self.connections.append(conn)
+        return conn
+
     def smb_create_new(self, name, data=b'', conn=None):
         """FILE_CREATE (create-new) NAME, write DATA, close. Returns
         STATUS_SUCCESS or the NTSTATUS the server answered (e.g.
@@ -257,3 +264,72 @@ class SmbClient:
 def nt_status_name(code):
     from impacket import nt_errors
     return nt_errors.ERROR_MESSAGES.get(code, (hex(code),))[0]
+
+
+class SmbSessions:
+    """One TCP connection (so one smbd process) carrying several SMB
+    sessions, one per (user, password) given, as a terminal server's
+    redirector multiplexes its users: SESSION_SETUP once per user on one
+    impacket connection (SMB 2.1: no per-session encryption or pre-auth
+    hash to keep apart), each with the share connected. .use(i) makes
+    session i the one the next requests are sent in."""
+
+    def __init__(self, port, users, share=SMB_SHARE, timeout=TIMEOUT * 3):
+        import copy
+        from impacket.smb3structs import SMB2_DIALECT_21
+        from impacket.smbconnection import SMBConnection
+        self.conn = SMBConnection('127.0.0.1', '127.0.0.1', sess_port=port,
+                                  timeout=timeout, preferredDialect=SMB2_DIALECT_21)
+        self.smb = self.conn.getSMBServer()
+        blank = copy.deepcopy(self.smb._Session)
+        self.sessions, self.tids = [], []
+        for user, password in users:
+            self.smb._Session = copy.deepcopy(blank)
+            self.conn.login(user, password)
+            self.tids.append(self.conn.connectTree(share))
+            self.sessions.append(self.smb._Session)
+        self.current = None
+
+    def use(self, i):
+        self.smb._Session = self.sessions[i]
+        self.current = i
+        return self
+
+    def create_new(self, name, data):
+        """FILE_CREATE NAME and write DATA in the current session, left
+        open: (status, fid)."""
+        from impacket import smb3structs as s3
+        from impacket.smbconnection import SessionError
+        tid = self.tids[self.current]
+        try:
+            fid = self.conn.createFile(
+                tid, name, desiredAccess=s3.FILE_READ_DATA | s3.FILE_WRITE_DATA,
+                shareMode=s3.FILE_SHARE_READ, creationOption=s3.FILE_NON_DIRECTORY_FILE,
+                creationDisposition=s3.FILE_CREATE)
+        except SessionError as e:
+            return e.getErrorCode(), None
+        self.conn.writeFile(tid, fid, data)
+        return STATUS_SUCCESS, fid
+
+    def close(self, fid):
+        """Close FID in the current session: its NTSTATUS."""
+        from impacket.smbconnection import SessionError
+        # impacket keeps one table of open paths per connection, not per
+        # session: two sessions' opens of one name share its entry.
+        name = self.smb._Session['OpenTable'].get(fid, {}).get('FileName')
+        if name is not None:
+            self.smb.GlobalFileTable.setdefault(name, None)
+        try:
+            self.conn.closeFile(self.tids[self.current], fid)
+        except SessionError as e:
+            return e.getErrorCode()
+        return STATUS_SUCCESS
+
+    def disconnect(self):
+        if self.conn is None:
+            return
+        conn, self.conn = self.conn, None
+        try:
+            conn.close()
+        except Exception:
+            pass
