@@ -21,7 +21,7 @@ import pytest
 
 import helpers
 from helpers import (STAGING, TIMEOUT, assert_quarantine_accounted, inbox_files, incomplete,
-                     message, message_id, read_file, reap_all, staged, staging_area, task_ids,
+                     message, message_id, read_file, read_stats, reap_all, staged, staging_area, task_ids,
                      wait_until, write_all)
 
 
@@ -216,8 +216,10 @@ def test_lingering_acknowledgement_is_synced_before_close_returns(mount_inboxfs,
     trace = Strace(m.pid, str(tmp_path / 'strace.log'), TRACED)
     try:
         before, after = client.call(_timed_drop, os.path.join(m.mnt, 'LATER.SVF'), b'later')
-        wait_until(lambda: os.path.exists(os.path.join(m.inbox, 'LATER.SVF')), timeout=TIMEOUT,
-                   what='the lingering drop to be published')
+        # The counter moves once the publication's syncs are done; the
+        # file shows before them.
+        wait_until(lambda: read_stats(m.mnt)['publications'] == 1, timeout=TIMEOUT,
+                   what='the lingering drop to be published and synced')
     finally:
         calls = trace.stop()
     acks = [c for c in calls if c.name in ('renameat', 'renameat2') and c.ret == '0'
