@@ -457,6 +457,17 @@ def test_stale_mount_is_cleaned_up_by_next_start(mount_inboxfs):
     assert sorted(os.listdir(m.mnt)) == ['after.svf', 'before.svf']
 
 
+def test_the_daemon_holds_one_descriptor_of_the_directory_under_the_mount(mount_inboxfs):
+    """The start-up checks open MOUNTPOINT to see it is a directory and
+    close it; what stays open is the covered directory's watcher's
+    (covered.c), one descriptor. A check that leaves its own open holds
+    the bare directory for the daemon's life, out of every budget."""
+    m = mount_inboxfs()
+    mnt = os.path.realpath(m.mnt)
+    held = [t for t in helpers.open_files(m.pid) if t == mnt]
+    assert len(held) == 1, helpers.open_files(m.pid)
+
+
 def test_stale_overmount_is_cleaned_up_by_next_start(mount_inboxfs, tmp_path):
     inbox = tmp_path / 'inbox'
     inbox.mkdir()
