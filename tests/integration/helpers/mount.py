@@ -74,7 +74,8 @@ def foreign_holders(devices):
                 continue
             seen.add(ns)
             with open(f'/proc/{pid}/mountinfo') as f:
-                held = any(line.split()[2] in devices for line in f)
+                held = any(line.split()[2] in devices and ' - fuse.inboxfs ' in line
+                           for line in f)
             if held:
                 with open(f'/proc/{pid}/comm') as f:
                     found.append(f'{pid} ({f.read().strip()})')
