@@ -344,18 +344,19 @@ int session_get_as(pid_t tid, uid_t uid, struct session **out)
 	pid_t tgid;
 	int ret;
 
-	/* A session holding drops is taken from the cache as it is: the
-	 * reaper ends it (and so empties the cache) as soon as its process
-	 * exits. An idle one's end is found only by the sweep, so its thread
-	 * id could meanwhile be a new process's: the cache is trusted for it
-	 * only if that thread, with the start time it had, is still one of
-	 * its process's (one read of /proc). */
+	/* A session holding drops is taken from the cache as it is for its
+	 * main thread: its pidfd shows at once when its process exits, and
+	 * the reaper then ends it (and so empties the cache). Any other
+	 * thread can end while its process lives on, and its id be a new
+	 * process's; and an idle session's end is found only by the sweep:
+	 * the cache is trusted for those only if that thread, with the start
+	 * time it had, is still one of its process's (one read of /proc). */
 	pthread_mutex_lock(&lock);
 	if (slot->tid == tid && slot->uid == uid && slot->gen == generation && slot->sec == sec &&
 	    slot->s->alive) {
 		s = slot->s;
 		s->refs++;
-		held = s->pidfd >= 0;
+		held = s->pidfd >= 0 && tid == s->tgid && !process_exited(s->pidfd);
 		tstart = slot->tstart;
 		pthread_mutex_unlock(&lock);
 		if (held || (thread_start(s->tgid, tid, &start) == 0 && start == tstart)) {

@@ -862,6 +862,12 @@ int stray_deliver(struct staging *st, int srcfd, const char *name, int dirfd, ch
 		/* Its data on disk before its name is in the inbox, as a
 		 * drop's is before its publication. */
 		ret = -errno;
+	} else if (fcntl(fd, F_GETLEASE) != F_RDLCK) {
+		/* The lease is being broken: an open for writing has found
+		 * the file (during the fsync, maybe) and waits for us. Moved
+		 * now, it would be written in the inbox; left, it is
+		 * delivered once written. */
+		ret = -EBUSY;
 	} else {
 		ret = publish_from(st, srcfd, name, dirfd, name, final);
 	}

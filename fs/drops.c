@@ -16,6 +16,7 @@
 #include "log.h"
 #include "names.h"
 #include "stats.h"
+#include "transport.h"
 
 static uint64_t now_usec(void)
 {
@@ -42,11 +43,23 @@ static int drop_fd(struct drop *d, int fd, int *own)
 	return *own;
 }
 
+/* For a close being answered (ANSWERING), after its fsync and before the
+ * step that delivers: can the answer still reach the writer? A durable
+ * close waits for the disk, for seconds on a busy one; if the connection
+ * ends meanwhile (umount -f, fusectl's abort: the daemon lives on), the
+ * writer's close has failed already and its drop must not be delivered
+ * (R6). -ENOTCONN then, and the drop is quarantined. */
+static int answer_reachable(bool answering)
+{
+	return answering && !transport_connected() ? -ENOTCONN : 0;
+}
+
 /* Move D (CLOSING: its name and directory stay put) into its directory.
  * A directory removed or moved out of the inbox while D was open (an
  * observer may) cannot take it: it goes to the top of the inbox, by the
- * rule recovery and inboxfs-quarantine follow (publish_inside()). */
-static int publish(struct drop *d, int fd)
+ * rule recovery and inboxfs-quarantine follow (publish_inside()).
+ * ANSWERING: a close's answer waits for it. */
+static int publish(struct drop *d, int fd, bool answering)
 {
 	char final[NAME_MAX_BYTES + 1], q1[1024], q2[1024], client[64];
 	uint64_t start = now_usec();
@@ -64,6 +77,9 @@ static int publish(struct drop *d, int fd)
 		ret = -errno;
 		goto out;
 	}
+	ret = answer_reachable(answering);
+	if (ret < 0)
+		goto out;
 	dfd = dir_get(dir);
 	ret = publish_inside(&fs.staging, fs.staging.dirfd, d->stage_name, inbox_fd(), dfd,
 			     d->name, final, &where);
@@ -98,8 +114,9 @@ out:
 	return ret;
 }
 
-/* Make D durable and staged as acknowledged (a.*): recovery delivers it. */
-static int ack(struct drop *d, int fd)
+/* Make D durable and staged as acknowledged (a.*): recovery delivers it.
+ * ANSWERING: a close's answer waits for it. */
+static int ack(struct drop *d, int fd, bool answering)
 {
 	int own, ret = 0;
 
@@ -108,6 +125,8 @@ static int ack(struct drop *d, int fd)
 		ret = fd;
 	else if (fs.staging.sync && fsync(fd) < 0)
 		ret = -errno;
+	if (ret == 0)
+		ret = answer_reachable(answering);
 	if (ret == 0)
 		ret = stage_ack(&fs.staging, d->stage_name);
 	if (own >= 0)
@@ -131,7 +150,8 @@ static void quarantine(struct drop *d)
 		stat_add(STAT_QUARANTINED, 1);
 }
 
-int drop_carry_out(struct drop *d, enum drop_action act, int fd)
+/* ANSWERING: for a close, whose answer waits for this. */
+static int carry_out(struct drop *d, enum drop_action act, int fd, bool answering)
 {
 	int answer = 0;
 
@@ -140,10 +160,10 @@ int drop_carry_out(struct drop *d, enum drop_action act, int fd)
 		case DROP_NOTHING:
 			return answer;
 		case DROP_ACK:
-			act = drop_acked(d, ack(d, fd), &answer);
+			act = drop_acked(d, ack(d, fd, answering), &answer);
 			break;
 		case DROP_PUBLISH:
-			act = drop_published(d, publish(d, fd), &answer);
+			act = drop_published(d, publish(d, fd, answering), &answer);
 			break;
 		case DROP_QUARANTINE:
 			quarantine(d);
@@ -159,6 +179,11 @@ int drop_carry_out(struct drop *d, enum drop_action act, int fd)
 			return answer;
 		}
 	}
+}
+
+int drop_carry_out(struct drop *d, enum drop_action act, int fd)
+{
+	return carry_out(d, act, fd, false);
 }
 
 void drop_node_free(struct drop *d)
@@ -310,7 +335,7 @@ static int handle_close(struct handle *h, struct session *s, pid_t tid, uid_t ui
 		close_facts(h, tid, uid, s, &c);
 	ret = drop_close(&h->drop, s, &c, &act);
 	if (act != DROP_NOTHING)
-		ret = drop_carry_out(h->drop.d, act, h->fd);
+		ret = carry_out(h->drop.d, act, h->fd, true);
 	return ret;
 }
 

@@ -543,9 +543,10 @@ int main(int argc, char *argv[])
 	fd = open_dir_arg("INBOX", c.inbox);
 	if (fd < 0)
 		goto out;
-	if (open_dir_arg("MOUNTPOINT", opts.mountpoint) < 0 ||
-	    (close(open_dir_arg("MOUNTPOINT", opts.mountpoint)), 0))
+	sret = open_dir_arg("MOUNTPOINT", opts.mountpoint);
+	if (sret < 0)
 		goto out;
+	close(sret);
 	if (mounted_inboxfs(opts.mountpoint)) {
 		fprintf(stderr, "inboxfs: MOUNTPOINT %s: busy, an inboxfs is mounted there\n",
 			opts.mountpoint);

@@ -27,6 +27,7 @@
  * FUSE_CAP_OVER_IO_URING). */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -335,6 +336,17 @@ static ssize_t dev_writev(int fd, struct iovec *iov, int count, void *userdata)
 		}
 	}
 	return n;
+}
+
+bool transport_connected(void)
+{
+	struct pollfd p = { .fd = tr.devfd, .events = POLLIN };
+
+	/* fuse_dev_poll() answers EPOLLERR alone once the connection is
+	 * aborted; a poll that fails says nothing either way. */
+	if (tr.devfd < 0 || poll(&p, 1, 0) <= 0)
+		return true;
+	return !(p.revents & (POLLERR | POLLNVAL));
 }
 
 int transport_start(struct fuse_session *se, bool multithreaded)

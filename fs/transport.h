@@ -25,6 +25,11 @@ int transport_start(struct fuse_session *se, bool multithreaded);
  * stops and joins the io_uring threads. */
 void transport_stop(void);
 
+/* Is the FUSE connection still there to carry an answer? False once the
+ * kernel has ended it (an unmount, umount -f, fusectl's abort): /dev/fuse
+ * then polls as an error, from the moment of the abort on. */
+bool transport_connected(void);
+
 /* passthrough.c: observers' opens of inbox files served by the kernel
  * straight from the backing file (-o passthrough=yes). */
 void passthrough_enable(int devfd);

@@ -173,6 +173,7 @@ def test_short_lived_clients_leave_no_trace(mounted):
     # AddressSanitizer keeps freed memory in quarantine (up to 256 MiB) to
     # catch use-after-free: its RSS says nothing about leaks, which its
     # LeakSanitizer reports at exit instead (the fixture fails on that).
+    # ThreadSanitizer's shadow memory grows with every thread's accesses.
     if not _sanitized(pid):
         try:
             wait_until(lambda: daemon_rss_kib(pid) <= limit, timeout=TIMEOUT,
@@ -185,7 +186,8 @@ def test_short_lived_clients_leave_no_trace(mounted):
 
 def _sanitized(pid):
     with open(f'/proc/{pid}/maps') as f:
-        return 'libasan' in f.read()
+        maps = f.read()
+    return 'libasan' in maps or 'libtsan' in maps
 
 
 # ------------------------------------- issue 3 item 8: threads of a session
@@ -336,6 +338,56 @@ def test_reused_pid_does_not_inherit_a_dead_session(mounted):
     assert ready, 'the keeper did not finish'
     assert_delivered_once(mounted, [b'created by A, written by its child', b'from the reused pid'],
                           ext='.SVF')
+
+
+def test_a_thread_id_reused_by_another_process_is_not_the_session(mounted):
+    """Process A holds a drop open (its session holds a pidfd) and a thread
+    of A makes a request, then ends; A lives on, so nothing ends its
+    session. A new process of the same uid that gets the ended thread's id
+    (ns_last_pid) is a new session at once: it does not see A's drop. The
+    thread cache trusted a held session's entry as it was for the rest of
+    the second, whatever thread now had the id."""
+    path = os.path.join(mounted.mnt, 'THREAD.SVF')
+    info_r, info_w = os.pipe()       # A -> us: the ended thread's id
+    go_r, go_w = os.pipe()           # us -> A: close and exit
+    a = os.fork()
+    if a == 0:
+        try:
+            os.close(info_r)
+            os.close(go_w)
+            drop_privileges(CLIENT_UID)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            tids = []
+
+            def thread():
+                tids.append(threading.get_native_id())
+                for _ in range(3):
+                    os.stat(path)          # served for A's session, and cached
+            t = threading.Thread(target=thread)
+            t.start()
+            t.join()
+            os.write(info_w, str(tids[0]).encode())
+            os.read(go_r, 1)
+            os.write(fd, b'held by A')
+            os.close(fd)
+        finally:
+            os._exit(0)
+    os.close(info_w)
+    os.close(go_r)
+    try:
+        ready = select.select([info_r], [], [], TIMEOUT)[0]
+        assert ready, 'A did not start its thread'
+        tid = int(os.read(info_r, 32))
+        seen = _fork_with_pid(tid, lambda: (errno_of(os.stat, path), os.listdir(mounted.mnt)),
+                              CLIENT_UID)
+        if seen is None:
+            pytest.skip(f'could not get pid {tid} again (ns_last_pid)')
+        assert seen == (errno.ENOENT, []), seen
+    finally:
+        os.close(go_w)
+        os.close(info_r)
+        reap(a)
+    assert inbox_contents(mounted.inbox) == {'THREAD.SVF': b'held by A'}
 
 
 # ------------------------- issue 18 item 5: others' descriptors (R12)

@@ -457,6 +457,17 @@ def test_stale_mount_is_cleaned_up_by_next_start(mount_inboxfs):
     assert sorted(os.listdir(m.mnt)) == ['after.svf', 'before.svf']
 
 
+def test_the_daemon_holds_one_descriptor_of_the_directory_under_the_mount(mount_inboxfs):
+    """The start-up checks open MOUNTPOINT to see it is a directory and
+    close it; what stays open is the covered directory's watcher's
+    (covered.c), one descriptor. A check that leaves its own open holds
+    the bare directory for the daemon's life, out of every budget."""
+    m = mount_inboxfs()
+    mnt = os.path.realpath(m.mnt)
+    held = [t for t in helpers.open_files(m.pid) if t == mnt]
+    assert len(held) == 1, helpers.open_files(m.pid)
+
+
 def test_stale_overmount_is_cleaned_up_by_next_start(mount_inboxfs, tmp_path):
     inbox = tmp_path / 'inbox'
     inbox.mkdir()
@@ -802,5 +813,73 @@ def test_what_reaches_the_directory_under_the_mount_is_delivered_while_serving(
     finally:
         proc.stdin.close()
         proc.wait(timeout=TIMEOUT)
+    m.unmount()
+    assert _files_below(mnt) == {}
+
+
+_REOPENED_UNDER_THE_LEASE = r'''
+import os, sys, time
+sys.stdin.readline()
+with open('one.txt', 'wb') as f:             # relative: the directory under the mount
+    f.write(b'first')
+ino = os.stat('one.txt').st_ino
+
+
+def leased():
+    with open('/proc/locks') as f:
+        for line in f:
+            if ' LEASE ' in line:
+                dev_ino = [p for p in line.split() if p.count(':') == 2]
+                if dev_ino and dev_ino[0].rsplit(':', 1)[1] == str(ino):
+                    return True
+    return False
+
+
+deadline = time.monotonic() + 60
+while not leased():
+    if time.monotonic() > deadline:
+        print('no lease seen', flush=True)
+        sys.exit(1)
+    time.sleep(0.005)
+fd = os.open('one.txt', os.O_WRONLY | os.O_APPEND)  # waits for the lease's release
+still_here = os.path.exists('one.txt')
+os.write(fd, b' and more')
+os.close(fd)
+print('here' if still_here else 'delivered under me', flush=True)
+'''
+
+
+def test_a_file_reopened_for_writing_while_the_watcher_delivers_it_stays(
+        drop_dirs, mount_at, tmp_path, monkeypatch):
+    """The watcher holds a read lease on a file under the mount while it
+    makes it durable (sync=close: its fsync, slowed here to 1.5 s) and
+    delivers it. A process that opens it for writing meanwhile waits for
+    the lease: the watcher sees the lease being broken and leaves the file
+    where it is, to be delivered once written, instead of moving it into
+    the inbox while its writer's open returns on it there (which then
+    wrote into a delivered message)."""
+    import sys
+    from test_transport import SLOW_FSYNC
+    src, lib = tmp_path / 'slowfsync.c', tmp_path / 'slowfsync.so'
+    src.write_text(SLOW_FSYNC)
+    subprocess.run(['cc', '-shared', '-fPIC', '-o', str(lib), str(src), '-ldl'], check=True,
+                   timeout=TIMEOUT * 6)
+    monkeypatch.setattr(helpers, 'WRAPPER', [
+        'env', f'LD_PRELOAD={lib}', 'INBOXFS_SLOW_FSYNC_MS=1500',
+        'ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=1'] + helpers.WRAPPER)
+    inbox, mnt = drop_dirs
+    proc = subprocess.Popen([sys.executable, '-c', _REOPENED_UNDER_THE_LEASE], cwd=mnt,
+                            text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        m = mount_at(inbox, mnt, sync='close')
+        proc.stdin.write('go\n')
+        proc.stdin.flush()
+        assert proc.stdout.readline() == 'here\n'
+        wait_until(lambda: 'one.txt' in _files_below(inbox), TIMEOUT * 2,
+                   what='one.txt delivered once written')
+        assert _files_below(inbox) == {'one.txt': b'first and more'}
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=TIMEOUT * 6)
     m.unmount()
     assert _files_below(mnt) == {}

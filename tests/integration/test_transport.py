@@ -11,6 +11,7 @@ import re
 import stat
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -285,6 +286,76 @@ def test_disk_flushes_do_not_stall_other_requests(mount_inboxfs, client, tmp_pat
         m.unmount()
     for transport, per_cpu in worst.items():
         assert max(per_cpu.values()) < SLOW_FSYNC_MS / 1000 / 3, (transport, worst)
+
+
+def _closes_at_once(mnt, tag, n):
+    """N threads each create-new, write and close a drop: {name: 0 or the
+    errno of the call that failed}."""
+    import threading
+    results = {}
+
+    def one(i):
+        name = f'{tag}{i}.SVF'
+        try:
+            fd = os.open(os.path.join(mnt, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.write(fd, name.encode())
+            os.close(fd)
+            results[name] = 0
+        except OSError as e:
+            results[name] = e.errno
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return results
+
+
+@pytest.mark.parametrize('transport', ['uring', 'dev'])
+def test_connection_aborted_during_durable_closes(mount_inboxfs, client, tmp_path, monkeypatch,
+                                                  transport):
+    """The FUSE connection aborted (umount -f, or fusectl's abort) while
+    durable closes wait for their fsync (SLOW_FSYNC_MS, a worker of
+    syncpool.c each): their writers' closes fail (ECONNABORTED), so none
+    of those drops may be delivered (R6); they go to incomplete/ when the
+    daemon lets their handles go. The daemon itself stays alive and would
+    otherwise publish each drop after its fsync, for nobody to be told."""
+    src, lib = tmp_path / 'slowfsync.c', tmp_path / 'slowfsync.so'
+    src.write_text(SLOW_FSYNC)
+    subprocess.run(['cc', '-shared', '-fPIC', '-o', str(lib), str(src), '-ldl'], check=True,
+                   timeout=TIMEOUT * 6)
+    monkeypatch.setattr(helpers, 'WRAPPER', [
+        'env', f'LD_PRELOAD={lib}', f'INBOXFS_SLOW_FSYNC_MS={SLOW_FSYNC_MS}',
+        'ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=1'] + helpers.WRAPPER)
+    if transport == 'uring':
+        with uring_param(True):          # read at INIT only: keep the window short
+            m = mount_inboxfs(sync='close')
+            lines = transport_lines(m)
+        if not [line for line in lines if 'io_uring' in line]:
+            pytest.skip('no FUSE over io_uring: ' + ' '.join(lines))
+    else:
+        m = mount_inboxfs(sync='close', uring='no')
+    m.allow_log(r'quarantine|never saw a successful close|publishing|acknowledging')
+    results = {}
+    closer = threading.Thread(target=lambda: results.update(
+        client.call(_closes_at_once, m.mnt, 'A', 4, timeout=TIMEOUT * 6)))
+    closer.start()
+    try:
+        # Every close waits in its fsync once the four drops are staged.
+        helpers.wait_until(lambda: len(helpers.staged(m.inbox)) == 4 or not closer.is_alive(),
+                           what='four drops staged')
+        time.sleep(SLOW_FSYNC_MS / 1000 / 3)
+        done = helpers.abort_fuse(m.mnt)
+        assert done.startswith('aborted'), done
+    finally:
+        closer.join(TIMEOUT * 6)
+    assert len(results) == 4, results
+    assert set(results.values()) <= {0, errno.ECONNABORTED, errno.ENOTCONN}, results
+    m.run.proc.wait(timeout=TIMEOUT * 3)     # the connection is gone: it stops
+    delivered = helpers.inbox_files(m)
+    assert set(delivered) == {n for n, e in results.items() if e == 0}, (results, delivered)
+    helpers.wait_until(lambda: len(helpers.incomplete(m.inbox)) + len(delivered) == 4,
+                       what='the failed closes\' drops in incomplete/')
 
 
 # ------------------------------------------------- FUSE_HANDLE_KILLPRIV_V2

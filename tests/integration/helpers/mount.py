@@ -46,6 +46,44 @@ def mountinfo(path):
     return found
 
 
+def mount_devices(path, fstype='fuse.inboxfs'):
+    """The devices (major:minor) of the FSTYPE mounts at path."""
+    path = os.path.realpath(path)
+    found = set()
+    with open('/proc/self/mountinfo') as f:
+        for line in f:
+            left, _, right = line.partition(' - ')
+            fields = left.split()
+            point = re.sub(r'\\([0-7]{3})', lambda m: chr(int(m.group(1), 8)), fields[4])
+            if point == path and right.split()[0] == fstype:
+                found.add(fields[2])
+    return found
+
+
+def foreign_holders(devices):
+    """Processes of other mount namespaces than ours that have a mount of
+    one of DEVICES (major:minor): a namespace made (unshare -m) while it
+    was mounted holds a copy of it, and the kernel ends a FUSE connection
+    only when its last mount goes. ['PID (COMM)', ...], one per namespace."""
+    own = os.readlink('/proc/self/ns/mnt')
+    seen, found = {own}, []
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            ns = os.readlink(f'/proc/{pid}/ns/mnt')
+            if ns in seen:
+                continue
+            seen.add(ns)
+            with open(f'/proc/{pid}/mountinfo') as f:
+                held = any(line.split()[2] in devices and ' - fuse.inboxfs ' in line
+                           for line in f)
+            if held:
+                with open(f'/proc/{pid}/comm') as f:
+                    found.append(f'{pid} ({f.read().strip()})')
+        except OSError:
+            continue    # gone meanwhile, or a kernel thread
+    return found
+
+
 def _answers(path):
     """True if the mount at PATH is served (statfs is never cached)."""
     try:
@@ -180,6 +218,7 @@ class Mount:
         """Unmount (lazily as a last resort), wait for the daemon, stop it by
         pid if it lingers; then check its exit status and log."""
         problems = []
+        devices = mount_devices(self.mnt)
         # A crash may have left a stale mount under the live one.
         for _ in range(3):
             if not self.mounted():
@@ -194,9 +233,16 @@ class Mount:
                                timeout=timeout)
         run = self.run
         if run and run.proc.poll() is None:
-            try:
-                run.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
+            held = self._wait_exit(run, devices, timeout)
+            if held:
+                # Unmounted here, but another mount namespace (another
+                # test's unshare -m) has a copy of the mount: the kernel
+                # ends the connection only with the last one, so the
+                # daemon cannot know. A clean stop, as systemctl's.
+                print(f'inboxfs: {self.mnt} still mounted in the namespace of {held}: '
+                      'stopped by SIGTERM')
+                stop_process(run.proc, timeout)
+            elif run.proc.poll() is None:
                 problems.append('inboxfs did not exit after unmount; terminated')
                 stop_process(run.proc, timeout)
         problems += self.check()
@@ -204,6 +250,23 @@ class Mount:
             raise AssertionError('\n'.join(problems) + '\n' + self.logs())
 
     stop = unmount
+
+    @staticmethod
+    def _wait_exit(run, devices, timeout):
+        """Wait for the daemon to exit after its unmount; return early with
+        the processes of other mount namespaces that still have the mount
+        (foreign_holders()), if any."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                run.proc.wait(timeout=0.5)
+                return []
+            except subprocess.TimeoutExpired:
+                pass
+            held = foreign_holders(devices) if devices else []
+            if held:
+                return held
+        return []
 
     def restart(self, timeout=TIMEOUT, **opts):
         """Unmount cleanly and mount again over the same inbox; keyword
