@@ -138,5 +138,12 @@ struct recovery {
  * instance's area is never touched. INBOX_FD opens the directories
  * recorded in origins (by handle). */
 void recover_staging(struct staging *st, int inbox_fd, struct recovery *r);
+/* The same, while serving (called every second or so, off the request
+ * path): only the areas, each taken over as soon as its instance is gone
+ * (its lock free), so that what a dead instance acknowledged does not wait
+ * for a start. Live areas are left alone without a word above debug. Safe
+ * against other instances doing the same at the same time (the area's
+ * lock, then the check that its lock file is still linked). */
+void recover_gone(struct staging *st, int inbox_fd, struct recovery *r);
 
 #endif

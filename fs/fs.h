@@ -10,6 +10,8 @@
  *   request.c    who is asking, entry replies and what the kernel may cache
  *   drops.c      what a drop's lifecycle (core/drop.h) decides, carried out:
  *                closes, releases, publication, the linger thread
+ *   recovery.c   dead instances' staging areas: at start, then taken
+ *                over by a thread of its own every second while serving
  *   client.c     a client session's private view (R1, R2, R7, R8)
  *   observer.c   the observers' view, in which nothing is clobbered (R3)
  *   nodes.c, files.c, dirs.c   the handlers: each finds out who is asking,
@@ -23,7 +25,9 @@
  *   table_lock (inode.c)     the inode table
  * The others are leaves, taken with none of these held and taking none:
  * the lists of open handles and directories (handles.c, dirs.c), the
- * linger thread's wait (drops.c), passthrough's counts (passthrough.c,
+ * linger thread's wait (drops.c), the take-over thread's wait (recovery.c,
+ * which holds no lock while it recovers: each area's own lock, a file's,
+ * keeps instances apart), passthrough's counts (passthrough.c,
  * held across a backing file's open and registration, which must be one
  * step with the decision), and the group commit of directory syncs
  * (core/dirsync.c, whose sync runs unlocked).
@@ -146,6 +150,15 @@ void drop_node_free(struct drop *d);		/* drop_config.on_free */
 int linger_start(void);
 void linger_stop(void);
 uint64_t now_ms(void);
+
+/* ---- recovery.c ---- */
+
+/* Before serving: every area whose instance is gone, and the old layout. */
+void recovery_at_start(int inbox_fd);
+/* While serving: a thread that takes over a dead instance's area as soon
+ * as its lock is free (core's recover_gone(), every second). */
+int takeover_start(int inbox_fd);
+void takeover_stop(void);
 
 /* ---- client.c: a client session's private view ---- */
 

@@ -515,20 +515,8 @@ int main(int argc, char *argv[])
 	if (fstatat(fs.staging.rootfd, "..", &st, 0) == 0)
 		fs.staging_parent_ino = st.st_ino;
 	statsfile_init();
-	{
-		struct recovery r;
-
-		/* R6, R13: before serving, deliver what instances that are
-		 * gone acknowledged and put aside what they did not. */
-		recover_staging(&fs.staging, fd, &r);
-		stat_add(STAT_RECOVERED, r.published + r.quarantined + r.repaired);
-		stat_add(STAT_QUARANTINED, r.quarantined);
-		stat_add(STAT_PUBLISHED, r.published);
-		if (r.published + r.quarantined + r.failed + r.repaired + r.areas)
-			log_info("recovery: %u delivered, %u quarantined, %u failed, %u published "
-				 "before a crash (link repaired); %u areas recovered, %u live left alone",
-				 r.published, r.quarantined, r.failed, r.repaired, r.areas, r.live);
-	}
+	/* R6, R13 */
+	recovery_at_start(fd);
 	fs.max_handles = handle_budget();
 
 	if (fuse_set_signal_handlers(fs.se) != 0)
@@ -551,7 +539,7 @@ int main(int argc, char *argv[])
 		.now_ms = now_ms,
 		.on_free = drop_node_free,
 	});
-	if (sessions_init(drop_session_ended) < 0 || linger_start() < 0) {
+	if (sessions_init(drop_session_ended) < 0 || linger_start() < 0 || takeover_start(fd) < 0) {
 		log_warnx("cannot start worker threads");
 		goto out_unmount;
 	}
@@ -573,6 +561,7 @@ int main(int argc, char *argv[])
 	log_stop(ret, opts.mountpoint);
 	ret = !(ret == 0 || ret == SIGTERM || ret == SIGINT || ret == SIGHUP);
 	transport_stop();
+	takeover_stop();
 	linger_stop();
 	handles_shutdown();
 	dirs_shutdown();
