@@ -742,6 +742,34 @@ static void recover_old_layout(struct staging *st, int inbox_fd, struct recovery
 		close(lfd);
 }
 
+int staging_still_ours(struct staging *st)
+{
+	struct stat mine, named, lock_mine, lock_named;
+	int fd, err;
+
+	if (fstat(st->dirfd, &mine) < 0 || fstat(st->lockfd, &lock_mine) < 0)
+		return -errno;
+	if (fstatat(st->rootfd, st->area, &named, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? -ESTALE : -errno;
+	if (named.st_dev != mine.st_dev || named.st_ino != mine.st_ino)
+		return -ESTALE;
+	if (fstatat(st->dirfd, LOCK_FILE, &lock_named, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? -ESTALE : -errno;
+	if (lock_named.st_ino != lock_mine.st_ino)
+		return -ESTALE;
+	/* Our lock is our open file's: another open file of the lock file
+	 * must not get it. If it does, ours is gone (closing the probe lets
+	 * go of it again). */
+	fd = openat(st->dirfd, LOCK_FILE, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return errno == ENOENT ? -ESTALE : -errno;
+	err = lock_file(fd);
+	close(fd);
+	if (err == 0)
+		return -ESTALE;
+	return lock_busy(err) ? 0 : err;
+}
+
 /* Every area but ours whose lock can be taken (recover_area() decides). */
 static void recover_areas(struct staging *st, int inbox_fd, struct recovery *r, bool running)
 {

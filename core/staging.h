@@ -146,4 +146,13 @@ void recover_staging(struct staging *st, int inbox_fd, struct recovery *r);
  * lock, then the check that its lock file is still linked). */
 void recover_gone(struct staging *st, int inbox_fd, struct recovery *r);
 
+/* Is this instance's area still its own: there, the same directory and
+ * lock file, and locked by us? 0 if so; -ESTALE if not: the lock was lost
+ * (a cluster filesystem's client cut off from its server for longer than
+ * the server keeps a dead client's locks loses them, silently, when it
+ * reconnects) and another instance may have taken the area over, or has
+ * (it is gone or replaced); any other -errno when it cannot be told now
+ * (the filesystem unreachable). */
+int staging_still_ours(struct staging *st);
+
 #endif

@@ -159,6 +159,9 @@ void recovery_at_start(int inbox_fd);
  * as its lock is free (core's recover_gone(), every second). */
 int takeover_start(int inbox_fd);
 void takeover_stop(void);
+/* Did the thread find this instance's own area no longer its own (and
+ * stop the daemon)? */
+bool takeover_lost_area(void);
 
 /* ---- client.c: a client session's private view ---- */
 

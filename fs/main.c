@@ -562,6 +562,8 @@ int main(int argc, char *argv[])
 	ret = !(ret == 0 || ret == SIGTERM || ret == SIGINT || ret == SIGHUP);
 	transport_stop();
 	takeover_stop();
+	if (takeover_lost_area())
+		ret = 1;
 	linger_stop();
 	handles_shutdown();
 	dirs_shutdown();

@@ -4,8 +4,12 @@
  * seconds by whichever instance still runs, whether or not the dead one
  * ever comes back. core/staging.c does the work, under each area's lock;
  * this thread takes none of fs.h's locks and is never on a request's path. */
+#include <errno.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fs.h"
 #include "log.h"
@@ -41,6 +45,35 @@ static bool stopping, started;
 static pthread_t worker;
 static int inbox;
 
+static bool lost;
+
+bool takeover_lost_area(void)
+{
+	return lost;
+}
+
+/* Our own area taken over, or its lock lost (a partition from the
+ * cluster filesystem longer than it keeps locks): what we staged is, or
+ * may at any moment be, another instance's to deliver, and publishing it
+ * too could deliver it twice. So stop serving: the unit restarts us with
+ * an area of our own, and writers of open drops see their close fail
+ * (never delivered: the taker quarantines them). */
+static bool still_ours(void)
+{
+	char area[AREA_NAME_MAX];
+	int err = staging_still_ours(&fs.staging);
+
+	if (err != -ESTALE)
+		return true;	/* ours, or cannot be told now: look again */
+	snprintf(area, sizeof(area), "%s", fs.staging.area);
+	log_warnx("staging area %s is no longer this instance's (its lock was lost, or "
+		  "another instance took it over): stopping; what it held is recovered by "
+		  "whichever instance takes it", area);
+	lost = true;
+	kill(getpid(), SIGTERM);	/* the session loop's own way out */
+	return false;
+}
+
 static void *takeover_main(void *arg)
 {
 	pthread_mutex_lock(&wait_lock);
@@ -49,6 +82,10 @@ static void *takeover_main(void *arg)
 		struct recovery r;
 
 		pthread_mutex_unlock(&wait_lock);
+		if (!still_ours()) {
+			pthread_mutex_lock(&wait_lock);
+			break;
+		}
 		recover_gone(&fs.staging, inbox, &r);
 		account(&r);
 		/* A failed area stays (its lock free): the next pass retries it. */

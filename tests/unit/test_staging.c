@@ -643,6 +643,39 @@ static void test_recover_gone_while_serving(void **state)
 	dirsync_destroy(&other.dirsync);
 }
 
+/* staging_still_ours(): 0 while the area is there and locked by us;
+ * -ESTALE once its lock is lost (another open file can take it), and once
+ * it is gone (taken over and removed). */
+static void test_still_ours(void **state)
+{
+	struct fixture *f = *state;
+	struct staging other;
+	char moved[AREA_NAME_MAX + 8];
+	int fd;
+
+	assert_int_equal(staging_still_ours(&f->st), 0);
+	open_instance(f, &other);
+	assert_int_equal(staging_still_ours(&other), 0);
+
+	/* The lock lost, as a cluster filesystem's client loses it when it
+	 * reconnects: the same lock file, open but unlocked. */
+	fd = openat(other.dirfd, LOCK_FILE, O_RDWR | O_CLOEXEC);
+	assert_true(fd >= 0);
+	close(other.lockfd);
+	other.lockfd = fd;
+	assert_int_equal(staging_still_ours(&other), -ESTALE);
+	/* The probe let go of it again: a recovery can take it. */
+	assert_true(area_lockable(f, other.area));
+
+	/* Gone: taken over and removed (here renamed away). */
+	snprintf(moved, sizeof(moved), "gone.%s", other.area);
+	assert_int_equal(renameat(other.rootfd, other.area, other.rootfd, moved), 0);
+	assert_int_equal(staging_still_ours(&other), -ESTALE);
+	assert_int_equal(renameat(other.rootfd, moved, other.rootfd, other.area), 0);
+	staging_close(&other);
+	assert_int_equal(staging_still_ours(&f->st), 0);
+}
+
 static void test_recover_old_layout(void **state)
 {
 	struct fixture *f = *state;
@@ -919,6 +952,7 @@ int main(void)
 		FIXTURE_TEST(test_area_is_locked_while_open),
 		FIXTURE_TEST(test_recover_leaves_a_live_area_alone),
 		FIXTURE_TEST(test_recover_gone_while_serving),
+		FIXTURE_TEST(test_still_ours),
 		FIXTURE_TEST(test_recover_old_layout),
 		FIXTURE_TEST(test_recover_crashed_link_publication),
 		FIXTURE_TEST(test_publish_by_link),
