@@ -196,7 +196,8 @@ class Node:
         return proc.returncode == 0
 
     def start_ctdbd(self):
-        # Its standard input stays open (a pipe we hold) for as long as it runs.
+        # In the foreground, logging to its standard error (ctdbd.out.log);
+        # its standard input stays open (a pipe we hold) for as long as it runs.
         self.popen('ctdbd.out', ['ctdbd', '--interactive'], stdin=subprocess.PIPE)
 
     def ctdb(self, *args, check=False):
@@ -383,7 +384,7 @@ class Cluster:
     def logs(self):
         out = []
         for node in self.nodes:
-            for name in ('ctdbd', 'ctdbd.out', 'inboxfs', 'smbd'):
+            for name in ('ctdbd.out', 'inboxfs', 'smbd'):
                 out.append(f'--- node {node.n} {name}\n{node.log(name)[-6000:]}')
         return '\n'.join(out)
 
@@ -402,8 +403,22 @@ class Cluster:
                 # partition it may take a few seconds to go, which
                 # Gluster.stop() would report as a process outliving it.
                 for node in list(g.mounted):
+                    clients = _our_processes(node)      # the host's GlusterFS client
                     if _run(['umount', node], check=False).returncode == 0:
                         g.mounted.remove(node)
+                    # Unmounted, it may linger for a while once the brick is
+                    # being stopped (seen after the partition test): wait for
+                    # it while the brick still answers, then end it by pid.
+                    try:
+                        wait_until(lambda: not any(os.path.exists(f'/proc/{pid}')
+                                                   for pid in clients),
+                                   timeout=TIMEOUT * 2, interval=0.2, what='the client to exit')
+                    except TimeoutError:
+                        for pid in clients:
+                            try:
+                                os.kill(pid, signal.SIGKILL)
+                            except ProcessLookupError:
+                                pass
                 _run(['gluster', '--mode=script', 'volume', 'stop', g.volume, 'force'],
                      check=False)
                 try:
