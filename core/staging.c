@@ -660,7 +660,8 @@ static void recover_dir(struct staging *st, int srcfd, int inbox_fd, struct reco
  * its live owner, or to the recovery that holds it), recover its drops,
  * remove it. Two recoveries racing for one area take turns, and the
  * second finds it gone. */
-static void recover_area(struct staging *st, const char *name, int inbox_fd, struct recovery *r)
+static void recover_area(struct staging *st, const char *name, int inbox_fd, struct recovery *r,
+			 bool running)
 {
 	bool temporary = strncmp(name, ".new.", 5) == 0;
 	struct stat locked, linked;
@@ -680,7 +681,13 @@ static void recover_area(struct staging *st, const char *name, int inbox_fd, str
 	err = lock_file(lfd);
 	if (lock_busy(err)) {
 		if (!temporary) {
-			log_info("recovery: staging area %s belongs to a live instance: left alone", name);
+			/* Checked every second while serving: said once, at start. */
+			if (running)
+				log_debug("recovery: staging area %s belongs to a live instance: left alone",
+					  name);
+			else
+				log_info("recovery: staging area %s belongs to a live instance: left alone",
+					 name);
 			r->live++;
 		}
 		goto out;
@@ -697,7 +704,8 @@ static void recover_area(struct staging *st, const char *name, int inbox_fd, str
 		goto out;
 	before = r->failed;
 	if (!temporary) {
-		log_info("recovery: staging area %s of an instance that is gone", name);
+		log_info("recovery: staging area %s of an instance that is gone%s", name,
+			 running ? ", taken over while serving" : "");
 		recover_dir(st, afd, inbox_fd, r);
 		r->areas++;
 	}
@@ -734,14 +742,40 @@ static void recover_old_layout(struct staging *st, int inbox_fd, struct recovery
 		close(lfd);
 }
 
-void recover_staging(struct staging *st, int inbox_fd, struct recovery *r)
+int staging_still_ours(struct staging *st)
+{
+	struct stat mine, named, lock_mine, lock_named;
+	int fd, err;
+
+	if (fstat(st->dirfd, &mine) < 0 || fstat(st->lockfd, &lock_mine) < 0)
+		return -errno;
+	if (fstatat(st->rootfd, st->area, &named, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? -ESTALE : -errno;
+	if (named.st_dev != mine.st_dev || named.st_ino != mine.st_ino)
+		return -ESTALE;
+	if (fstatat(st->dirfd, LOCK_FILE, &lock_named, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? -ESTALE : -errno;
+	if (lock_named.st_ino != lock_mine.st_ino)
+		return -ESTALE;
+	/* Our lock is our open file's: another open file of the lock file
+	 * must not get it. If it does, ours is gone (closing the probe lets
+	 * go of it again). */
+	fd = openat(st->dirfd, LOCK_FILE, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return errno == ENOENT ? -ESTALE : -errno;
+	err = lock_file(fd);
+	close(fd);
+	if (err == 0)
+		return -ESTALE;
+	return lock_busy(err) ? 0 : err;
+}
+
+/* Every area but ours whose lock can be taken (recover_area() decides). */
+static void recover_areas(struct staging *st, int inbox_fd, struct recovery *r, bool running)
 {
 	struct dirent *de;
-	DIR *dp;
+	DIR *dp = opendir_at(st->rootfd);
 
-	memset(r, 0, sizeof(*r));
-	recover_old_layout(st, inbox_fd, r);
-	dp = opendir_at(st->rootfd);
 	if (dp == NULL) {
 		log_warn("recovery: cannot read the staging directory");
 		r->failed++;
@@ -752,7 +786,7 @@ void recover_staging(struct staging *st, int inbox_fd, struct recovery *r)
 		    strcmp(de->d_name, INCOMPLETE_DIR) == 0 || strcmp(de->d_name, st->area) == 0 ||
 		    (de->d_type != DT_DIR && de->d_type != DT_UNKNOWN))
 			continue;
-		recover_area(st, de->d_name, inbox_fd, r);
+		recover_area(st, de->d_name, inbox_fd, r, running);
 	}
 	closedir(dp);
 }
@@ -874,4 +908,17 @@ int stray_deliver(struct staging *st, int srcfd, const char *name, int dirfd, ch
 	fcntl(fd, F_SETLEASE, F_UNLCK);
 	close(fd);
 	return ret;
+}
+
+void recover_staging(struct staging *st, int inbox_fd, struct recovery *r)
+{
+	memset(r, 0, sizeof(*r));
+	recover_old_layout(st, inbox_fd, r);
+	recover_areas(st, inbox_fd, r, false);
+}
+
+void recover_gone(struct staging *st, int inbox_fd, struct recovery *r)
+{
+	memset(r, 0, sizeof(*r));
+	recover_areas(st, inbox_fd, r, true);
 }

@@ -138,6 +138,22 @@ struct recovery {
  * instance's area is never touched. INBOX_FD opens the directories
  * recorded in origins (by handle). */
 void recover_staging(struct staging *st, int inbox_fd, struct recovery *r);
+/* The same, while serving (called every second or so, off the request
+ * path): only the areas, each taken over as soon as its instance is gone
+ * (its lock free), so that what a dead instance acknowledged does not wait
+ * for a start. Live areas are left alone without a word above debug. Safe
+ * against other instances doing the same at the same time (the area's
+ * lock, then the check that its lock file is still linked). */
+void recover_gone(struct staging *st, int inbox_fd, struct recovery *r);
+
+/* Is this instance's area still its own: there, the same directory and
+ * lock file, and locked by us? 0 if so; -ESTALE if not: the lock was lost
+ * (a cluster filesystem's client cut off from its server for longer than
+ * the server keeps a dead client's locks loses them, silently, when it
+ * reconnects) and another instance may have taken the area over, or has
+ * (it is gone or replaced); any other -errno when it cannot be told now
+ * (the filesystem unreachable). */
+int staging_still_ours(struct staging *st);
 
 /* Strays: regular files found outside staging, in a directory that is
  * not inboxfs's (the bare mountpoint, written while inboxfs was down),

@@ -14,6 +14,7 @@ static const char *const names[STAT_COUNT] = {
 	[STAT_DISCARDED] = "discarded",
 	[STAT_QUARANTINED] = "quarantines",
 	[STAT_RECOVERED] = "recoveries",
+	[STAT_AREAS_RECOVERED] = "recoveries.areas",
 	[STAT_ERRORS] = "errors",
 };
 

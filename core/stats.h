@@ -16,7 +16,8 @@ enum stat_id {
 	STAT_REWRITES,		/* names changed to a unique one */
 	STAT_DISCARDED,		/* drops deleted by their owner */
 	STAT_QUARANTINED,	/* drops moved to incomplete/ */
-	STAT_RECOVERED,		/* drops handled by start-up recovery */
+	STAT_RECOVERED,		/* drops handled by recovery (start-up or take-over) */
+	STAT_AREAS_RECOVERED,	/* staging areas of dead instances recovered */
 	STAT_ERRORS,		/* failed publications and syncs */
 	STAT_COUNT
 };

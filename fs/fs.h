@@ -12,6 +12,8 @@
  *                closes, releases, publication, the linger thread
  *   syncpool.c   the workers that handle and answer requests which wait
  *                on the disk (durable closes, fsync), off the request threads
+ *   recovery.c   dead instances' staging areas: at start, then taken
+ *                over by a thread of its own every second while serving
  *   client.c     a client session's private view (R1, R2, R7, R8)
  *   observer.c   the observers' view, in which nothing is clobbered (R3)
  *   nodes.c, files.c, dirs.c   the handlers: each finds out who is asking,
@@ -28,7 +30,9 @@
  *   table_lock (inode.c)     the inode table
  * The others are leaves, taken with none of these held and taking none:
  * the lists of open handles and directories (handles.c, dirs.c), the
- * linger thread's wait (drops.c), the covered directory's watcher's wait
+ * linger thread's wait (drops.c), the take-over thread's wait (recovery.c,
+ * which holds no lock while it recovers: each area's own lock, a file's,
+ * keeps instances apart), the covered directory's watcher's wait
  * (covered.c, released while it looks), passthrough's counts (passthrough.c,
  * held across a backing file's open and registration, which must be one
  * step with the decision), the group commit of directory syncs
@@ -38,8 +42,9 @@
  * Threads: libfuse's (or uring.c's ring threads) fetch and handle requests;
  * syncpool.c's workers handle and answer the ones that wait on the disk;
  * the linger thread publishes; core/sessions.c's watches sessions;
- * covered.c's watches the directory under the mount; stop.c's drains at a
- * stop and then ends the session loop.
+ * covered.c's watches the directory under the mount; recovery.c's takes
+ * over dead instances' staging areas; stop.c's drains at a stop and then
+ * ends the session loop.
  * No other lock is held across I/O; a drop used after drop_lock is released is
  * held by a reference (drop_ref()/drop_put(), or its handle's). A handle is
  * the kernel's from its open's reply to its RELEASE, which frees it; the
@@ -182,6 +187,18 @@ bool syncpool_defer(fuse_req_t req, syncpool_fn *fn, void *h, int arg);
 /* Run what is queued, then stop the workers (before transport_stop()). */
 void syncpool_stop(void);
 
+/* ---- recovery.c ---- */
+
+/* Before serving: every area whose instance is gone, and the old layout. */
+void recovery_at_start(int inbox_fd);
+/* While serving: a thread that takes over a dead instance's area as soon
+ * as its lock is free (core's recover_gone(), every second). */
+int takeover_start(int inbox_fd);
+void takeover_stop(void);
+/* Did the thread find this instance's own area no longer its own (and
+ * stop the daemon)? */
+bool takeover_lost_area(void);
+
 /* ---- client.c: a client session's private view ---- */
 
 void client_lookup(fuse_req_t req, struct who *w, struct node *parent, const char *name);
@@ -240,6 +257,8 @@ bool reserved_name(fuse_ino_t parent, const char *name);
  * seconds (0: none), then ends the loop; a second one ends it at once.
  * 0 or -errno (then libfuse's handlers stay: an immediate stop). */
 int stop_start(unsigned drain_s);
+/* Stop at once, without a drain (this instance may no longer publish). */
+void stop_now(void);
 /* The session loop returned: stop the stop's thread. Returns the signal
  * that asked for the stop, or 0. */
 int stop_end(void);

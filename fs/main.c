@@ -595,20 +595,8 @@ int main(int argc, char *argv[])
 	if (fstatat(fs.staging.rootfd, "..", &st, 0) == 0)
 		fs.staging_parent_ino = st.st_ino;
 	statsfile_init();
-	{
-		struct recovery r;
-
-		/* R6, R13: before serving, deliver what instances that are
-		 * gone acknowledged and put aside what they did not. */
-		recover_staging(&fs.staging, fd, &r);
-		stat_add(STAT_RECOVERED, r.published + r.quarantined + r.repaired);
-		stat_add(STAT_QUARANTINED, r.quarantined);
-		stat_add(STAT_PUBLISHED, r.published);
-		if (r.published + r.quarantined + r.failed + r.repaired + r.areas)
-			log_info("recovery: %u delivered, %u quarantined, %u failed, %u published "
-				 "before a crash (link repaired); %u areas recovered, %u live left alone",
-				 r.published, r.quarantined, r.failed, r.repaired, r.areas, r.live);
-	}
+	/* R6, R13 */
+	recovery_at_start(fd);
 	if (sweep_mountpoint(fd, opts.mountpoint, &fs.staging, &covered) < 0)
 		goto out_staging;
 	descriptor_budget();
@@ -633,7 +621,7 @@ int main(int argc, char *argv[])
 		.now_ms = now_ms,
 		.on_free = drop_node_free,
 	});
-	if (sessions_init(drop_session_ended) < 0 || linger_start() < 0) {
+	if (sessions_init(drop_session_ended) < 0 || linger_start() < 0 || takeover_start(fd) < 0) {
 		log_warnx("cannot start worker threads");
 		goto out_unmount;
 	}
@@ -670,6 +658,9 @@ int main(int argc, char *argv[])
 	ret = !(ret == 0 || ret == SIGTERM || ret == SIGINT || ret == SIGHUP);
 	syncpool_stop();	/* its answers may go through the rings */
 	transport_stop();
+	takeover_stop();
+	if (takeover_lost_area())
+		ret = 1;
 	linger_stop();
 	handles_shutdown();
 	dirs_shutdown();

@@ -30,6 +30,7 @@
 #include <stdbool.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fs.h"
 #include "log.h"
@@ -191,6 +192,18 @@ int stop_start(unsigned drain_s)
 	if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0)
 		return -errno;
 	return 0;
+}
+
+void stop_now(void)
+{
+	/* As a first and a second signal at once: no drain. Two signals sent
+	 * back to back could arrive as one. */
+	if (!st.started) {
+		kill(getpid(), SIGTERM);
+		return;
+	}
+	on_stop_signal(SIGTERM);
+	on_stop_signal(SIGTERM);
 }
 
 int stop_end(void)

@@ -696,6 +696,13 @@ int main(int argc, char **argv)
 	}
 	for (unsigned i = 0; i < st.opt.clients; i++)
 		sent[i] = atomic_load(&st.sh->slot[i].sent);
+	if (verify_fd >= 0 && st.opt.settle > 0) {
+		struct timespec ts = { (time_t)st.opt.settle,
+				       (long)((st.opt.settle - (time_t)st.opt.settle) * 1e9) };
+
+		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+			;
+	}
 	if (verify_fd >= 0) {
 		err = verify_scan(&st, verify_fd, sent, &vres);
 		if (err < 0) {

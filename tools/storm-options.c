@@ -38,6 +38,8 @@ static void usage(FILE *out)
 "                         password may come from $PASSWD)\n"
 "      --verify DIR       afterwards, check the messages in DIR (the backing\n"
 "                         inbox, read locally) by content\n"
+"      --settle SECS      with --verify, wait SECS seconds first (a mount with\n"
+"                         linger= publishes acknowledged messages that late)\n"
 "      --run-id HEX       the run's id (16 hex digits; default random)\n"
 "      --json             print the summary as JSON\n"
 "  -q, --quiet            no progress, no diagnostics\n"
@@ -139,7 +141,7 @@ static void parse_credentials(const char *arg, struct smb_target *t)
 void parse_options(int argc, char **argv, struct storm *st)
 {
 	enum { OPT_DURATION = 256, OPT_NAMES, OPT_EXT, OPT_RETRY, OPT_VERIFY, OPT_JSON,
-	       OPT_RUN_ID, OPT_VERSION };
+	       OPT_RUN_ID, OPT_VERSION, OPT_SETTLE };
 	static const struct option longopts[] = {
 		{ "clients",  required_argument, NULL, 'c' },
 		{ "messages", required_argument, NULL, 'n' },
@@ -150,6 +152,7 @@ void parse_options(int argc, char **argv, struct storm *st)
 		{ "retry",    no_argument,       NULL, OPT_RETRY },
 		{ "user",     required_argument, NULL, 'U' },
 		{ "verify",   required_argument, NULL, OPT_VERIFY },
+		{ "settle",   required_argument, NULL, OPT_SETTLE },
 		{ "run-id",   required_argument, NULL, OPT_RUN_ID },
 		{ "json",     no_argument,       NULL, OPT_JSON },
 		{ "quiet",    no_argument,       NULL, 'q' },
@@ -213,6 +216,12 @@ void parse_options(int argc, char **argv, struct storm *st)
 			break;
 		case OPT_VERIFY:
 			o->verify_dir = optarg;
+			break;
+		case OPT_SETTLE:
+			errno = 0;
+			o->settle = strtod(optarg, &end);
+			if (errno || end == optarg || *end || !(o->settle >= 0) || o->settle > 3600)
+				usage_error("--settle wants a number of seconds, not '%s'", optarg);
 			break;
 		case OPT_RUN_ID:
 			if (strlen(optarg) != RUN_ID_LEN ||

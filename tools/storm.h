@@ -48,6 +48,7 @@ struct options {
 	bool json;
 	bool quiet;
 	const char *verify_dir;
+	double settle;		/* seconds to wait before verifying */
 	const char *target;
 	const char *credentials;
 	char run_id[RUN_ID_LEN + 1];

@@ -244,8 +244,8 @@ def test_two_nodes_storm_kill_and_restart(gluster, mount_inboxfs, samba, client,
     and corrupt nothing. Node 1's inboxfs is killed (-9) mid-storm and
     restarted on node 1: every acknowledged drop is delivered once and
     node 2's storm is untouched. Then node 1's instance is killed again
-    with drops in its area, and recovered by an instance started on
-    node 2, while node 2's own instance serves an open drop."""
+    with drops in its area and stays dead: node 2's running instance takes
+    its area over, while it serves an open drop of its own."""
     inbox1, inbox2 = _inbox_on(gluster.nodes[0]), _inbox_on(gluster.nodes[1])
     node1 = mount_inboxfs(inbox1)
     node2 = mount_inboxfs(inbox2)
@@ -276,31 +276,44 @@ def test_two_nodes_storm_kill_and_restart(gluster, mount_inboxfs, samba, client,
     wait_until(lambda: os.path.exists(os.path.join(inbox2, 'AFTER.TXT')),
                what='the put through node 1 to show on node 2')
 
-    # Node 1 killed with an acknowledged (lingering) and an open drop in
-    # its area; node 2 holds an open drop; an instance on node 2 recovers.
+    # Node 1 killed with acknowledged (lingering) drops and an open one in
+    # its area, and left dead; node 2 holds an open drop. Node 2's running
+    # instance takes node 1's area over, without any restart (issue 20: on
+    # f37f33b the drops waited for an instance to start).
     node1.restart(linger=60)
     area1 = [a for a in staging_areas(os.path.join(inbox1, '.inboxfs'))
              if f'.{node1.pid}.' in a]
     assert area1, staging_areas(os.path.join(inbox1, '.inboxfs'))
-    client.call(create_excl, os.path.join(node1.mnt, 'ACKED.SVF'), b'acknowledged on node 1')
+    acked = {f'ACKED{i}.SVF': f'acknowledged on node 1, {i}'.encode() for i in range(5)}
+    for name, data in acked.items():
+        client.call(create_excl, os.path.join(node1.mnt, name), data)
     held1, held2 = client.session(), client.session()
     fd1 = held1.open(os.path.join(node1.mnt, 'OPEN.SVF'), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     held1.write(fd1, b'never closed')
     fd2 = held2.open(os.path.join(node2.mnt, 'HELD.SVF'), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     held2.write(fd2, b'node 2, ')
-    assert not os.path.exists(os.path.join(inbox2, 'ACKED.SVF'))
-    node1.crash()
-    held1.end()
+    assert not any(os.path.exists(os.path.join(inbox2, n)) for n in acked)
     before = set(incomplete(inbox2))
+    node1.crash()
+    killed = time.monotonic()
+    held1.end()
 
-    other = mount_inboxfs(inbox2)       # on the other node
+    def quarantined():
+        return {n: d for n, d in incomplete(inbox2).items() if n not in before}
 
-    with open(os.path.join(inbox2, 'ACKED.SVF'), 'rb') as f:
-        assert f.read() == b'acknowledged on node 1'
-    quarantined = {n: d for n, d in incomplete(inbox2).items() if n not in before}
-    assert list(quarantined.values()) == [b'never closed'], quarantined
-    assert area1[0] not in staging_areas(os.path.join(inbox2, '.inboxfs'))
-    assert 'belongs to a live instance: left alone' in other.log(), other.log()
+    wait_until(lambda: all(os.path.exists(os.path.join(inbox2, n)) for n in acked)
+               and quarantined(), timeout=TIMEOUT * 6, interval=0.2,
+               what="node 1's area taken over by node 2")
+    print(f"\nnode 1's area taken over by node 2 {time.monotonic() - killed:.1f} s after the kill")
+    for name, data in acked.items():
+        with open(os.path.join(inbox2, name), 'rb') as f:
+            assert f.read() == data
+    assert not [n for n in os.listdir(inbox2) if n.startswith('ACKED') and '~' in n]
+    assert list(quarantined().values()) == [b'never closed'], quarantined()
+    wait_until(lambda: area1[0] not in staging_areas(os.path.join(inbox2, '.inboxfs')),
+               what="node 1's area removed")
+    assert node2.log().count('of an instance that is gone, taken over while serving') == 1, \
+        node2.log()
     held2.write(fd2, b'untouched')
     held2.close(fd2)
     with open(os.path.join(inbox2, 'HELD.SVF'), 'rb') as f:

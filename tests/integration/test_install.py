@@ -26,7 +26,7 @@ import tempfile
 import pytest
 
 import helpers
-from helpers import TIMEOUT, inboxfs_daemons, make_base_dir, wait_until
+from helpers import SOURCE, TIMEOUT, inboxfs_daemons, make_base_dir, wait_until
 
 BUILD = os.environ.get('INBOXFS_BUILD', '')
 
@@ -175,6 +175,29 @@ def test_install_gives_every_command_a_man_page_and_the_samba_pieces(install):
     if proc.returncode != 127:
         assert proc.returncode == 0, proc.stderr
         assert 'found in service section' not in proc.stderr, proc.stderr
+
+
+def test_install_ships_the_ctdb_example(install):
+    """Issue 20: the CTDB event script (executable, a shell script sh
+    parses) and the example CTDB configuration and smb.conf lines for
+    clustering are installed under the doc directory, as dist/ctdb has
+    them (test_ctdb.py runs those)."""
+    ctdb = os.path.join(os.path.dirname(install.target('smb.conf')), 'ctdb')
+    files = set(install.installed.values())
+    want = {'ctdb.conf', 'nodes', 'public_addresses', 'script.options', 'ctdb.tunables',
+            'smb-clustering.conf.example', 'events/legacy/50.inboxfs.script'}
+    for name in want:
+        assert os.path.join(ctdb, name) in files, (name, sorted(files))
+    script = install.destdir + os.path.join(ctdb, 'events/legacy/50.inboxfs.script')
+    assert os.stat(script).st_mode & 0o777 == 0o755
+    assert run(['sh', '-n', script]).returncode == 0
+    with open(script) as f, open(os.path.join(SOURCE, 'dist', 'ctdb', 'events', 'legacy',
+                                              '50.inboxfs.script')) as g:
+        assert f.read() == g.read()
+    with open(install.destdir + os.path.join(ctdb, 'smb-clustering.conf.example')) as f:
+        lines = f.read()
+    for line in ('clustering = yes', 'vfs objects = fileid', 'fileid:algorithm = fsname'):
+        assert line in lines
 
 
 def test_production_build_needs_neither_cmocka_nor_libsmbclient(tmp_path):

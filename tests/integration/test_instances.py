@@ -6,8 +6,10 @@ test_gluster.py."""
 
 import os
 import re
+import time
 
-from helpers import create_excl, inbox_contents, incomplete, staged
+from helpers import (TIMEOUT, create_excl, inbox_contents, incomplete, read_stats, staged,
+                     wait_until)
 
 OPEN = os.O_WRONLY | os.O_CREAT | os.O_EXCL
 
@@ -53,9 +55,10 @@ def test_restart_recovers_a_dead_instance_and_leaves_a_live_one_alone(mount_inbo
                                                                       client):
     """Acceptance 2: instance 1 is killed (-9) with an acknowledged drop (a
     lingering one) and an open one in its area while instance 2 serves an
-    open drop of its own. Instance 1's restart delivers the acknowledged
-    drop once and quarantines the open one; instance 2's drop is untouched
-    and its close succeeds."""
+    open drop of its own. Instance 1's restart (or instance 2, which takes a
+    dead area over while it runs, whichever locks it first) delivers the
+    acknowledged drop once and quarantines the open one; instance 2's drop
+    is untouched and its close succeeds."""
     first = mount_inboxfs(linger=60)
     second = mount_inboxfs(first.inbox)
     _closed_lingering(client, first, 'ACKED.SVF', b'acknowledged by instance 1')
@@ -69,16 +72,66 @@ def test_restart_recovers_a_dead_instance_and_leaves_a_live_one_alone(mount_inbo
     s1.end()
     first.start()
 
+    wait_until(lambda: 'ACKED.SVF' in inbox_contents(first.inbox) and incomplete(first.inbox),
+               timeout=TIMEOUT * 3, what='the dead instance\'s area recovered')
     assert inbox_contents(first.inbox) == {'ACKED.SVF': b'acknowledged by instance 1'}
     assert list(incomplete(first.inbox).values()) == [b'never closed']
     log = first.log()
     assert 'belongs to a live instance: left alone' in log, log
-    assert '1 areas recovered, 1 live left alone' in log, log
+    taken = [m.log().count('of an instance that is gone') for m in (first, second)]
+    assert sorted(taken) == [0, 1], taken
     s2.write(fd2, b'still open')
     s2.close(fd2)
     assert inbox_contents(first.inbox) == {'ACKED.SVF': b'acknowledged by instance 1',
                                            'LIVE.SVF': b'instance 2, still open'}
     assert staged(first.inbox, acked=True) == []
+
+
+def test_running_instance_takes_over_a_dead_ones_area(mount_inboxfs, client):
+    """Issue 20: an instance killed (-9) with acknowledged (lingering)
+    drops and an open one, and never started again. The other instance,
+    left running, takes its area over within seconds: each acknowledged
+    drop delivered once, the open one quarantined, the area gone, counted;
+    the survivor's own open drop (a live area) is untouched and its close
+    succeeds. On f37f33b nothing was delivered until an instance started
+    (the wait below timed out)."""
+    dead = mount_inboxfs(linger=60)
+    survivor = mount_inboxfs(dead.inbox)
+    want = {f'ACK{i:02d}.SVF': f'acknowledged {i}'.encode() for i in range(10)}
+    for name, data in want.items():
+        _closed_lingering(client, dead, name, data)
+    s_dead, s_live = client.session(), client.session()
+    fd_dead = s_dead.open(os.path.join(dead.mnt, 'OPEN.SVF'), OPEN, 0o644)
+    s_dead.write(fd_dead, b'never closed')
+    fd_live = s_live.open(os.path.join(survivor.mnt, 'LIVE.SVF'), OPEN, 0o644)
+    s_live.write(fd_live, b'survivor, ')
+    assert inbox_contents(dead.inbox) == {}
+
+    dead.crash()
+    killed = time.monotonic()
+    s_dead.end()
+    wait_until(lambda: len(inbox_contents(dead.inbox)) >= len(want), timeout=TIMEOUT * 3,
+               interval=0.1, what='the dead instance\'s acknowledged drops')
+    took = time.monotonic() - killed
+    wait_until(lambda: incomplete(dead.inbox), timeout=TIMEOUT * 3, interval=0.1,
+               what='the dead instance\'s open drop quarantined')
+
+    assert inbox_contents(dead.inbox) == want, took
+    assert list(incomplete(dead.inbox).values()) == [b'never closed']
+    log = survivor.log()
+    assert log.count('of an instance that is gone, taken over while serving') == 1, log
+    assert log.count('recovery: published') == len(want), log
+    stats = read_stats(survivor.mnt)
+    assert stats['recoveries.areas'] == 1, stats
+    assert stats['recoveries'] == len(want) + 1, stats
+    # Only the survivor's own area is left, and its open drop is its own.
+    areas = [e for e in os.listdir(os.path.join(dead.inbox, '.inboxfs'))
+             if e not in ('incomplete', 'names', 'lock')]
+    assert len(areas) == 1, areas
+    s_live.write(fd_live, b'still open')
+    s_live.close(fd_live)
+    assert inbox_contents(dead.inbox) == {**want, 'LIVE.SVF': b'survivor, still open'}
+    assert staged(dead.inbox, acked=True) == []
 
 
 def test_crash_between_link_and_unlink_is_repaired_without_duplicate(mount_inboxfs, client):

@@ -22,7 +22,7 @@ from helpers import (CLIENT_UID, SOURCE, STATS, TAG, TIMEOUT, create_excl, errno
 STAT_TOOL = os.path.join(SOURCE, 'tools', 'inboxfs-stat')
 # The counters README.md and the brief name; the file must hold them all.
 COUNTERS = ('drops', 'bytes', 'publications', 'rewrites', 'discarded',
-            'quarantines', 'recoveries', 'errors', 'sessions.alive',
+            'quarantines', 'recoveries', 'recoveries.areas', 'errors', 'sessions.alive',
             'sessions.started', 'sessions.ended', 'publish.latency.p50_us',
             'publish.latency.p90_us', 'publish.latency.p99_us', 'uptime_s')
 REWRITE_LINE = re.compile(
@@ -78,7 +78,7 @@ def test_counters_and_log_after_a_storm_with_collisions(mount_inboxfs):
     assert not missing, f'.inboxfs-stats lacks {missing}: {stats}'
     expected = {'drops': 20, 'publications': 20, 'rewrites': 19,
                 'bytes': sum(map(len, payloads)), 'discarded': 0, 'quarantines': 0,
-                'recoveries': 0, 'errors': 0}
+                'recoveries': 0, 'recoveries.areas': 0, 'errors': 0}
     assert {k: stats[k] for k in expected} == expected, stats
     assert stats['sessions.started'] >= 20
     assert stats['publish.latency.p50_us'] <= stats['publish.latency.p90_us'] \

@@ -594,6 +594,88 @@ static void test_recover_leaves_a_live_area_alone(void **state)
 	assert_content(f->st.incomplete_fd, open_drop, "being written");
 }
 
+/* While serving (recover_gone()): a live area is left alone, the old
+ * layout is the start's, and an area is taken over once its instance is
+ * gone: its acknowledged drop delivered, its open one set aside, the area
+ * removed; the next pass finds nothing. */
+static void test_recover_gone_while_serving(void **state)
+{
+	struct fixture *f = *state;
+	char open_drop[STAGE_NAME_MAX], acked[STAGE_NAME_MAX], area[AREA_NAME_MAX];
+	struct origin top;
+	struct staging other;
+	struct recovery r;
+
+	if (geteuid() != 0)
+		skip();
+	make_origin(f, NULL, "gone.txt", &top);
+	open_instance(f, &other);
+	snprintf(area, sizeof(area), "%s", other.area);
+	stage_in(&other, "being written", &top, false, open_drop);
+	stage_in(&other, "acknowledged", &top, true, acked);
+	write_file(f->st.rootfd, "d.00000000000000dd", "old layout");
+
+	recover_gone(&f->st, f->inbox_fd, &r);
+	assert_int_equal(r.live, 1);
+	assert_int_equal(r.areas + r.published + r.quarantined + r.failed + r.repaired, 0);
+	assert_content(other.dirfd, open_drop, "being written");
+	assert_content(other.dirfd, acked, "acknowledged");
+	assert_true(exists(f->st.rootfd, "d.00000000000000dd"));
+
+	/* Its instance dies (its lock goes with its descriptors). */
+	close(other.lockfd);
+	other.lockfd = -1;
+	recover_gone(&f->st, f->inbox_fd, &r);
+	assert_int_equal(r.areas, 1);
+	assert_int_equal(r.published, 1);
+	assert_int_equal(r.quarantined, 1);
+	assert_int_equal(r.failed + r.live, 0);
+	assert_content(f->inbox_fd, "gone.txt", "acknowledged");
+	assert_content(f->st.incomplete_fd, open_drop, "being written");
+	assert_false(area_exists(f, area));
+	assert_true(exists(f->st.rootfd, "d.00000000000000dd"));
+
+	recover_gone(&f->st, f->inbox_fd, &r);
+	assert_int_equal(r.areas + r.published + r.quarantined + r.failed + r.repaired + r.live, 0);
+	close(other.incomplete_fd);
+	close(other.dirfd);
+	close(other.rootfd);
+	dirsync_destroy(&other.dirsync);
+}
+
+/* staging_still_ours(): 0 while the area is there and locked by us;
+ * -ESTALE once its lock is lost (another open file can take it), and once
+ * it is gone (taken over and removed). */
+static void test_still_ours(void **state)
+{
+	struct fixture *f = *state;
+	struct staging other;
+	char moved[AREA_NAME_MAX + 8];
+	int fd;
+
+	assert_int_equal(staging_still_ours(&f->st), 0);
+	open_instance(f, &other);
+	assert_int_equal(staging_still_ours(&other), 0);
+
+	/* The lock lost, as a cluster filesystem's client loses it when it
+	 * reconnects: the same lock file, open but unlocked. */
+	fd = openat(other.dirfd, LOCK_FILE, O_RDWR | O_CLOEXEC);
+	assert_true(fd >= 0);
+	close(other.lockfd);
+	other.lockfd = fd;
+	assert_int_equal(staging_still_ours(&other), -ESTALE);
+	/* The probe let go of it again: a recovery can take it. */
+	assert_true(area_lockable(f, other.area));
+
+	/* Gone: taken over and removed (here renamed away). */
+	snprintf(moved, sizeof(moved), "gone.%s", other.area);
+	assert_int_equal(renameat(other.rootfd, other.area, other.rootfd, moved), 0);
+	assert_int_equal(staging_still_ours(&other), -ESTALE);
+	assert_int_equal(renameat(other.rootfd, moved, other.rootfd, other.area), 0);
+	staging_close(&other);
+	assert_int_equal(staging_still_ours(&f->st), 0);
+}
+
 static void test_recover_old_layout(void **state)
 {
 	struct fixture *f = *state;
@@ -994,6 +1076,8 @@ int main(void)
 		FIXTURE_TEST(test_recover),
 		FIXTURE_TEST(test_area_is_locked_while_open),
 		FIXTURE_TEST(test_recover_leaves_a_live_area_alone),
+		FIXTURE_TEST(test_recover_gone_while_serving),
+		FIXTURE_TEST(test_still_ours),
 		FIXTURE_TEST(test_recover_old_layout),
 		FIXTURE_TEST(test_recover_crashed_link_publication),
 		FIXTURE_TEST(test_publish_by_link),

@@ -1,0 +1,130 @@
+/* Recovery of the staging areas of instances that are gone (R6, R13):
+ * once before serving, then by a thread of its own every second while
+ * serving, so that what a dead instance acknowledged is delivered within
+ * seconds by whichever instance still runs, whether or not the dead one
+ * ever comes back. core/staging.c does the work, under each area's lock;
+ * this thread takes none of fs.h's locks and is never on a request's path. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fs.h"
+#include "log.h"
+
+/* How often the running instance looks for a dead one's area. */
+#define TAKEOVER_INTERVAL_MS 1000
+
+static void account(const struct recovery *r)
+{
+	stat_add(STAT_RECOVERED, r->published + r->quarantined + r->repaired);
+	stat_add(STAT_QUARANTINED, r->quarantined);
+	stat_add(STAT_PUBLISHED, r->published);
+	stat_add(STAT_AREAS_RECOVERED, r->areas);
+}
+
+void recovery_at_start(int inbox_fd)
+{
+	struct recovery r;
+
+	/* Before serving, deliver what instances that are gone acknowledged
+	 * and put aside what they did not. */
+	recover_staging(&fs.staging, inbox_fd, &r);
+	account(&r);
+	if (r.published + r.quarantined + r.failed + r.repaired + r.areas)
+		log_info("recovery: %u delivered, %u quarantined, %u failed, %u published "
+			 "before a crash (link repaired); %u areas recovered, %u live left alone",
+			 r.published, r.quarantined, r.failed, r.repaired, r.areas, r.live);
+}
+
+static pthread_mutex_t wait_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
+static bool stopping, started;
+static pthread_t worker;
+static int inbox;
+
+static bool lost;
+
+bool takeover_lost_area(void)
+{
+	return lost;
+}
+
+/* Our own area taken over, or its lock lost (a partition from the
+ * cluster filesystem longer than it keeps locks): what we staged is, or
+ * may at any moment be, another instance's to deliver, and publishing it
+ * too could deliver it twice. So stop serving: the unit restarts us with
+ * an area of our own, and writers of open drops see their close fail
+ * (never delivered: the taker quarantines them). */
+static bool still_ours(void)
+{
+	char area[AREA_NAME_MAX];
+	int err = staging_still_ours(&fs.staging);
+
+	if (err != -ESTALE)
+		return true;	/* ours, or cannot be told now: look again */
+	snprintf(area, sizeof(area), "%s", fs.staging.area);
+	log_warnx("staging area %s is no longer this instance's (its lock was lost, or "
+		  "another instance took it over): stopping; what it held is recovered by "
+		  "whichever instance takes it", area);
+	lost = true;
+	stop_now();	/* no drain: nothing staged here may be published now */
+	return false;
+}
+
+static void *takeover_main(void *arg)
+{
+	pthread_mutex_lock(&wait_lock);
+	while (!stopping) {
+		struct timespec until;
+		struct recovery r;
+
+		pthread_mutex_unlock(&wait_lock);
+		if (!still_ours()) {
+			pthread_mutex_lock(&wait_lock);
+			break;
+		}
+		recover_gone(&fs.staging, inbox, &r);
+		account(&r);
+		/* A failed area stays (its lock free): the next pass retries it. */
+		if (r.published + r.quarantined + r.failed + r.repaired + r.areas)
+			log_info("take-over: %u delivered, %u quarantined, %u failed, %u published "
+				 "before a crash (link repaired); %u areas recovered",
+				 r.published, r.quarantined, r.failed, r.repaired, r.areas);
+		pthread_mutex_lock(&wait_lock);
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += TAKEOVER_INTERVAL_MS / 1000;
+		until.tv_nsec += (TAKEOVER_INTERVAL_MS % 1000) * 1000000L;
+		if (until.tv_nsec >= 1000000000) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000;
+		}
+		if (!stopping)
+			pthread_cond_timedwait(&wake, &wait_lock, &until);
+	}
+	pthread_mutex_unlock(&wait_lock);
+	return NULL;
+}
+
+int takeover_start(int inbox_fd)
+{
+	inbox = inbox_fd;
+	if (pthread_create(&worker, NULL, takeover_main, NULL) != 0)
+		return -1;
+	started = true;
+	return 0;
+}
+
+void takeover_stop(void)
+{
+	if (!started)
+		return;
+	pthread_mutex_lock(&wait_lock);
+	stopping = true;
+	pthread_cond_signal(&wake);
+	pthread_mutex_unlock(&wait_lock);
+	pthread_join(worker, NULL);
+	started = false;
+}
