@@ -22,7 +22,7 @@ import time
 import pytest
 
 import helpers
-from helpers import (SOURCE, TAG, TIMEOUT, inbox_contents, is_build_dir, mountinfo,
+from helpers import (SOURCE, TAG, TIMEOUT, copy_source, inbox_contents, is_build_dir, mountinfo,
                      process_group, processes, read_log, wait_until, write_file)
 
 
@@ -32,23 +32,6 @@ DEMO_STOP_DEADLINE = 30.0
 
 
 # ============================================================ tools/run demo
-
-def copy_source(dest):
-    """The repository without its build directories (and caches)."""
-    def ignore(directory, names):
-        skipped = set()
-        for name in names:
-            path = os.path.join(directory, name)
-            if name in ('.pytest_cache', '__pycache__'):
-                skipped.add(name)
-            elif os.path.isdir(path) and not os.path.islink(path) and is_build_dir(path):
-                skipped.add(name)
-            elif not (os.path.isdir(path) or os.path.isfile(path) or os.path.islink(path)):
-                skipped.add(name)     # sockets, fifos
-        return skipped
-    shutil.copytree(SOURCE, dest, symlinks=True, ignore=ignore)
-    return dest
-
 
 def require_demo_prerequisites():
     if os.geteuid() != 0:
