@@ -111,25 +111,21 @@ def read_environment_file(path):
 
 def exec_argv(value, env):
     """An Exec*= line as systemd runs it (systemd.service(5), "Command
-    lines"): prefixes dropped, words split as by the shell's quoting, a word
-    that is exactly ${VAR} split into the variable's words (none when
-    empty), a word that is exactly $VAR one word, ${VAR} inside a word
-    replaced, and $$ a literal $."""
+    lines"): prefixes dropped, words split as by the shell's quoting, ${VAR}
+    (a word, or part of one) replaced by the variable's exact value, one
+    argument even when empty or spaced, a word that is exactly $VAR split
+    into the variable's words (none when empty), and $$ a literal $."""
     while value[:1] in ('-', '@', '+', '!', ':'):
         value = value[1:]
     argv = []
     for word in shlex.split(value):
-        whole = re.fullmatch(r'\$\{(\w+)\}', word)
-        if whole:
-            argv += env.get(whole.group(1), '').split()
-            continue
         whole = re.fullmatch(r'\$(\w+)', word)
         if whole:
-            argv.append(env.get(whole.group(1), ''))
+            argv += shlex.split(env.get(whole.group(1), ''))
             continue
-        word = re.sub(r'\$\$|\$\{(\w+)\}',
-                      lambda m: '$' if m.group(0) == '$$' else env.get(m.group(1), ''), word)
-        argv.append(word)
+        argv.append(re.sub(r'\$\$|\$\{(\w+)\}',
+                           lambda m: '$' if m.group(0) == '$$' else env.get(m.group(1), ''),
+                           word))
     return argv
 
 
