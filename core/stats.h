@@ -17,7 +17,7 @@ enum stat_id {
 	STAT_DISCARDED,		/* drops deleted by their owner */
 	STAT_QUARANTINED,	/* drops moved to incomplete/ */
 	STAT_RECOVERED,		/* drops handled by start-up recovery */
-	STAT_ERRORS,		/* failed publications and syncs */
+	STAT_ERRORS,		/* failed publications and syncs, drops failed by a write */
 	STAT_COUNT
 };
 
