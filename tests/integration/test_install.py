@@ -164,7 +164,10 @@ def test_install_gives_every_command_a_man_page_and_the_samba_pieces(install):
     dropin = os.path.join(doc, 'smbd.service.d', 'inboxfs.conf')
     assert dropin in files, files
     settings = unit_settings(open(destdir + dropin).read())
-    assert settings[('Unit', 'BindsTo')] == ['inboxfs@srv-inbox.service']
+    # Wants=, not BindsTo=: smbd (and the consumer's share) keeps running
+    # through inboxfs's stops and restarts (issue 19).
+    assert settings[('Unit', 'Wants')] == ['inboxfs@srv-inbox.service']
+    assert ('Unit', 'BindsTo') not in settings
     assert settings[('Unit', 'After')] == ['inboxfs@srv-inbox.service']
     assert os.path.join(doc, 'inboxfs-consumer.conf.example') in files
     with open(install.path('smb.conf')) as f:
