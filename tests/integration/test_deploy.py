@@ -464,3 +464,43 @@ def test_run_shows_why_a_build_fails(tmp_path):
         assert 'Press Ctrl-C' not in out
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_run_leaves_no_samba_service_running_that_it_installed(tmp_path):
+    """Issue 19: where systemd runs, installing Debian's samba package
+    starts and enables smbd and nmbd (port 445); tools/run says so and stops
+    and disables them again. Played with stand-ins: a dpkg-query that finds
+    samba missing, an apt-get that installs nothing, a systemctl that
+    records its calls (smbd and nmbd enabled and running), a meson that
+    fails (the build is not the point), and /run/systemd/system present in
+    a private mount namespace. Only a copy of tools/run runs."""
+    if os.geteuid() != 0 or not shutil.which('unshare'):
+        pytest.skip('needs root and unshare for a private /run')
+    tools = tmp_path / 'repo' / 'tools'
+    tools.mkdir(parents=True)
+    shutil.copy(os.path.join(SOURCE, 'tools', 'run'), tools / 'run')
+    stubs = tmp_path / 'bin'
+    stubs.mkdir()
+    calls = tmp_path / 'systemctl.calls'
+    scripts = {
+        'dpkg-query': '[ "$3" = samba ] && exit 1; echo "install ok installed"',
+        'apt-get': 'exit 0',
+        'systemctl': f'echo "$*" >> {calls}; exit 0',
+        'meson': 'exit 1',
+    }
+    for name, body in scripts.items():
+        (stubs / name).write_text(f'#!/bin/sh\n{body}\n')
+        (stubs / name).chmod(0o755)
+    env = dict(os.environ, PATH=f'{stubs}:{os.environ["PATH"]}')
+    proc = subprocess.run(
+        ['unshare', '--mount', '--propagation', 'private', 'sh', '-c',
+         'mount -t tmpfs none /run && mkdir -p /run/systemd/system && exec "$0"',
+         str(tools / 'run')],
+        env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=TIMEOUT * 6)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out          # the stand-in meson stopped it
+    assert 'installing samba' in out and 'smbd' in out.split('installing samba', 1)[1], out
+    recorded = calls.read_text().splitlines() if calls.exists() else []
+    for unit in ('smbd.service', 'nmbd.service'):
+        assert f'disable --now {unit}' in recorded, recorded
