@@ -192,19 +192,25 @@ def as_client(user, command, *args):
                 '/bin/sh', '-c', command, 'sh', *args], timeout=TIMEOUT * 3)
 
 
+def build_package(base):
+    """dpkg-buildpackage -us -uc -b of a copy of the tree in BASE (never
+    in the source tree): (the .deb, the .changes)."""
+    source = copy_source(os.path.join(base, 'inboxfs'))
+    proc = run(['dpkg-buildpackage', '-us', '-uc', '-b'], cwd=source, timeout=900)
+    assert proc.returncode == 0, \
+        f'dpkg-buildpackage failed:\n{proc.stdout[-4000:]}{proc.stderr[-4000:]}'
+    debs = [f for f in os.listdir(base) if re.fullmatch(r'inboxfs_[^_]+_[^_]+\.deb', f)]
+    changes = [f for f in os.listdir(base) if f.endswith('.changes')]
+    assert len(debs) == 1 and len(changes) == 1, os.listdir(base)
+    return os.path.join(base, debs[0]), os.path.join(base, changes[0])
+
+
 @pytest.fixture
 def package_build():
     require_prerequisites()
     base = tempfile.mkdtemp(prefix='inboxfs-package-')
     try:
-        source = copy_source(os.path.join(base, 'inboxfs'))
-        proc = run(['dpkg-buildpackage', '-us', '-uc', '-b'], cwd=source, timeout=900)
-        assert proc.returncode == 0, \
-            f'dpkg-buildpackage failed:\n{proc.stdout[-4000:]}{proc.stderr[-4000:]}'
-        debs = [f for f in os.listdir(base) if re.fullmatch(r'inboxfs_[^_]+_[^_]+\.deb', f)]
-        changes = [f for f in os.listdir(base) if f.endswith('.changes')]
-        assert len(debs) == 1 and len(changes) == 1, os.listdir(base)
-        yield os.path.join(base, debs[0]), os.path.join(base, changes[0])
+        yield build_package(base)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
