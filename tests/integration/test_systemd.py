@@ -4,7 +4,8 @@ debootstrap, the package built from this tree installed in it, and an
 instance of inboxfs@.service enabled there with smbd and the shipped smbd
 drop-in. Checked: a drop through Samba; kill -9 of the daemon restarts it,
 with its start logged again, and smbd serves again afterwards (the drop-in's
-Wants=; with BindsTo= smbd stayed stopped); `systemctl stop` leaves the
+Wants=; with BindsTo= smbd stayed stopped) and recovers the drop a client
+held open (quarantined, logged); `systemctl stop` leaves the
 mountpoint refusing creates; the journal keeps the priorities; the
 hardening is in force on the running daemon (capability bounding set, no
 new privileges, a seccomp filter: read from its /proc/PID/status).
@@ -202,8 +203,14 @@ def test_the_unit_under_systemd(container):
     names = inbox(box)
     assert 'MSG.TXT' in names and any(re.fullmatch(r'MSG~\w{12}\.TXT', n) for n in names), names
 
-    # kill -9: systemd restarts it, the start is logged again, and smbd
-    # serves again.
+    # kill -9 while a client holds a drop open: systemd restarts it, the
+    # restart recovers that drop (quarantined, never delivered) and says
+    # so, and smbd serves again.
+    writer = int(box.ok("setpriv --reuid inboxfs-smb --regid inboxfs-smb --clear-groups -- "
+                        "sh -c 'exec 3>/srv/inbox.drop/OPEN.TXT; echo partial >&3; "
+                        "exec sleep 600' >/dev/null 2>&1 & echo $!"))
+    wait_until(lambda: box.sh('ls /srv/inbox/.inboxfs/*/d.* >/dev/null 2>&1').returncode == 0,
+               timeout=TIMEOUT * 3, what='the open drop to be staged')
     pid = main_pid(box)
     box.ok(f'kill -9 {pid}')
     wait_until(lambda: main_pid(box) not in (0, pid)
@@ -212,6 +219,9 @@ def test_the_unit_under_systemd(container):
     journal = box.ok(f'journalctl -u {UNIT} -o cat')
     assert len(re.findall(r'serving /srv/inbox at /srv/inbox.drop', journal)) >= 2, journal
     assert 'stopped: signal (killed KILL)' in journal, journal
+    assert re.search(r'recovery: 0 delivered, 1 quarantined', journal), journal
+    assert 'OPEN.TXT' not in inbox(box)
+    box.ok(f'kill {writer}')
     box.ok('systemctl is-active smbd')
     status, out = smb_put(box, 'AFTER.TXT')
     assert status == 0 and 'NT_STATUS' not in out, out
