@@ -11,6 +11,8 @@ hardening is in force: on the running daemon (capability bounding set, no
 new privileges, a seccomp filter: read from its /proc/PID/status), and in a
 transient service given the unit's own hardening settings (no IPv4 socket,
 no new namespace, /dev/fuse opens); IPAddressDeny= blocks a connection.
+Then the package is purged while an instance runs: stopped, forgotten,
+the inbox untouched.
 
 How the container boots (what the issue's probe found it takes):
 SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 systemd-nspawn -b --register=no
@@ -303,3 +305,18 @@ def test_the_unit_under_systemd(container):
     assert 'NT_STATUS_ACCESS_DENIED' in out, out
     assert inbox(box) == before
     box.ok('systemctl is-active smbd')
+
+    # Purged while an instance runs: the instance is stopped and
+    # unmounted, systemd forgets the units, the inbox and its staging
+    # directory stay as they were, the account stays.
+    box.ok(f'systemctl start {UNIT}', timeout=TIMEOUT * 12)
+    # (the running instance's own area goes with its clean stop)
+    quarantined = box.ok('find /srv/inbox/.inboxfs/incomplete -type f | sort')
+    assert quarantined.strip(), 'the drop recovered above is not in incomplete/'
+    box.ok('dpkg --purge inboxfs', timeout=TIMEOUT * 12)
+    assert box.sh(f'systemctl is-active {UNIT}').stdout.strip() != 'active'
+    assert box.sh('findmnt -t fuse.inboxfs /srv/inbox.drop').returncode != 0
+    assert box.sh('systemctl cat inboxfs@.service').returncode != 0
+    assert inbox(box) == before
+    assert box.ok('find /srv/inbox/.inboxfs/incomplete -type f | sort') == quarantined
+    box.ok('getent passwd inboxfs-smb')
