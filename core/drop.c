@@ -377,17 +377,22 @@ int drop_change_begin(struct drop *d, enum drop_change what)
 	return ret;
 }
 
-void drop_change_end(struct drop *d, enum drop_change what, int error)
+bool drop_change_end(struct drop *d, enum drop_change what, int error)
 {
+	bool failed = false;
+
 	pthread_mutex_lock(&drop_lock);
 	if (error == 0 && what == DROP_CHANGE_DATA)
 		d->written = true;
 	/* A drop its writer could not write whole is never delivered. */
-	if (error && d->state == DROP_OPEN)
+	if (error && d->state == DROP_OPEN) {
 		fail(d, error);
+		failed = true;
+	}
 	if (--d->inflight == 0)
 		pthread_cond_broadcast(&drop_idle);
 	pthread_mutex_unlock(&drop_lock);
+	return failed;
 }
 
 int drop_rename(struct drop *d, uint64_t parent, const char *name, uint64_t *old)

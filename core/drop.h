@@ -174,9 +174,10 @@ enum drop_action drop_abandon(struct drop_handle *h);
 
 /* A change through H (or by name, H's drop D) begins: 0, or -EBADF when
  * the drop may not change any more. Every begin that returned 0 is ended
- * by drop_change_end(); ERROR (an errno, or 0) fails the drop. */
+ * by drop_change_end(); ERROR (an errno, or 0) fails the drop. True when
+ * this end failed it (once per drop: the caller counts it as an error). */
 int drop_change_begin(struct drop *d, enum drop_change what);
-void drop_change_end(struct drop *d, enum drop_change what, int error);
+bool drop_change_end(struct drop *d, enum drop_change what, int error);
 
 /* Rename D (a change in flight) to NAME in PARENT: -EEXIST when its
  * session holds another drop there. *OLD gets the directory it was in. */

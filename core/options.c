@@ -151,3 +151,20 @@ int count_parse(const char *spec, unsigned *out)
 	*out = (unsigned)v;
 	return 0;
 }
+
+int option_list_check(const char *list, char *why, size_t whysize)
+{
+	const char *reason = NULL;
+
+	if (list[strspn(list, " \t\n\r\v\f")] == '\0')
+		reason = "empty option list (leave -o out for the defaults)";
+	else if (list[strcspn(list, " \t\n\r\v\f")] != '\0')
+		reason = "options are separated by commas, without spaces";
+	else if (list[0] == ',' || list[strlen(list) - 1] == ',' || strstr(list, ",,"))
+		reason = "empty option between commas";
+	if (!reason)
+		return 0;
+	if (whysize > 0)
+		snprintf(why, whysize, "%s", reason);
+	return -EINVAL;
+}

@@ -56,4 +56,11 @@ int drain_parse(const char *spec, unsigned *out);
 /* Parse a whole number, 0..1000000. */
 int count_parse(const char *spec, unsigned *out);
 
+/* Check the shape of one -o list: comma-separated items, none empty, no
+ * white space. An empty or spaced INBOXFS_OPTIONS reaches the daemon as
+ * such a list (the unit passes it as one argument), and libfuse would
+ * answer it with "unknown option(s)" naming nothing the administrator
+ * wrote. 0, or -EINVAL with the reason in why (cut to whysize). */
+int option_list_check(const char *list, char *why, size_t whysize);
+
 #endif

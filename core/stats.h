@@ -18,7 +18,7 @@ enum stat_id {
 	STAT_QUARANTINED,	/* drops moved to incomplete/ */
 	STAT_RECOVERED,		/* drops handled by recovery (start-up or take-over) */
 	STAT_AREAS_RECOVERED,	/* staging areas of dead instances recovered */
-	STAT_ERRORS,		/* failed publications and syncs */
+	STAT_ERRORS,		/* failed publications and syncs, drops failed by a write */
 	STAT_COUNT
 };
 

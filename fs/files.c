@@ -141,7 +141,8 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 	if (d) {
 		/* A drop its writer could not write whole is not delivered,
 		 * whatever comes next (R11: full disk). */
-		drop_change_end(d, DROP_CHANGE_DATA, res < 0 ? (int)-res : 0);
+		if (drop_change_end(d, DROP_CHANGE_DATA, res < 0 ? (int)-res : 0))
+			stat_add(STAT_ERRORS, 1);
 		if (res > 0)
 			stat_add(STAT_BYTES, (uint64_t)res);
 	}
@@ -219,8 +220,8 @@ void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len
 	 * it. (An unsupported mode is only a question answered.) */
 	if (loses_data(-ret))
 		failed = -ret;
-	if (d)
-		drop_change_end(d, DROP_CHANGE_DATA, failed);
+	if (d && drop_change_end(d, DROP_CHANGE_DATA, failed))
+		stat_add(STAT_ERRORS, 1);
 	fuse_reply_err(req, -ret);
 }
 

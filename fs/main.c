@@ -385,6 +385,29 @@ static int open_dir_arg(const char *what, const char *path)
 	return fd;
 }
 
+/* Every -o list on the command line, before libfuse parses any: an empty
+ * or spaced one gets a line that names it (R11). */
+static int check_option_lists(int argc, char *argv[])
+{
+	char why[160];
+
+	for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
+		const char *list;
+
+		if (strcmp(argv[i], "-o") == 0 && i + 1 < argc)
+			list = argv[++i];
+		else if (strncmp(argv[i], "-o", 2) == 0)
+			list = argv[i] + 2;
+		else
+			continue;
+		if (option_list_check(list, why, sizeof(why)) < 0) {
+			fprintf(stderr, "inboxfs: -o \"%s\": %s\n", list, why);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 static int parse_config(const struct cmdline *c, struct inboxfs_config *cfg)
 {
 	char bad[256];
@@ -514,7 +537,11 @@ int main(int argc, char *argv[])
 	bool served = false;
 
 	umask(0);	/* the kernel applied the caller's umask already */
-	if (transport_opt_parse(&args) < 0 ||
+	/* Bad options or arguments exit 2 (the unit does not restart on it:
+	 * no restart cures them); everything after them 1. */
+	ret = 2;
+	if (check_option_lists(argc, argv) < 0 ||
+	    transport_opt_parse(&args) < 0 ||
 	    fuse_opt_parse(&args, &c, inboxfs_opts, NULL) < 0 ||
 	    fuse_opt_parse(&args, &c, help_opts, opt_proc) < 0)
 		goto out;
@@ -536,6 +563,7 @@ int main(int argc, char *argv[])
 		goto out;
 	if (parse_config(&c, &fs.cfg) < 0)
 		goto out;
+	ret = 1;
 	log_init(true, opts.debug);
 
 	clean_stale_mount(opts.mountpoint);
@@ -563,8 +591,10 @@ int main(int argc, char *argv[])
 	    fuse_opt_insert_arg(&args, 1, fsname) < 0)
 		goto out;
 	fs.se = fuse_session_new(&args, &inboxfs_ops, sizeof(inboxfs_ops), NULL);
-	if (fs.se == NULL)
+	if (fs.se == NULL) {
+		ret = 2;	/* libfuse's "unknown option(s)" (or out of memory) */
 		goto out;
+	}
 	sret = inode_init(fd);
 	if (sret < 0) {
 		fprintf(stderr, "inboxfs: INBOX %s: %s\n", c.inbox, sret == -EOPNOTSUPP ?
@@ -637,6 +667,13 @@ int main(int argc, char *argv[])
 	}
 	served = true;
 	log_notice("inboxfs %s serving %s at %s", INBOXFS_VERSION, c.inbox, opts.mountpoint);
+	/* Defaults included: a defaults file the unit never read shows here. */
+	log_notice("options in force: observers=%s,staging=%s%s,sync=%s,names=%s,linger=%u,"
+		   "max_drops=%u,client_mkdir=%s",
+		   c.observers ? c.observers : "root", c.staging ? c.staging : c.inbox,
+		   c.staging ? "" : "/" STAGING_DIR, c.sync ? c.sync : "close",
+		   c.names ? c.names : "default", fs.cfg.linger, fs.cfg.max_drops,
+		   fs.cfg.client_mkdir ? "yes" : "no");
 	if (opts.singlethread) {
 		ret = fuse_session_loop(fs.se);
 	} else {

@@ -13,6 +13,7 @@
 #include "fs.h"
 #include "transport.h"
 #include "names.h"
+#include "stats.h"
 
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
@@ -165,7 +166,8 @@ done:
 	if (!fi && fd >= 0)
 		close(fd);
 	if (d) {
-		drop_change_end(d, what, what == DROP_CHANGE_DATA && loses_data(-ret) ? -ret : 0);
+		if (drop_change_end(d, what, what == DROP_CHANGE_DATA && loses_data(-ret) ? -ret : 0))
+			stat_add(STAT_ERRORS, 1);
 		drop_put(d);
 	}
 	reply_attr(req, ret, &st, n);

@@ -22,7 +22,7 @@ import time
 import pytest
 
 import helpers
-from helpers import (SOURCE, TAG, TIMEOUT, inbox_contents, is_build_dir, mountinfo,
+from helpers import (SOURCE, TAG, TIMEOUT, copy_source, inbox_contents, is_build_dir, mountinfo,
                      process_group, processes, read_log, wait_until, write_file)
 
 
@@ -32,23 +32,6 @@ DEMO_STOP_DEADLINE = 30.0
 
 
 # ============================================================ tools/run demo
-
-def copy_source(dest):
-    """The repository without its build directories (and caches)."""
-    def ignore(directory, names):
-        skipped = set()
-        for name in names:
-            path = os.path.join(directory, name)
-            if name in ('.pytest_cache', '__pycache__'):
-                skipped.add(name)
-            elif os.path.isdir(path) and not os.path.islink(path) and is_build_dir(path):
-                skipped.add(name)
-            elif not (os.path.isdir(path) or os.path.isfile(path) or os.path.islink(path)):
-                skipped.add(name)     # sockets, fifos
-        return skipped
-    shutil.copytree(SOURCE, dest, symlinks=True, ignore=ignore)
-    return dest
-
 
 def require_demo_prerequisites():
     if os.geteuid() != 0:
@@ -481,3 +464,43 @@ def test_run_shows_why_a_build_fails(tmp_path):
         assert 'Press Ctrl-C' not in out
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_run_leaves_no_samba_service_running_that_it_installed(tmp_path):
+    """Issue 19: where systemd runs, installing Debian's samba package
+    starts and enables smbd and nmbd (port 445); tools/run says so and stops
+    and disables them again. Played with stand-ins: a dpkg-query that finds
+    samba missing, an apt-get that installs nothing, a systemctl that
+    records its calls (smbd and nmbd enabled and running), a meson that
+    fails (the build is not the point), and /run/systemd/system present in
+    a private mount namespace. Only a copy of tools/run runs."""
+    if os.geteuid() != 0 or not shutil.which('unshare'):
+        pytest.skip('needs root and unshare for a private /run')
+    tools = tmp_path / 'repo' / 'tools'
+    tools.mkdir(parents=True)
+    shutil.copy(os.path.join(SOURCE, 'tools', 'run'), tools / 'run')
+    stubs = tmp_path / 'bin'
+    stubs.mkdir()
+    calls = tmp_path / 'systemctl.calls'
+    scripts = {
+        'dpkg-query': '[ "$3" = samba ] && exit 1; echo "install ok installed"',
+        'apt-get': 'exit 0',
+        'systemctl': f'echo "$*" >> {calls}; exit 0',
+        'meson': 'exit 1',
+    }
+    for name, body in scripts.items():
+        (stubs / name).write_text(f'#!/bin/sh\n{body}\n')
+        (stubs / name).chmod(0o755)
+    env = dict(os.environ, PATH=f'{stubs}:{os.environ["PATH"]}')
+    proc = subprocess.run(
+        ['unshare', '--mount', '--propagation', 'private', 'sh', '-c',
+         'mount -t tmpfs none /run && mkdir -p /run/systemd/system && exec "$0"',
+         str(tools / 'run')],
+        env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=TIMEOUT * 6)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out          # the stand-in meson stopped it
+    assert 'installing samba' in out and 'smbd' in out.split('installing samba', 1)[1], out
+    recorded = calls.read_text().splitlines() if calls.exists() else []
+    for unit in ('smbd.service', 'nmbd.service'):
+        assert f'disable --now {unit}' in recorded, recorded

@@ -360,6 +360,12 @@ def test_full_disk(loop_fs, mount_inboxfs):
     check_inbox_complete(m, acked, failures)
     wait_until(lambda: staged(m.inbox, acked=True) == [], what='failed drops to leave staging')
     assert_quarantine_accounted(m)
+    # Every drop that failed at a write or a close is an error inboxfs
+    # met, counted once (a failed write fails the drop; a failed close is
+    # a failed sync or publication).
+    failed_drops = sum(1 for stage, _, _ in failures if stage in ('write', 'close'))
+    assert helpers.read_stats(m.mnt)['errors'] >= failed_drops, (failures,
+                                                                helpers.read_stats(m.mnt))
 
     # Space returns (the consumer deletes what it processed): drops succeed.
     os.unlink(ballast)

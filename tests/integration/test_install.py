@@ -164,7 +164,10 @@ def test_install_gives_every_command_a_man_page_and_the_samba_pieces(install):
     dropin = os.path.join(doc, 'smbd.service.d', 'inboxfs.conf')
     assert dropin in files, files
     settings = unit_settings(open(destdir + dropin).read())
-    assert settings[('Unit', 'BindsTo')] == ['inboxfs@srv-inbox.service']
+    # Wants=, not BindsTo=: smbd (and the consumer's share) keeps running
+    # through inboxfs's stops and restarts (issue 19).
+    assert settings[('Unit', 'Wants')] == ['inboxfs@srv-inbox.service']
+    assert ('Unit', 'BindsTo') not in settings
     assert settings[('Unit', 'After')] == ['inboxfs@srv-inbox.service']
     assert os.path.join(doc, 'inboxfs-consumer.conf.example') in files
     with open(install.path('smb.conf')) as f:
@@ -695,3 +698,27 @@ def test_mount_from_an_fstab_line(namespace):
     assert proc.returncode == 0, proc.stderr
     wait_gone(pid, inbox)
     assert namespace.mountinfo(inbox) == []
+
+
+def test_fstab_examples_are_nosuid_nodev_and_name_accounts_the_steps_create():
+    """Issue 19: every fstab line README.md and inboxfs(8) show mounts
+    nosuid,nodev (mount.fuse3 mounts without them unless told), and every
+    observer it names is root or an account README's steps create."""
+    with open(os.path.join(helpers.SOURCE, 'README.md')) as f:
+        readme = f.read()
+    with open(os.path.join(helpers.SOURCE, 'dist', 'inboxfs.8')) as f:
+        man = f.read().replace('\\-', '-')
+    # A useradd's last word, within a code span (which may wrap) or a line.
+    created = set(re.findall(r'useradd\b[^`]*?\s([a-z][a-z0-9-]*)\s*(?:`|$)', readme, re.M))
+    for doc, text in (('README.md', readme), ('inboxfs.8', man)):
+        lines = re.findall(r'^\s*(\S+)\s+(\S+)\s+fuse\.inboxfs\s+(\S+)\s+\d\s+\d\s*$', text, re.M)
+        assert lines, f'{doc} shows no fstab line'
+        for _, _, options in lines:
+            opts = options.split(',')
+            assert 'nosuid' in opts and 'nodev' in opts, f'{doc}: {options}'
+            for opt in opts:
+                if opt.startswith('observers='):
+                    for who in opt.split('=', 1)[1].split(':'):
+                        if who != 'root' and not who.startswith('@') and not who.isdigit():
+                            assert who in created, \
+                                f'{doc}: observer {who} is no account README creates ({created})'

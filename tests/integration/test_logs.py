@@ -102,3 +102,18 @@ def test_sigint_is_a_clean_stop_too(mount_inboxfs, sig):
     mount.run.proc.send_signal(sig)
     assert mount.run.proc.wait(timeout=TIMEOUT) == 0
     assert any(l.endswith('stopping on SIGINT') for l in _lines(mount))
+
+
+def test_start_logs_the_options_in_force(mount_inboxfs):
+    """The start names every option of inboxfs's own in force, the
+    defaults included, so a defaults file the unit never read (a per-inbox
+    file under an unescaped name) shows in the journal."""
+    mount = mount_inboxfs(sync='none', max_drops='7')
+    lines = _lines(mount)
+    start = [i for i, l in enumerate(lines) if ' serving ' in l]
+    assert len(start) == 1, lines
+    options = [l for l in lines if ' notice: options in force: ' in l]
+    assert len(options) == 1, lines
+    assert options[0].split(' notice: options in force: ', 1)[1] == (
+        f'observers=root,staging={mount.inbox}/.inboxfs,sync=none,names=default,'
+        'linger=0,max_drops=7,client_mkdir=no'), options

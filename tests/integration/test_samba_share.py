@@ -301,6 +301,22 @@ def consumer_connect(server):
                           share=helpers.SMB_CONSUMER_SHARE)
 
 
+def test_only_the_clients_accounts_may_drop(deployed):
+    """Issue 19: [inbox] names its SMB accounts (valid users) and the
+    hosts it admits (hosts allow): the consumer's account, valid on its own
+    share, is refused the clients' share, so it cannot drop as a client."""
+    mount, server = deployed
+    with pytest.raises(SessionError) as refused:
+        server.connect(helpers.SMB_CONSUMER_USER, helpers.SMB_CONSUMER_PASSWORD)
+    assert 'ACCESS_DENIED' in nt_status_name(refused.value.getErrorCode()), refused.value
+    assert server.connect().create_new('OK.SVF', b'a client') == STATUS_SUCCESS
+    assert consumer_connect(server).listdir() == ['OK.SVF']
+    with open(os.path.join(helpers.SOURCE, 'tools', 'smb.conf')) as f:
+        shipped = dict(re.findall(r'^\[(\w+)\]\n(.*?)(?=^\[|\Z)', f.read(), re.M | re.S))
+    for key in ('valid users', 'hosts allow'):
+        assert re.search(rf'^\s*{key}\s*=\s*\S', shipped['inbox'], re.M), f'[inbox] has no {key}'
+
+
 def test_the_consumers_share_sees_stored_names_and_deletes(deployed):
     """Issue 13 item 2: the consumer reads over SMB what was published,
     under the stored names, and deletes what it processed."""

@@ -128,6 +128,39 @@ def test_malformed_option_is_refused(run_inboxfs, dirs, option, mentions):
     assert_refused(run_inboxfs, ['-o', option, inbox, mnt], mnt, mentions=mentions)
 
 
+@pytest.mark.parametrize('options, mentions', [
+    ('', ['empty']),
+    (' ', ['empty']),
+    ('observers=root, sync=close', ['observers=root, sync=close', 'without spaces']),
+    ('observers=root,', ['observers=root,', 'empty option']),
+])
+def test_empty_or_spaced_option_list_is_refused_by_inboxfs(run_inboxfs, dirs, options, mentions):
+    """The unit passes ${INBOXFS_OPTIONS} as one argument: an empty or
+    spaced value in /etc/default/inboxfs gets inboxfs's own line, naming
+    -o (not libfuse's "unknown option(s)"), and exit status 2, which the
+    unit does not restart on."""
+    inbox, mnt = dirs
+    line = assert_refused(run_inboxfs, ['-o', options, inbox, mnt], mnt,
+                          mentions=['-o'] + mentions)
+    assert line.startswith('inboxfs: '), line
+    assert run_inboxfs('-o', options, inbox, mnt).returncode == 2
+
+
+@pytest.mark.parametrize('args', [
+    ['-o', 'bogus=1'], ['-o', 'sync=sometimes'], ['-o', 'uring=perhaps'], ['--no-such-flag'],
+])
+def test_bad_options_exit_2_and_the_unit_does_not_restart_on_it(run_inboxfs, dirs, args):
+    """Bad options are not cured by a restart: status 2, which
+    inboxfs@.service names in RestartPreventExitStatus=. A missing INBOX
+    (a volume not mounted yet) may be: status 1, restarted."""
+    inbox, mnt = dirs
+    assert run_inboxfs(*args, inbox, mnt).returncode == 2
+    missing = os.path.join(os.path.dirname(mnt), 'no-such-inbox')
+    assert run_inboxfs(missing, mnt).returncode == 1
+    with open(os.path.join(SOURCE, 'dist', 'inboxfs@.service')) as f:
+        assert re.search(r'^RestartPreventExitStatus=2$', f.read(), re.M)
+
+
 def test_missing_mountpoint_argument_is_refused(run_inboxfs, dirs):
     inbox, mnt = dirs
     assert_refused(run_inboxfs, [inbox], mnt, mentions=['MOUNTPOINT'])

@@ -15,6 +15,8 @@ import stat
 import subprocess
 import time
 
+import pytest
+
 from helpers import (CLIENT_UID, SOURCE, STATS, TAG, TIMEOUT, create_excl, errno_of,
                      inbox_contents, read_stats, run_together, staged, wait_until, write_file)
 
@@ -170,6 +172,19 @@ def test_inboxfs_stat_watch_prints_time_and_rates(mounted, client):
     assert all(rated), out
     assert any(float(m.group(2)) > 0 for m in rated), out
     assert not re.search(r'^publish\.latency\.\S+\s+\d+\s+\S+/s$', out, re.M), out
+
+
+@pytest.mark.parametrize('seconds', ['-1', '0', 'nan', 'inf', 'soon', ''])
+def test_inboxfs_stat_watch_refuses_a_bad_interval_in_one_line(mounted, seconds):
+    """-w takes a positive number of seconds: anything else is one line
+    on stderr naming -w and the value, and exit status 2 (no traceback, no
+    loop that never sleeps, no report first)."""
+    proc = stat_tool('-w', seconds, mounted.mnt)
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 2, proc
+    assert len(lines) == 1 and lines[0].startswith('inboxfs-stat: -w'), lines
+    assert repr(seconds) in lines[0], lines
+    assert proc.stdout == ''
 
 
 def test_inboxfs_stat_prometheus(mounted, client):

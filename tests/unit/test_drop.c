@@ -158,7 +158,7 @@ static void test_close_publishes_and_freezes(void **state)
 	int answer;
 
 	assert_int_equal(drop_change_begin(d, DROP_CHANGE_DATA), 0);
-	drop_change_end(d, DROP_CHANGE_DATA, 0);
+	assert_false(drop_change_end(d, DROP_CHANGE_DATA, 0));
 	assert_true(d->written);
 	assert_int_equal(close_by(&h, me, &plain_close, &answer), DROP_PUBLISH);
 	assert_int_equal(d->state, DROP_CLOSING);
@@ -311,9 +311,15 @@ static void test_failed_write(void **state)
 	struct drop *d = started(me, "F", &h);
 	int answer;
 
+	/* Two writes in flight fail: the end that fails the drop says so
+	 * (the daemon counts it in errors), the other does not; a failed
+	 * drop takes no change any more. */
 	assert_int_equal(drop_change_begin(d, DROP_CHANGE_DATA), 0);
-	drop_change_end(d, DROP_CHANGE_DATA, ENOSPC);
+	assert_int_equal(drop_change_begin(d, DROP_CHANGE_DATA), 0);
+	assert_true(drop_change_end(d, DROP_CHANGE_DATA, ENOSPC));
+	assert_false(drop_change_end(d, DROP_CHANGE_DATA, ENOSPC));
 	assert_int_equal(d->state, DROP_FAILED);
+	assert_int_equal(drop_change_begin(d, DROP_CHANGE_DATA), -EBADF);
 	assert_true(d->visible);	/* until its writer closes it */
 	assert_int_equal(close_by(&h, me, &plain_close, &answer), DROP_NOTHING);
 	assert_int_equal(answer, -ENOSPC);

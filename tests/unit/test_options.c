@@ -242,6 +242,40 @@ static void test_yes_no(void **state)
 	}
 }
 
+/* A -o list: what the unit passes when INBOXFS_OPTIONS is empty, spaced or
+ * has a stray comma is refused with a reason, before libfuse sees it. */
+static void test_option_list(void **state)
+{
+	(void)state;
+	const char *good[] = { "observers=root", "observers=root:consumer,sync=close",
+			       "ro", "names=%s~%t%e,linger=0" };
+	const struct { const char *list, *why; } bad[] = {
+		{ "", "empty" },
+		{ " ", "empty" },
+		{ "\t", "empty" },
+		{ "observers=root, sync=close", "without spaces" },
+		{ "observers=root ", "without spaces" },
+		{ "observers=root,", "empty option" },
+		{ ",sync=close", "empty option" },
+		{ "observers=root,,sync=close", "empty option" },
+	};
+	char why[160];
+
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		if (option_list_check(good[i], why, sizeof(why)) != 0)
+			fail_msg("\"%s\" refused: %s", good[i], why);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		why[0] = '\0';
+		if (option_list_check(bad[i].list, why, sizeof(why)) != -EINVAL)
+			fail_msg("\"%s\" accepted", bad[i].list);
+		if (!strstr(why, bad[i].why))
+			fail_msg("\"%s\": \"%s\" does not say \"%s\"", bad[i].list, why, bad[i].why);
+	}
+	/* The reason fits any buffer, cut. */
+	assert_int_equal(option_list_check("", why, 8), -EINVAL);
+	assert_true(strlen(why) < 8);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -258,6 +292,7 @@ int main(void)
 		cmocka_unit_test(test_seconds),
 		cmocka_unit_test(test_drain),
 		cmocka_unit_test(test_yes_no),
+		cmocka_unit_test(test_option_list),
 	};
 
 	unit_xml_reset();

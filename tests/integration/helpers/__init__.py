@@ -12,7 +12,7 @@ from .env import (CLIENT_UID, INBOXFS_BIN, LONG, OBSERVER_UID, OTHER_UID,
                   SMB_CONSUMER_PASSWORD, SMB_CONSUMER_SHARE, SMB_CONSUMER_USER,
                   SMB_FORCE_USER, SMB_PASSWORD, SMB_SHARE, SMB_USER, SOURCE,
                   STATUS_OBJECT_NAME_COLLISION, STATUS_SUCCESS, TIMEOUT, WRAPPER, DEFAULT_OPTS,
-                  ensure_system_user, free_port, is_build_dir, make_base_dir)
+                  copy_source, ensure_system_user, free_port, is_build_dir, make_base_dir)
 from .procs import (drop_privileges, inboxfs_daemons, kernel_stacks, open_files,
                     process_group, processes, read_log, reap, stop_process, task_ids,
                     wait_until)
@@ -33,7 +33,7 @@ __all__ = [
     'CLIENT_UID', 'INBOXFS_BIN', 'LONG', 'OBSERVER_UID', 'OTHER_UID',
     'SMB_CONSUMER_PASSWORD', 'SMB_CONSUMER_SHARE', 'SMB_CONSUMER_USER', 'SMB_FORCE_USER',
     'SMB_PASSWORD', 'SMB_SHARE', 'SMB_USER', 'SOURCE', 'STATUS_OBJECT_NAME_COLLISION',
-    'STATUS_SUCCESS', 'TIMEOUT', 'WRAPPER', 'ensure_system_user', 'free_port',
+    'STATUS_SUCCESS', 'TIMEOUT', 'WRAPPER', 'copy_source', 'ensure_system_user', 'free_port',
     'is_build_dir', 'make_base_dir', 'drop_privileges', 'inboxfs_daemons',
     'kernel_stacks', 'open_files', 'process_group', 'processes', 'read_log', 'reap',
     'stop_process', 'task_ids', 'wait_until', 'STATS', 'TAG', 'assert_delivered_once',

@@ -4,6 +4,7 @@ uids and SMB accounts, and the directories, accounts and ports tests make."""
 import os
 import pwd
 import shlex
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -84,3 +85,20 @@ def is_build_dir(path):
     name = os.path.basename(path)
     return (name == 'build' or name.startswith('build-')
             or os.path.isdir(os.path.join(path, 'meson-private')))
+
+
+def copy_source(dest):
+    """The repository without its build directories (and caches)."""
+    def ignore(directory, names):
+        skipped = set()
+        for name in names:
+            path = os.path.join(directory, name)
+            if name in ('.pytest_cache', '__pycache__'):
+                skipped.add(name)
+            elif os.path.isdir(path) and not os.path.islink(path) and is_build_dir(path):
+                skipped.add(name)
+            elif not (os.path.isdir(path) or os.path.isfile(path) or os.path.islink(path)):
+                skipped.add(name)     # sockets, fifos
+        return skipped
+    shutil.copytree(SOURCE, dest, symlinks=True, ignore=ignore)
+    return dest

@@ -65,7 +65,7 @@ class Samba:
         settings = [('inbox', k, v) for k, v in self.share_options.items()]
         text = conf.render(self.port, self.statedir, self.share_path,
                            consumer=self.consumer_path, consumer_user=SMB_CONSUMER_USER,
-                           smb1=self.smb1, settings=settings)
+                           smb1=self.smb1, settings=settings, client_user=SMB_USER)
         with open(self.conf, 'w') as f:
             f.write(text)
 
