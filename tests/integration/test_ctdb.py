@@ -218,8 +218,12 @@ class Node:
                 m = re.match(r'\s*([a-z][a-z0-9: ]*?)\s*=\s*(.*)$', line)
                 if m and section:
                     settings.append((section, m.group(1), m.group(2)))
-        settings += [('global', 'interfaces', 'lo ibx0'), ('global', 'bind interfaces only', 'no')]
-        text = conf.render(SMB_PORT, self.samba, self.cluster.mnt, settings=settings)
+        settings += [('global', 'interfaces', 'lo ibx0'), ('global', 'bind interfaces only', 'no'),
+                     # The clients come over the test's bridge, not from
+                     # the addresses the shipped [inbox] admits.
+                     ('inbox', 'hosts allow', f'127.0.0.1 {self.cluster.net}.0/24')]
+        text = conf.render(SMB_PORT, self.samba, self.cluster.mnt, settings=settings,
+                           client_user=SMB_USER)
         self.smb_conf = os.path.join(self.samba, 'smb.conf')
         with open(self.smb_conf, 'w') as f:
             f.write(text)

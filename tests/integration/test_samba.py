@@ -414,7 +414,8 @@ SECOND_USER = 'inboxtest2'
 def _two_users_one_connection(mounted, samba, **share_options):
     """A private smbd over the mount and one connection carrying two SMB
     sessions, of SMB_USER and SECOND_USER (a terminal server's users)."""
-    server = samba(mounted.mnt, **share_options)
+    server = samba(mounted.mnt, valid_users=f'{helpers.SMB_USER} {SECOND_USER}',
+                   **share_options)
     helpers.ensure_system_user(SECOND_USER)
     server.add_user(SECOND_USER, SECOND_USER)
     return server.connect_sessions([(helpers.SMB_USER, helpers.SMB_PASSWORD),
