@@ -64,9 +64,10 @@ struct closer {
  * - an SMB server process's connection left ESTABLISHED (a client that
  *   gave up waiting for its CLOSE, a cable pulled): it sends the message
  *   again.
- * Those fail with -EIO, never -EINTR: close(2)'s callers (Python, and C
- * code written for Linux, where the descriptor is gone either way) take
- * EINTR from close for done. The drop is quarantined. What happens after
+ * Those fail with -EIO, never -EINTR: on Linux the descriptor is gone
+ * whatever close(2) returns, and code written for that takes EINTR from
+ * close for done (Android's C library returns 0 for it), which would
+ * swallow the failure. The drop is quarantined. What happens after
  * this look (during the rename and the directory's sync, or before the
  * answer reaches the writer) is the window no design closes. */
 static int answer_reachable(const struct drop *d, const struct closer *cl)
