@@ -42,6 +42,8 @@
  *   publication failed    CLOSING -> FAILED, the close fails; or, when
  *                                    already acknowledged, LINGERING
  *                                    (hidden) to be tried again
+ *     (for a close, fs/ also fails a publication or an ack whose answer
+ *     can no longer reach the writer, found after the fsync: no new event)
  *   linger time up, no handle  LINGERING -> CLOSING: PUBLISH
  *   unlink by its session OPEN, LINGERING -> UNLINKED
  *   last release             OPEN -> CLOSING: PUBLISH if its writer exited

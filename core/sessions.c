@@ -18,7 +18,9 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -615,6 +617,56 @@ int task_state(pid_t tid)
 		}
 	}
 	return -EIO;
+}
+
+/* The signals whose default action ends the process (signal(7)): every
+ * one but SIGCHLD, SIGCONT, SIGURG, SIGWINCH and the stop signals; the
+ * real-time ones too. As /proc shows them: bit N-1 for signal N. */
+static uint64_t fatal_by_default(void)
+{
+	static const int spared[] = { SIGCHLD, SIGCONT, SIGURG, SIGWINCH,
+				      SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU };
+	uint64_t mask = ~0ULL;
+
+	for (size_t i = 0; i < sizeof(spared) / sizeof(spared[0]); i++)
+		mask &= ~(1ULL << (spared[i] - 1));
+	return mask;
+}
+
+int task_doomed(pid_t tid)
+{
+	static const char *const keys[] = { "SigPnd:", "ShdPnd:", "SigBlk:", "SigIgn:",
+					    "SigCgt:" };
+	uint64_t v[5] = { 0 }, pending, kill_bit = 1ULL << (SIGKILL - 1);
+	char path[64], buf[4096];
+	unsigned found = 0;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)tid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? -ESRCH : -errno;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return n < 0 && errno != ESRCH ? -errno : -ESRCH;
+	buf[n] = '\0';
+	for (size_t i = 0; i < 5; i++) {
+		char *p = strstr(buf, keys[i]);
+
+		if (p) {
+			v[i] = strtoull(p + strlen(keys[i]), NULL, 16);
+			found++;
+		}
+	}
+	if (found < 5)
+		return -EIO;
+	/* A thread's own pending set and its process's shared one. */
+	pending = v[0] | v[1];
+	if (pending & kill_bit)
+		return 1;
+	return (pending & ~v[2] & ~v[3] & ~v[4] & fatal_by_default()) != 0;
 }
 
 /* ---- holding drops: a pidfd, within the descriptor budget ---- */

@@ -88,6 +88,14 @@ int tid_to_tgid(pid_t tid, pid_t *tgid);
 enum task_state { TASK_RUNNING, TASK_EXITING, TASK_KILLED };
 int task_state(pid_t tid);
 
+/* Will thread TID's process die before it returns from the system call it
+ * is in (a close waiting for its FLUSH's answer)? 1 when a signal that
+ * kills is pending for it: SIGKILL (which the kernel also makes of every
+ * other fatal signal it delivers, and of another thread's exit), or one
+ * whose default action kills that it neither blocks, ignores nor
+ * catches; 0 if not; -errno if /proc cannot tell (-ESRCH: it is gone). */
+int task_doomed(pid_t tid);
+
 /* A session that is an SMB server process (smbd serves one SMB connection
  * per process) is tied to that connection: when it drops mid-copy, smbd
  * closes the open files itself, exactly as for a client's CLOSE, and only

@@ -43,29 +43,76 @@ static int drop_fd(struct drop *d, int fd, int *own)
 	return *own;
 }
 
-/* For a close being answered (ANSWERING), after its fsync and before the
- * step that delivers: can the answer still reach the writer? A durable
- * close waits for the disk, for seconds on a busy one; if the connection
- * ends meanwhile (umount -f, fusectl's abort: the daemon lives on), the
- * writer's close has failed already and its drop must not be delivered
- * (R6). -ENOTCONN then, and the drop is quarantined. */
-static int answer_reachable(bool answering)
+/* Who waits for a close's answer: the FLUSH (NULL: a mknod's, or none to
+ * look at) and the thread that sent it (0: nothing to look at there). */
+struct closer {
+	fuse_req_t req;
+	pid_t tid;
+};
+
+/* For a close being answered (CL; NULL: none is), after D's fsync and
+ * just before the step that delivers it (the rename, or the a.* ack under
+ * linger=): can the answer still reach the writer? A durable close waits
+ * for the disk, for seconds on a busy one, and what close_facts() found at
+ * the FLUSH may no longer hold (R6):
+ * - the connection ended (umount -f, fusectl's abort; the daemon lives
+ *   on): the close has failed already. -ENOTCONN.
+ * - the closing thread was killed meanwhile: the kernel's FLUSH is forced,
+ *   so it waits for this answer and dies without seeing it;
+ * - the FLUSH was interrupted (a signal: a handler that exits or jumps
+ *   away never sees the answer);
+ * - an SMB server process's connection left ESTABLISHED (a client that
+ *   gave up waiting for its CLOSE, a cable pulled): it sends the message
+ *   again.
+ * Those fail with -EIO, never -EINTR: on Linux the descriptor is gone
+ * whatever close(2) returns, and code written for that takes EINTR from
+ * close for done (Android's C library returns 0 for it), which would
+ * swallow the failure. The drop is quarantined. What happens after
+ * this look (during the rename and the directory's sync, or before the
+ * answer reaches the writer) is the window no design closes. */
+static int answer_reachable(const struct drop *d, const struct closer *cl)
 {
-	return answering && !transport_connected() ? -ENOTCONN : 0;
+	char q[1024], client[64];
+	const char *why = NULL;
+	int ret;
+
+	if (cl == NULL)
+		return 0;
+	if (!transport_connected())
+		return -ENOTCONN;
+	if (cl->tid > 0) {
+		ret = task_doomed(cl->tid);
+		if (ret == -ESRCH)
+			ret = 1;	/* gone: nobody to answer */
+		if (ret < 0)
+			return ret;	/* cannot tell: not acknowledged */
+		if (ret == 1)
+			why = "its writer was killed";
+	}
+	if (why == NULL && cl->req && fuse_req_interrupted(cl->req))
+		why = "its writer was interrupted by a signal";
+	if (why == NULL && d->peer.smb && peer_lost(&d->peer))
+		why = "the connection of its SMB client was lost";
+	if (why == NULL)
+		return 0;
+	log_warnx("%s while its close waited for the disk: \"%s\" not delivered (client %s, "
+		  "pid %d, uid %u)", why, log_name(d->name, q, sizeof(q)),
+		  peer_format(&d->peer, client, sizeof(client)), (int)d->pid, (unsigned)d->uid);
+	return -EIO;
 }
 
 /* Move D (CLOSING: its name and directory stay put) into its directory.
  * A directory removed or moved out of the inbox while D was open (an
  * observer may) cannot take it: it goes to the top of the inbox, by the
  * rule recovery and inboxfs-quarantine follow (publish_inside()).
- * ANSWERING: a close's answer waits for it. */
-static int publish(struct drop *d, int fd, bool answering)
+ * CL: the close whose answer waits for it (NULL: none). */
+static int publish(struct drop *d, int fd, const struct closer *cl)
 {
 	char final[NAME_MAX_BYTES + 1], q1[1024], q2[1024], client[64];
 	uint64_t start = now_usec();
 	struct node *dir = node_of(d->parent);
 	enum delivery where;
-	bool top;
+	bool top, told = false;
 	int own, dfd, ret;
 
 	fd = drop_fd(d, fd, &own);
@@ -77,7 +124,8 @@ static int publish(struct drop *d, int fd, bool answering)
 		ret = -errno;
 		goto out;
 	}
-	ret = answer_reachable(answering);
+	ret = answer_reachable(d, cl);
+	told = ret == -EIO;	/* it said why */
 	if (ret < 0)
 		goto out;
 	dfd = dir_get(dir);
@@ -109,15 +157,18 @@ out:
 	if (ret < 0) {
 		stat_add(STAT_ERRORS, 1);
 		errno = -ret;
-		log_warn("publishing \"%s\" (%s)", log_name(d->name, q1, sizeof(q1)), d->stage_name);
+		if (!told)
+			log_warn("publishing \"%s\" (%s)", log_name(d->name, q1, sizeof(q1)),
+				 d->stage_name);
 	}
 	return ret;
 }
 
 /* Make D durable and staged as acknowledged (a.*): recovery delivers it.
- * ANSWERING: a close's answer waits for it. */
-static int ack(struct drop *d, int fd, bool answering)
+ * CL: the close whose answer waits for it (NULL: none). */
+static int ack(struct drop *d, int fd, const struct closer *cl)
 {
+	bool told = false;
 	int own, ret = 0;
 
 	fd = drop_fd(d, fd, &own);
@@ -125,8 +176,10 @@ static int ack(struct drop *d, int fd, bool answering)
 		ret = fd;
 	else if (fs.staging.sync && fsync(fd) < 0)
 		ret = -errno;
-	if (ret == 0)
-		ret = answer_reachable(answering);
+	if (ret == 0) {
+		ret = answer_reachable(d, cl);
+		told = ret == -EIO;	/* it said why */
+	}
 	if (ret == 0)
 		ret = stage_ack(&fs.staging, d->stage_name);
 	if (own >= 0)
@@ -134,7 +187,8 @@ static int ack(struct drop *d, int fd, bool answering)
 	if (ret < 0) {
 		stat_add(STAT_ERRORS, 1);
 		errno = -ret;
-		log_warn("acknowledging %s", d->stage_name);
+		if (!told)
+			log_warn("acknowledging %s", d->stage_name);
 	}
 	return ret;
 }
@@ -150,8 +204,8 @@ static void quarantine(struct drop *d)
 		stat_add(STAT_QUARANTINED, 1);
 }
 
-/* ANSWERING: for a close, whose answer waits for this. */
-static int carry_out(struct drop *d, enum drop_action act, int fd, bool answering)
+/* CL: for a close, whose answer waits for this (NULL: none). */
+static int carry_out(struct drop *d, enum drop_action act, int fd, const struct closer *cl)
 {
 	int answer = 0;
 
@@ -160,10 +214,10 @@ static int carry_out(struct drop *d, enum drop_action act, int fd, bool answerin
 		case DROP_NOTHING:
 			return answer;
 		case DROP_ACK:
-			act = drop_acked(d, ack(d, fd, answering), &answer);
+			act = drop_acked(d, ack(d, fd, cl), &answer);
 			break;
 		case DROP_PUBLISH:
-			act = drop_published(d, publish(d, fd, answering), &answer);
+			act = drop_published(d, publish(d, fd, cl), &answer);
 			break;
 		case DROP_QUARANTINE:
 			quarantine(d);
@@ -183,7 +237,7 @@ static int carry_out(struct drop *d, enum drop_action act, int fd, bool answerin
 
 int drop_carry_out(struct drop *d, enum drop_action act, int fd)
 {
-	return carry_out(d, act, fd, false);
+	return carry_out(d, act, fd, NULL);
 }
 
 void drop_node_free(struct drop *d)
@@ -320,12 +374,13 @@ static void close_facts(struct handle *h, pid_t tid, uid_t uid, struct session *
 }
 
 /* H closed by session S (NULL: a closer that cannot be placed, for
- * reason UNPLACED, an errno) and its thread TID (0: no facts to find)
- * with fsuid UID. */
-static int handle_close(struct handle *h, struct session *s, pid_t tid, uid_t uid,
-			int unplaced)
+ * reason UNPLACED, an errno) through FLUSH REQ (NULL: the daemon's own
+ * close) and its thread TID (0: no facts to find) with fsuid UID. */
+static int handle_close(struct handle *h, struct session *s, fuse_req_t req, pid_t tid,
+			uid_t uid, int unplaced)
 {
 	struct drop_close c = { .error = unplaced };
+	struct closer cl = { .req = req, .tid = tid };
 	enum drop_action act;
 	int ret;
 
@@ -333,18 +388,24 @@ static int handle_close(struct handle *h, struct session *s, pid_t tid, uid_t ui
 		return 0;
 	if (s && tid > 0)
 		close_facts(h, tid, uid, s, &c);
+	/* A close made by the kernel for an exiting process: nobody waits
+	 * for its answer, and an exit's close delivers (close_facts()); the
+	 * exit itself leaves the other threads a SIGKILL, and their closes'
+	 * FLUSHes interrupted. */
+	if (c.exiting)
+		cl = (struct closer){ 0 };
 	ret = drop_close(&h->drop, s, &c, &act);
 	if (act != DROP_NOTHING)
-		ret = carry_out(h->drop.d, act, h->fd, true);
+		ret = carry_out(h->drop.d, act, h->fd, &cl);
 	return ret;
 }
 
 int drop_handle_close(struct handle *h, struct session *s)
 {
-	return handle_close(h, s, 0, 0, 0);
+	return handle_close(h, s, NULL, 0, 0, 0);
 }
 
-int drop_handle_flush(struct handle *h, pid_t tid, uid_t uid)
+int drop_handle_flush(fuse_req_t req, struct handle *h, pid_t tid, uid_t uid)
 {
 	struct session *s = NULL;
 	int ret;
@@ -355,7 +416,7 @@ int drop_handle_flush(struct handle *h, pid_t tid, uid_t uid)
 	 * session. A closer we cannot place (its thread gone, /proc out of
 	 * reach) is no writer we can trust. */
 	ret = tid > 0 ? session_get_as(tid, session_uid(h->drop.d->owner), &s) : -ESRCH;
-	ret = handle_close(h, s, tid, uid, ret == -ESRCH ? EIO : -ret);
+	ret = handle_close(h, s, req, tid, uid, ret == -ESRCH ? EIO : -ret);
 	if (s)
 		session_put(s);
 	return ret;

@@ -9,6 +9,7 @@ The crash storm and the full disk are in test_faults.py."""
 import errno
 import hashlib
 import os
+import platform
 import re
 import select
 import signal
@@ -563,3 +564,178 @@ def test_concurrent_publications_share_a_failing_directory_sync(mount_inboxfs, t
     client = helpers.Client()
     client.call(helpers.create_excl, os.path.join(m.mnt, 'G0.SVF'), b'delivered')
     assert inbox_files(m) == {'G0.SVF': b'delivered'}
+
+
+# ------------------------------- (4) a close whose answer cannot reach, R6
+
+# Creates argv[1], writes argv[2], says 'closing' and closes; prints
+# 'closed ERRNO' (0: it succeeded). With argv[3], a handler for SIGUSR1.
+CLOSING_WRITER = r'''
+import os, signal, sys
+path, data = sys.argv[1], sys.argv[2].encode()
+if len(sys.argv) > 3:
+    signal.signal(signal.SIGUSR1, lambda *a: None)
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+os.write(fd, data)
+sys.stdout.write('closing\n'); sys.stdout.flush()
+try:
+    os.close(fd)
+    err = 0
+except OSError as e:
+    err = e.errno
+sys.stdout.write('closed %d\n' % err); sys.stdout.flush()
+'''
+
+CLOSE_NR = {'x86_64': 3, 'aarch64': 57}.get(platform.machine())
+LATE_FSYNC_MS = 2000
+
+
+def in_close(pid):
+    """Is process PID blocked in close(2)? (/proc/PID/syscall: root may read
+    it; never touches the mount.)"""
+    try:
+        with open(f'/proc/{pid}/syscall') as f:
+            return f.read().split()[0] == str(CLOSE_NR)
+    except (OSError, IndexError):
+        return False
+
+
+def slow_fsync_mount(mount_inboxfs, tmp_path, monkeypatch, transport, **options):
+    """A mount whose fsyncs of regular files take LATE_FSYNC_MS
+    (test_transport's LD_PRELOAD), over io_uring (the fuse module's
+    enable_uring set for the mount only: the kernel reads it at INIT) or
+    /dev/fuse."""
+    from test_transport import SLOW_FSYNC, transport_lines, uring_param
+    if CLOSE_NR is None:
+        pytest.skip(f'close(2)\'s number on {platform.machine()} not known here')
+    src, lib = tmp_path / 'slowfsync.c', tmp_path / 'slowfsync.so'
+    src.write_text(SLOW_FSYNC)
+    subprocess.run(['cc', '-shared', '-fPIC', '-o', str(lib), str(src), '-ldl'], check=True,
+                   timeout=TIMEOUT * 6)
+    monkeypatch.setattr(helpers, 'WRAPPER', [
+        'env', f'LD_PRELOAD={lib}', f'INBOXFS_SLOW_FSYNC_MS={LATE_FSYNC_MS}',
+        'ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=1'] + helpers.WRAPPER)
+    if transport == 'uring':
+        with uring_param(True):
+            m = mount_inboxfs(sync='close', **options)
+            lines = transport_lines(m)
+        if not [line for line in lines if 'io_uring' in line]:
+            pytest.skip('no FUSE over io_uring: ' + ' '.join(lines))
+    else:
+        m = mount_inboxfs(sync='close', uring='no', **options)
+    return m
+
+
+@pytest.mark.parametrize('transport,sig,linger', [
+    ('dev', 'KILL', 0), ('uring', 'KILL', 0), ('dev', 'KILL', 1),
+    ('dev', 'USR1', 0), ('uring', 'USR1', 0),
+    ('dev', None, 0), ('uring', None, 0), ('dev', None, 1)])
+def test_close_whose_writer_is_signalled_during_its_fsync(mount_inboxfs, client, tmp_path,
+                                                          monkeypatch, transport, sig, linger):
+    """A writer's close held in the drop's fsync (LATE_FSYNC_MS) and the
+    writer signalled meanwhile by another process: SIGKILL (the kernel's
+    FLUSH is forced: the killed writer waits for the answer and dies
+    without seeing it), or SIGUSR1 to a handler (the FLUSH is
+    interrupted; the program may never see the answer). Neither is
+    delivered: the drop goes to incomplete/ with a log line, and a writer
+    that lives on sees EIO. With linger=1 the acknowledgement (a.*) is
+    the commit point: nothing is delivered after the linger either. The
+    control (no signal): delivered once, the close succeeds after the
+    fsync."""
+    m = slow_fsync_mount(mount_inboxfs, tmp_path, monkeypatch, transport,
+                         **({'linger': linger} if linger else {}))
+    m.allow_log(r'quarantine|never saw a successful close|Input/output error')
+    name = f'LATE{sig}.SVF'
+    data = f'{sig} {transport} {linger}'
+    proc = client.popen([sys.executable, '-c', CLOSING_WRITER, os.path.join(m.mnt, name), data]
+                        + (['handler'] if sig == 'USR1' else []),
+                        stdout=subprocess.PIPE, text=True)
+    try:
+        assert select.select([proc.stdout], [], [], TIMEOUT * 3)[0], 'the writer did not write'
+        assert proc.stdout.readline() == 'closing\n'
+        start = time.monotonic()
+        wait_until(lambda: in_close(proc.pid), what='the writer in close(2)')
+        if sig:
+            # Well inside the fsync: the close cannot have been answered.
+            assert time.monotonic() - start < LATE_FSYNC_MS / 1000 / 2
+            os.kill(proc.pid, getattr(signal, 'SIG' + sig))
+        out = proc.communicate(timeout=TIMEOUT * 6)[0]
+    finally:
+        helpers.stop_process(proc, sig=signal.SIGKILL)
+        proc.stdout.close()
+    if linger:
+        time.sleep(linger + 0.5)                       # publication would be due by now
+    if sig is None:
+        assert proc.returncode == 0 and out == 'closed 0\n', (proc.returncode, out)
+        assert time.monotonic() - start >= LATE_FSYNC_MS / 1000 * 0.9
+        wait_until(lambda: inbox_files(m), what='the drop delivered')
+        assert inbox_files(m) == {name: data.encode()}
+        assert incomplete(m.inbox) == {}
+        return
+    if sig == 'KILL':
+        assert proc.returncode == -signal.SIGKILL, (proc.returncode, out)
+    else:
+        assert proc.returncode == 0 and out == f'closed {errno.EIO}\n', (proc.returncode, out)
+    wait_until(lambda: incomplete(m.inbox) or inbox_files(m), what='the drop delivered or aside')
+    assert inbox_files(m) == {}, 'delivered, though its close never answered its writer'
+    assert list(incomplete(m.inbox).values()) == [data.encode()]
+    assert_quarantine_accounted(m)
+    why = 'killed' if sig == 'KILL' else 'interrupted'
+    assert re.search(rf'{why}.*while its close waited.*not delivered', m.log()), m.log()
+    assert staged(m.inbox, acked=True) == []
+    time.sleep(0.3)                                    # nothing shows up late either
+    assert inbox_files(m) == {}
+
+
+@pytest.mark.parametrize('how', ['reset', 'wait'])
+def test_smb_close_whose_connection_is_lost_during_its_fsync(mount_inboxfs, samba, tmp_path,
+                                                             monkeypatch, how):
+    """Through real Samba, a drop's fsync held (LATE_FSYNC_MS): the client
+    sends CLOSE without waiting for its answer and resets the connection
+    (SO_LINGER 0) while smbd's close waits for the fsync: the client never
+    sees the CLOSE's answer and would send the message again, so nothing
+    may be delivered; the data goes to incomplete/. The control ('wait'):
+    a client that waits for the answer gets STATUS_SUCCESS, delivered once."""
+    from impacket import smb3structs as s3
+    m = slow_fsync_mount(mount_inboxfs, tmp_path, monkeypatch, 'dev')
+    m.allow_log(r'quarantine|never saw a successful close|Input/output error')
+    server = samba(m.mnt)
+    name, part = 'SMBLATE.SVF', stream_prefix(100_000)
+    conn = helpers.SmbClient(server.port, helpers.SMB_USER, helpers.SMB_PASSWORD)
+    try:
+        status, fid = conn.create(name, s3.FILE_CREATE, data=part, close=False)
+        assert status == helpers.STATUS_SUCCESS, helpers.nt_status_name(status)
+        conn_pids = smb_holders(server, name)
+        assert len(conn_pids) == 1, f'smbd processes holding the file: {conn_pids}'
+        conn_pid = conn_pids.pop()
+        if how == 'wait':
+            start = time.monotonic()
+            conn.close(fid)                                # raises unless STATUS_SUCCESS
+            assert time.monotonic() - start >= LATE_FSYNC_MS / 1000 * 0.9
+            assert inbox_files(m) == {name: part}
+            return
+        smb = conn.conn.getSMBServer()
+        packet = smb.SMB_PACKET()
+        packet['Command'] = s3.SMB2_CLOSE
+        packet['TreeID'] = conn.tid
+        close = s3.SMB2Close()
+        close['Flags'] = 0
+        close['FileID'] = fid
+        packet['Data'] = close
+        smb.sendSMB(packet)                                # no wait for the answer
+        start = time.monotonic()
+        wait_until(lambda: in_close(conn_pid), what="smbd's close(2) of the drop")
+        assert time.monotonic() - start < LATE_FSYNC_MS / 1000 / 2
+        sock = smb._NetBIOSSession.get_socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b'\x01\x00\x00\x00\x00\x00\x00\x00')
+        sock.close()                                       # RST
+        conn.conn = None
+    finally:
+        conn.disconnect()
+    wait_until(lambda: conn_pid not in helpers.process_group(server.proc.pid),
+               timeout=TIMEOUT * 3, what="smbd's connection process to exit")
+    wait_until(lambda: incomplete(m.inbox) or inbox_files(m), what='the drop delivered or aside')
+    assert inbox_files(m) == {}, 'delivered, though its CLOSE never answered its client'
+    assert list(incomplete(m.inbox).values()) == [part]
+    assert_quarantine_accounted(m)
+    assert re.search(r'connection.*lost while its close waited.*not delivered', m.log()), m.log()

@@ -1,7 +1,8 @@
 /* Unit tests for core/sessions.c: one session per process found from any
  * of its threads, ended (with the callback) when the process exits; a
  * reused pid is a new session; idle sessions hold no descriptor; the
- * descriptor budget and its pool for sessions' first drops.
+ * descriptor budget and its pool for sessions' first drops; which pending
+ * signals doom a process (task_doomed()).
  * (Each session's namespace of drops is tested in test_drop.c.) Child processes stand in for
  * clients; they sleep until killed. */
 #include <dirent.h>
@@ -489,6 +490,65 @@ static void test_uids_of_one_process_are_sessions_of_their_own(void **state)
 	session_put(b);
 }
 
+static void on_usr2(int sig)
+{
+	(void)sig;
+}
+
+/* task_doomed(): a pending signal dooms a process only if it kills it:
+ * not a caught one (its handler runs, then the call returns), not a
+ * blocked one, not one whose default is to be ignored. A stopped child
+ * takes no signal but SIGKILL and SIGCONT: what is sent stays pending
+ * there, as for a writer held in a FUSE close. */
+static void test_task_doomed(void **state)
+{
+	pid_t parent = getpid(), pid;
+	int ready[2], status;
+	char c;
+
+	assert_int_equal(pipe(ready), 0);
+	pid = fork();
+	if (pid == 0) {
+		sigset_t set;
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(0);
+		signal(SIGUSR2, on_usr2);
+		sigemptyset(&set);
+		sigaddset(&set, SIGUSR1);
+		sigprocmask(SIG_BLOCK, &set, NULL);
+		close(STDOUT_FILENO);
+		close(STDERR_FILENO);
+		if (write(ready[1], "", 1) != 1)
+			_exit(1);
+		for (;;)
+			pause();
+	}
+	assert_true(pid > 0);
+	for (unsigned i = 0; i < MAX_CHILDREN; i++) {
+		if (children[i] == 0) {
+			children[i] = pid;
+			break;
+		}
+	}
+	close(ready[1]);
+	assert_int_equal(read(ready[0], &c, 1), 1);
+	close(ready[0]);
+	assert_int_equal(task_doomed(pid), 0);
+	assert_int_equal(kill(pid, SIGSTOP), 0);
+	assert_int_equal(waitpid(pid, &status, WUNTRACED), pid);
+	assert_true(WIFSTOPPED(status));
+	assert_int_equal(kill(pid, SIGUSR2), 0);	/* caught */
+	assert_int_equal(kill(pid, SIGUSR1), 0);	/* blocked */
+	assert_int_equal(kill(pid, SIGWINCH), 0);	/* ignored by default */
+	assert_int_equal(task_doomed(pid), 0);
+	assert_int_equal(kill(pid, SIGQUIT), 0);	/* kills by default */
+	assert_int_equal(task_doomed(pid), 1);
+	kill_and_reap(pid);
+	assert_int_equal(task_doomed(pid), -ESRCH);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -504,6 +564,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_budget_keeps_a_pool_for_first_drops, teardown),
 		cmocka_unit_test_teardown(test_uids_of_one_process_are_sessions_of_their_own,
 					  teardown),
+		cmocka_unit_test_teardown(test_task_doomed, teardown),
 	};
 
 	unit_xml_reset();
