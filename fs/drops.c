@@ -43,10 +43,9 @@ static int drop_fd(struct drop *d, int fd, int *own)
 	return *own;
 }
 
-/* Who waits for a close's answer: the FLUSH (NULL: a mknod's, or none to
- * look at) and the thread that sent it (0: nothing to look at there). */
+/* Who waits for a close's answer: the thread that sent the FLUSH (0: a
+ * mknod's close, or nothing to look at there). */
 struct closer {
-	fuse_req_t req;
 	pid_t tid;
 };
 
@@ -59,15 +58,17 @@ struct closer {
  *   on): the close has failed already. -ENOTCONN.
  * - the closing thread was killed meanwhile: the kernel's FLUSH is forced,
  *   so it waits for this answer and dies without seeing it;
- * - the FLUSH was interrupted (a signal: a handler that exits or jumps
- *   away never sees the answer);
  * - an SMB server process's connection left ESTABLISHED (a client that
  *   gave up waiting for its CLOSE, a cable pulled): it sends the message
  *   again.
  * Those fail with -EIO, never -EINTR: on Linux the descriptor is gone
  * whatever close(2) returns, and code written for that takes EINTR from
  * close for done (Android's C library returns 0 for it), which would
- * swallow the failure. The drop is quarantined. What happens after
+ * swallow the failure. The drop is quarantined. A signal the writer
+ * catches is no reason: the kernel sends an INTERRUPT, but a FLUSH is
+ * forced, so its close still waits for this answer and returns it (and a
+ * smbd told to reload its configuration would fail every close under
+ * way). What happens after
  * this look (during the rename and the directory's sync, or before the
  * answer reaches the writer) is the window no design closes. */
 static int answer_reachable(const struct drop *d, const struct closer *cl)
@@ -89,8 +90,6 @@ static int answer_reachable(const struct drop *d, const struct closer *cl)
 		if (ret == 1)
 			why = "its writer was killed";
 	}
-	if (why == NULL && cl->req && fuse_req_interrupted(cl->req))
-		why = "its writer was interrupted by a signal";
 	if (why == NULL && d->peer.smb && peer_lost(&d->peer))
 		why = "the connection of its SMB client was lost";
 	if (why == NULL)
@@ -374,13 +373,13 @@ static void close_facts(struct handle *h, pid_t tid, uid_t uid, struct session *
 }
 
 /* H closed by session S (NULL: a closer that cannot be placed, for
- * reason UNPLACED, an errno) through FLUSH REQ (NULL: the daemon's own
- * close) and its thread TID (0: no facts to find) with fsuid UID. */
-static int handle_close(struct handle *h, struct session *s, fuse_req_t req, pid_t tid,
-			uid_t uid, int unplaced)
+ * reason UNPLACED, an errno) and its thread TID (0: the daemon's own
+ * close, no facts to find) with fsuid UID. */
+static int handle_close(struct handle *h, struct session *s, pid_t tid, uid_t uid,
+			int unplaced)
 {
 	struct drop_close c = { .error = unplaced };
-	struct closer cl = { .req = req, .tid = tid };
+	struct closer cl = { .tid = tid };
 	enum drop_action act;
 	int ret;
 
@@ -402,10 +401,10 @@ static int handle_close(struct handle *h, struct session *s, fuse_req_t req, pid
 
 int drop_handle_close(struct handle *h, struct session *s)
 {
-	return handle_close(h, s, NULL, 0, 0, 0);
+	return handle_close(h, s, 0, 0, 0);
 }
 
-int drop_handle_flush(fuse_req_t req, struct handle *h, pid_t tid, uid_t uid)
+int drop_handle_flush(struct handle *h, pid_t tid, uid_t uid)
 {
 	struct session *s = NULL;
 	int ret;
@@ -416,7 +415,7 @@ int drop_handle_flush(fuse_req_t req, struct handle *h, pid_t tid, uid_t uid)
 	 * session. A closer we cannot place (its thread gone, /proc out of
 	 * reach) is no writer we can trust. */
 	ret = tid > 0 ? session_get_as(tid, session_uid(h->drop.d->owner), &s) : -ESRCH;
-	ret = handle_close(h, s, req, tid, uid, ret == -ESRCH ? EIO : -ret);
+	ret = handle_close(h, s, tid, uid, ret == -ESRCH ? EIO : -ret);
 	if (s)
 		session_put(s);
 	return ret;

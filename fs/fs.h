@@ -155,10 +155,10 @@ static inline bool loses_data(int err)
 /* ---- drops.c ---- */
 
 int drop_carry_out(struct drop *d, enum drop_action act, int fd);	/* the close's answer */
-/* A close (FLUSH REQ, answered by the caller with what this returns) of H
+/* A close (a FLUSH, answered by the caller with what this returns) of H
  * by thread TID, with the caller's fsuid UID (the kernel's FLUSH carries
- * it); by the daemon for session S. */
-int drop_handle_flush(fuse_req_t req, struct handle *h, pid_t tid, uid_t uid);
+ * it). */
+int drop_handle_flush(struct handle *h, pid_t tid, uid_t uid);
 int drop_handle_close(struct handle *h, struct session *s);
 void drop_handle_release(struct handle *h);	/* frees H */
 void drop_handle_abandon(struct handle *h);	/* a handle the kernel did not take */
