@@ -138,28 +138,41 @@ int tid_to_tgid(pid_t tid, pid_t *tgid)
 	return tid_status(tid, tgid, NULL);
 }
 
-/* The start time (field 22) in a /proc stat file at PATH: -ESRCH if its
- * process or thread is gone, or another -errno if /proc cannot be read. */
-static int stat_start(const char *path, unsigned long long *start)
+/* Fields FIRST.. of the /proc stat file at PATH, read into BUF (SIZE bytes,
+ * NUL-terminated): *FIELDS points at field FIRST (3: the state, which
+ * follows the command name, itself free to hold spaces and ')'). -ESRCH
+ * if its process or thread is gone, another -errno if /proc cannot be
+ * read. */
+static int stat_fields(const char *path, char *buf, size_t size, char **fields)
 {
-	char buf[1024];
 	ssize_t n;
 	int fd;
 
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return errno == ENOENT ? -ESRCH : -errno;
-	n = read(fd, buf, sizeof(buf) - 1);
+	n = read(fd, buf, size - 1);
 	close(fd);
 	if (n <= 0)
 		return n < 0 && errno != ESRCH ? -errno : -ESRCH;
 	buf[n] = '\0';
-	/* Fields after the command name, which may hold spaces and ')':
-	 * state is field 3, starttime field 22. */
 	char *p = strrchr(buf, ')');
-	if (p == NULL)
+	if (p == NULL || p[1] != ' ')
 		return -EIO;
-	char *save = NULL, *tok = strtok_r(p + 1, " ", &save);
+	*fields = p + 2;
+	return 0;
+}
+
+/* The start time (field 22) in a /proc stat file at PATH (see
+ * stat_fields()). */
+static int stat_start(const char *path, unsigned long long *start)
+{
+	char buf[1024], *p, *save = NULL, *tok;
+	int ret = stat_fields(path, buf, sizeof(buf), &p);
+
+	if (ret < 0)
+		return ret;
+	tok = strtok_r(p, " ", &save);
 	for (int field = 3; tok; tok = strtok_r(NULL, " ", &save), field++) {
 		if (field == 22) {
 			*start = strtoull(tok, NULL, 10);
@@ -583,26 +596,14 @@ void session_stats(struct session_stats *out)
 
 int task_state(pid_t tid)
 {
-	char path[64], buf[1024];
+	char path[64], buf[1024], *p;
 	unsigned long flags;
-	int exit_code;
-	ssize_t n;
-	int fd;
+	int exit_code, ret;
 
 	snprintf(path, sizeof(path), "/proc/%d/stat", (int)tid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT ? -ESRCH : -errno;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return n < 0 && errno != ESRCH ? -errno : -ESRCH;
-	buf[n] = '\0';
-	/* Fields after the command name, which may hold spaces and ')'. */
-	char *p = strrchr(buf, ')');
-	if (p == NULL)
-		return -EIO;
-	p += 2;
+	ret = stat_fields(path, buf, sizeof(buf), &p);
+	if (ret < 0)
+		return ret;
 	/* state(3) ... flags(9) ... exit_code(52): field k is token k-3. */
 	char *save = NULL, *tok = strtok_r(p, " ", &save);
 	for (int field = 3; tok; tok = strtok_r(NULL, " ", &save), field++) {

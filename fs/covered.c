@@ -6,11 +6,8 @@
  * through a descriptor opened before the mount, and delivers what it finds
  * as the start does (core/strays.h); what it cannot deliver yet (a file
  * still being written) it names in a warning, once until that changes. */
-#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "fs.h"
 #include "log.h"
@@ -19,14 +16,13 @@
 
 #define COVERED_PERIOD_MS 2000
 
-static pthread_mutex_t wait_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
-static bool stopping, started;
-static pthread_t watcher;
 static int covered_fd = -1;
 
-static void look(char *last, size_t size)
+/* Deliver what the directory holds; name what it cannot deliver yet,
+ * once until that changes. */
+static bool look(void)
 {
+	static char last[sizeof(((struct strays *)0)->refusals)];
 	struct strays s;
 
 	strays_sweep(&fs.staging, inbox_fd(), covered_fd, &s);
@@ -36,49 +32,21 @@ static void look(char *last, size_t size)
 	if (s.refused && strcmp(s.refusals, last) != 0)
 		log_warnx("mountpoint: under the mount, what cannot be delivered into the inbox "
 			  "yet: %s", s.refusals);
-	snprintf(last, size, "%s", s.refused ? s.refusals : "");
+	snprintf(last, sizeof(last), "%s", s.refused ? s.refusals : "");
+	return true;
 }
 
-static void *covered_main(void *arg)
-{
-	char last[sizeof(((struct strays *)0)->refusals)] = "";
-
-	pthread_mutex_lock(&wait_lock);
-	while (!stopping) {
-		struct timespec until;
-
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += COVERED_PERIOD_MS / 1000;
-		pthread_cond_timedwait(&wake, &wait_lock, &until);
-		if (stopping)
-			break;
-		pthread_mutex_unlock(&wait_lock);
-		look(last, sizeof(last));
-		pthread_mutex_lock(&wait_lock);
-	}
-	pthread_mutex_unlock(&wait_lock);
-	return NULL;
-}
+static struct ticker watch = { .period_ms = COVERED_PERIOD_MS, .wait_first = true, .job = look };
 
 int covered_start(int covered)
 {
 	if (covered < 0)
 		return 0;
 	covered_fd = covered;
-	if (pthread_create(&watcher, NULL, covered_main, NULL) != 0)
-		return -1;
-	started = true;
-	return 0;
+	return ticker_start(&watch);
 }
 
 void covered_stop(void)
 {
-	if (!started)
-		return;
-	pthread_mutex_lock(&wait_lock);
-	stopping = true;
-	pthread_cond_signal(&wake);
-	pthread_mutex_unlock(&wait_lock);
-	pthread_join(watcher, NULL);
-	started = false;
+	ticker_stop(&watch);
 }

@@ -441,11 +441,6 @@ void drop_handle_abandon(struct handle *h)
  * file and renames it) find it; publication waits until then. Its close is
  * durable and acknowledged (staged a.*: recovery delivers it). */
 
-static pthread_mutex_t wait_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
-static bool stopping, started;
-static pthread_t worker;
-
 static void publish_due(bool all)
 {
 	struct drop *d;
@@ -456,49 +451,25 @@ static void publish_due(bool all)
 	}
 }
 
-static void *linger_main(void *arg)
+static bool publish_lingered(void)
 {
-	pthread_mutex_lock(&wait_lock);
-	while (!stopping) {
-		struct timespec until;
-
-		pthread_mutex_unlock(&wait_lock);
-		publish_due(false);
-		pthread_mutex_lock(&wait_lock);
-		/* A tenth of a second is the promised precision. */
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_nsec += 100 * 1000 * 1000;
-		if (until.tv_nsec >= 1000000000) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000;
-		}
-		if (!stopping)
-			pthread_cond_timedwait(&wake, &wait_lock, &until);
-	}
-	pthread_mutex_unlock(&wait_lock);
-	return NULL;
+	publish_due(false);
+	return true;
 }
+
+/* A tenth of a second is the promised precision. */
+static struct ticker linger = { .period_ms = 100, .job = publish_lingered };
 
 int linger_start(void)
 {
-	if (fs.cfg.linger == 0)
-		return 0;
-	if (pthread_create(&worker, NULL, linger_main, NULL) != 0)
-		return -1;
-	started = true;
-	return 0;
+	return fs.cfg.linger == 0 ? 0 : ticker_start(&linger);
 }
 
 void linger_stop(void)
 {
-	if (!started)
+	if (!linger.started)
 		return;
-	pthread_mutex_lock(&wait_lock);
-	stopping = true;
-	pthread_cond_signal(&wake);
-	pthread_mutex_unlock(&wait_lock);
-	pthread_join(worker, NULL);
-	started = false;
+	ticker_stop(&linger);
 	/* Unmounting: nobody can reopen them now. */
 	publish_due(true);
 }

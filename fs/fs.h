@@ -8,6 +8,7 @@
  *   handles.c    open files (fi->fh) within the descriptor budget (R12)
  *   statsfile.c  the counters as a read-only file at the root
  *   request.c    who is asking, entry replies and what the kernel may cache
+ *   ticker.c     a thread that does one job every period (three use it)
  *   drops.c      what a drop's lifecycle (core/drop.h) decides, carried out:
  *                closes, releases, publication, the linger thread
  *   syncpool.c   the workers that handle and answer requests which wait
@@ -30,10 +31,10 @@
  *   table_lock (inode.c)     the inode table
  * The others are leaves, taken with none of these held and taking none:
  * the lists of open handles and directories (handles.c, dirs.c), the
- * linger thread's wait (drops.c), the take-over thread's wait (recovery.c,
- * which holds no lock while it recovers: each area's own lock, a file's,
- * keeps instances apart), the covered directory's watcher's wait
- * (covered.c, released while it looks), passthrough's counts (passthrough.c,
+ * waits of the periodic threads (ticker.c, released while their job runs:
+ * the linger thread's, the take-over's, which holds no lock while it
+ * recovers — each area's own lock, a file's, keeps instances apart — and
+ * the covered directory's watcher's), passthrough's counts (passthrough.c,
  * held across a backing file's open and registration, which must be one
  * step with the decision), the group commit of directory syncs
  * (core/dirsync.c, whose sync runs unlocked), syncpool.c's job queue,
@@ -53,6 +54,7 @@
 #define INBOXFS_FS_H
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <sys/types.h>
 
@@ -166,6 +168,24 @@ void drop_node_free(struct drop *d);		/* drop_config.on_free */
 /* Closed drops kept visible to their session (linger=). */
 int linger_start(void);
 void linger_stop(void);
+
+/* ---- ticker.c: a thread that runs JOB every PERIOD_MS ---- */
+
+struct ticker {
+	unsigned period_ms;
+	bool wait_first;		/* a period before the first run */
+	bool (*job)(void);		/* false: the thread ends */
+	/* ticker.c's */
+	pthread_mutex_t lock;		/* a leaf: stopping */
+	pthread_cond_t wake;
+	bool stopping, started;
+	pthread_t thread;
+};
+
+/* 0 or -errno. The thread blocks the stop signals. */
+int ticker_start(struct ticker *t);
+/* Stop the thread, after a job under way. */
+void ticker_stop(struct ticker *t);
 
 /* ---- covered.c ---- */
 

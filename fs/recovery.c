@@ -5,11 +5,7 @@
  * ever comes back. core/staging.c does the work, under each area's lock;
  * this thread takes none of fs.h's locks and is never on a request's path. */
 #include <errno.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "fs.h"
 #include "log.h"
@@ -39,10 +35,6 @@ void recovery_at_start(int inbox_fd)
 			 r.published, r.quarantined, r.failed, r.repaired, r.areas, r.live);
 }
 
-static pthread_mutex_t wait_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
-static bool stopping, started;
-static pthread_t worker;
 static int inbox;
 
 static bool lost;
@@ -74,57 +66,33 @@ static bool still_ours(void)
 	return false;
 }
 
-static void *takeover_main(void *arg)
+/* One pass: deliver what dead instances left, unless our own area is
+ * gone (then the thread ends). */
+static bool take_over(void)
 {
-	pthread_mutex_lock(&wait_lock);
-	while (!stopping) {
-		struct timespec until;
-		struct recovery r;
+	struct recovery r;
 
-		pthread_mutex_unlock(&wait_lock);
-		if (!still_ours()) {
-			pthread_mutex_lock(&wait_lock);
-			break;
-		}
-		recover_gone(&fs.staging, inbox, &r);
-		account(&r);
-		/* A failed area stays (its lock free): the next pass retries it. */
-		if (r.published + r.quarantined + r.failed + r.repaired + r.areas)
-			log_info("take-over: %u delivered, %u quarantined, %u failed, %u published "
-				 "before a crash (link repaired); %u areas recovered",
-				 r.published, r.quarantined, r.failed, r.repaired, r.areas);
-		pthread_mutex_lock(&wait_lock);
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += TAKEOVER_INTERVAL_MS / 1000;
-		until.tv_nsec += (TAKEOVER_INTERVAL_MS % 1000) * 1000000L;
-		if (until.tv_nsec >= 1000000000) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000;
-		}
-		if (!stopping)
-			pthread_cond_timedwait(&wake, &wait_lock, &until);
-	}
-	pthread_mutex_unlock(&wait_lock);
-	return NULL;
+	if (!still_ours())
+		return false;
+	recover_gone(&fs.staging, inbox, &r);
+	account(&r);
+	/* A failed area stays (its lock free): the next pass retries it. */
+	if (r.published + r.quarantined + r.failed + r.repaired + r.areas)
+		log_info("take-over: %u delivered, %u quarantined, %u failed, %u published "
+			 "before a crash (link repaired); %u areas recovered",
+			 r.published, r.quarantined, r.failed, r.repaired, r.areas);
+	return true;
 }
+
+static struct ticker takeover = { .period_ms = TAKEOVER_INTERVAL_MS, .job = take_over };
 
 int takeover_start(int inbox_fd)
 {
 	inbox = inbox_fd;
-	if (pthread_create(&worker, NULL, takeover_main, NULL) != 0)
-		return -1;
-	started = true;
-	return 0;
+	return ticker_start(&takeover);
 }
 
 void takeover_stop(void)
 {
-	if (!started)
-		return;
-	pthread_mutex_lock(&wait_lock);
-	stopping = true;
-	pthread_cond_signal(&wake);
-	pthread_mutex_unlock(&wait_lock);
-	pthread_join(worker, NULL);
-	started = false;
+	ticker_stop(&takeover);
 }
