@@ -112,8 +112,16 @@ static int publish(struct drop *d, int fd, const struct closer *cl)
 	struct node *dir = node_of(d->parent);
 	enum delivery where;
 	bool top, told = false;
-	int own, dfd, ret;
+	int own = -1, dfd, ret;
 
+	/* Our area is no longer ours (recovery.c): what it holds is the
+	 * taker's to deliver or set aside, and a second publication of it
+	 * could deliver it twice (two link()s do not exclude each other). An
+	 * acknowledged drop stays staged for the taker; a close fails. */
+	if (takeover_lost_area()) {
+		ret = -ESTALE;
+		goto out;
+	}
 	fd = drop_fd(d, fd, &own);
 	if (fd < 0) {
 		ret = fd;
@@ -171,7 +179,9 @@ static int ack(struct drop *d, int fd, const struct closer *cl)
 	int own, ret = 0;
 
 	fd = drop_fd(d, fd, &own);
-	if (fd < 0)
+	if (takeover_lost_area())
+		ret = -ESTALE;		/* as in publish() */
+	else if (fd < 0)
 		ret = fd;
 	else if (fs.staging.sync && fsync(fd) < 0)
 		ret = -errno;

@@ -37,11 +37,11 @@ void recovery_at_start(int inbox_fd)
 
 static int inbox;
 
-static bool lost;
+static bool lost;	/* (atomic) read by the closes and the linger thread */
 
 bool takeover_lost_area(void)
 {
-	return lost;
+	return __atomic_load_n(&lost, __ATOMIC_SEQ_CST);
 }
 
 /* Our own area taken over, or its lock lost (a partition from the
@@ -61,7 +61,7 @@ static bool still_ours(void)
 	log_warnx("staging area %s is no longer this instance's (its lock was lost, or "
 		  "another instance took it over): stopping; what it held is recovered by "
 		  "whichever instance takes it", area);
-	lost = true;
+	__atomic_store_n(&lost, true, __ATOMIC_SEQ_CST);
 	stop_now();	/* no drain: nothing staged here may be published now */
 	return false;
 }

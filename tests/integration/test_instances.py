@@ -175,3 +175,31 @@ def test_two_instances_recovering_one_dead_area_deliver_each_drop_once(mount_inb
     assert incomplete(dead.inbox) == {} and staged(dead.inbox, acked=True) == []
     published = [len(re.findall(r'recovery: published', m.log())) for m in (a, b)]
     assert sorted(published) == [0, 40], published
+
+
+def test_instance_whose_area_is_lost_publishes_nothing_from_it(mount_inboxfs, client):
+    """An instance whose area is no longer its own (its lock lost, as on a
+    cluster filesystem that dropped it during a partition: here its lock
+    file replaced, which it tells the same way) stops with status 1, and
+    what it acknowledged is whoever takes the area over's to deliver:
+    published by both it would arrive twice (by link() and unlink(), as on
+    GlusterFS, two renames do not exclude each other). So the stopping
+    instance publishes nothing from it, not even its lingering drops at
+    the unmount: the next instance over the inbox delivers each once."""
+    m = mount_inboxfs(linger=60)
+    stage = _closed_lingering(client, m, 'LOST.SVF', b'acknowledged, lingering')
+    area = os.path.join(m.inbox, '.inboxfs', os.path.dirname(stage))
+    run = m.run
+    run.expected_status = 1
+    m.allow_log(r'no longer this instance|publishing "LOST.SVF"')
+    os.unlink(os.path.join(area, 'lock'))
+    open(os.path.join(area, 'lock'), 'x').close()     # as another instance's
+    run.proc.wait(timeout=TIMEOUT * 3)
+    assert run.proc.returncode == 1, run.log()
+    assert 'is no longer this instance\'s' in run.log(), run.log()
+
+    assert inbox_contents(m.inbox) == {}, 'published from an area no longer its own'
+    assert staged(m.inbox, acked=True) == [stage]
+    m.start()                                            # takes the area over
+    assert inbox_contents(m.inbox) == {'LOST.SVF': b'acknowledged, lingering'}
+    assert staged(m.inbox, acked=True) == [] and incomplete(m.inbox) == {}
