@@ -6,6 +6,7 @@ test_gluster.py."""
 
 import os
 import re
+import signal
 import time
 
 from helpers import (TIMEOUT, create_excl, inbox_contents, incomplete, read_stats, staged,
@@ -203,3 +204,26 @@ def test_instance_whose_area_is_lost_publishes_nothing_from_it(mount_inboxfs, cl
     m.start()                                            # takes the area over
     assert inbox_contents(m.inbox) == {'LOST.SVF': b'acknowledged, lingering'}
     assert staged(m.inbox, acked=True) == [] and incomplete(m.inbox) == {}
+
+
+def test_frozen_instance_is_never_taken_over(mount_inboxfs, client):
+    """An instance stopped by SIGSTOP is alive: its lock stays held, so the
+    other instance, running, never takes its area over, however long it is
+    frozen (here three of its one-second passes). Thawed, it publishes its
+    own lingering drop, once."""
+    frozen = mount_inboxfs(linger=3)
+    other = mount_inboxfs(frozen.inbox)
+    stage = _closed_lingering(client, frozen, 'FROZEN.SVF', b'its own')
+    os.kill(frozen.pid, signal.SIGSTOP)
+    try:
+        time.sleep(3.5)
+        assert inbox_contents(frozen.inbox) == {}
+        assert staged(frozen.inbox, acked=True) == [stage]
+        assert 'taken over while serving' not in other.log(), other.log()
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+    wait_until(lambda: inbox_contents(frozen.inbox), timeout=TIMEOUT * 3, interval=0.1,
+               what='the thawed instance\'s drop')
+    assert inbox_contents(frozen.inbox) == {'FROZEN.SVF': b'its own'}
+    assert staged(frozen.inbox, acked=True) == [] and incomplete(frozen.inbox) == {}
+    assert read_stats(other.mnt)['recoveries.areas'] == 0
