@@ -624,6 +624,12 @@ int main(int argc, char *argv[])
 	fs.staging_ino = st.st_ino;
 	if (fstatat(fs.staging.rootfd, "..", &st, 0) == 0)
 		fs.staging_parent_ino = st.st_ino;
+	/* With staging= elsewhere, INBOX/.inboxfs is another instance's
+	 * staging (drafts, acknowledged drops not yet published): hidden as
+	 * our own is. One made after our start is not known here. */
+	if (c.staging && fstatat(fd, STAGING_DIR, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    S_ISDIR(st.st_mode))
+		fs.other_staging_ino = st.st_ino;
 	statsfile_init();
 	/* R6, R13 */
 	recovery_at_start(fd);

@@ -50,7 +50,7 @@ void who_put(struct who *w)
 
 bool is_hidden_ino(uint64_t ino)
 {
-	return ino == fs.staging_ino;
+	return ino == fs.staging_ino || (fs.other_staging_ino != 0 && ino == fs.other_staging_ino);
 }
 
 int own_new(int fd, const struct who *w, const struct node *parent)

@@ -227,3 +227,30 @@ def test_frozen_instance_is_never_taken_over(mount_inboxfs, client):
     assert inbox_contents(frozen.inbox) == {'FROZEN.SVF': b'its own'}
     assert staged(frozen.inbox, acked=True) == [] and incomplete(frozen.inbox) == {}
     assert read_stats(other.mnt)['recoveries.areas'] == 0
+
+
+def test_default_staging_of_another_instance_is_hidden_under_staging_elsewhere(
+        mount_inboxfs, client, tmp_path):
+    """Two instances over one inbox, one with the default staging
+    (INBOX/.inboxfs), the other started with staging= elsewhere: the first
+    one's staging directory, with the draft of an open drop and its
+    acknowledged ones, is hidden from every view of the second too (R11),
+    as its own is; a consumer reading the inbox through it would take a
+    draft, or a message that is delivered again later, for one. On
+    1a622bc the second instance listed .inboxfs at the top, and an observer
+    could walk into it to the draft."""
+    first = mount_inboxfs()
+    s = client.session()
+    fd = s.open(os.path.join(first.mnt, 'DRAFT.SVF'), OPEN, 0o644)
+    s.write(fd, b'draft')
+    staging = tmp_path / 'elsewhere'
+    staging.mkdir()
+    second = mount_inboxfs(first.inbox, staging=str(staging))
+
+    assert os.listdir(second.mnt) == []
+    assert not os.path.exists(os.path.join(second.mnt, '.inboxfs'))
+    assert client.call(os.listdir, second.mnt) == []
+    assert not client.call(os.path.exists, os.path.join(second.mnt, '.inboxfs'))
+    s.close(fd)
+    assert inbox_contents(first.inbox) == {'DRAFT.SVF': b'draft'}
+    assert sorted(os.listdir(second.mnt)) == ['DRAFT.SVF']
