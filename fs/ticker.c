@@ -2,7 +2,7 @@
  * thread (drops.c), the take-over of dead instances' areas (recovery.c)
  * and the watch of the directory under the mount (covered.c) are each one.
  * The job runs with no lock held; ticker_stop() waits for a job under way
- * to end. */
+ * to end. Periods are on the monotonic clock. */
 #include <pthread.h>
 #include <signal.h>
 #include <time.h>
@@ -13,7 +13,7 @@ static struct timespec in_ms(unsigned ms)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
 	ts.tv_sec += ms / 1000;
 	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
 	if (ts.tv_nsec >= 1000000000L) {
@@ -50,11 +50,18 @@ static void *ticker_main(void *arg)
 
 int ticker_start(struct ticker *t)
 {
+	pthread_condattr_t attr;
 	sigset_t block, old;
 	int ret;
 
 	pthread_mutex_init(&t->lock, NULL);
-	pthread_cond_init(&t->wake, NULL);
+	/* The monotonic clock: a wall clock stepped back would hold the
+	 * next run for as long (publications, the take-over, the check of
+	 * our own area). */
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&t->wake, &attr);
+	pthread_condattr_destroy(&attr);
 	t->stopping = false;
 	/* Stop signals are for the session loop's thread (stop.c), as they
 	 * are blocked in libfuse's workers. */

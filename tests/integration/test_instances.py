@@ -254,3 +254,62 @@ def test_default_staging_of_another_instance_is_hidden_under_staging_elsewhere(
     s.close(fd)
     assert inbox_contents(first.inbox) == {'DRAFT.SVF': b'draft'}
     assert sorted(os.listdir(second.mnt)) == ['DRAFT.SVF']
+
+
+# clock_gettime(CLOCK_REALTIME) an hour ahead once the file named by
+# INBOXFS_CLOCK_AHEAD exists: the daemon's view of a wall clock stepped
+# back by an hour (NTP correcting a clock that ran ahead, date -s) between
+# its reading and the kernel's timed wait against the real one.
+CLOCK_AHEAD = r'''
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+int clock_gettime(clockid_t clock, struct timespec *ts)
+{
+	static int (*real)(clockid_t, struct timespec *);
+	const char *flag = getenv("INBOXFS_CLOCK_AHEAD");
+	int ret;
+
+	if (!real)
+		real = (int (*)(clockid_t, struct timespec *))dlsym(RTLD_NEXT, "clock_gettime");
+	ret = real(clock, ts);
+	if (ret == 0 && clock == CLOCK_REALTIME && flag && access(flag, F_OK) == 0)
+		ts->tv_sec += 3600;
+	return ret;
+}
+'''
+
+
+def test_wall_clock_stepped_back_stalls_no_periodic_thread(mount_inboxfs, client, tmp_path,
+                                                          monkeypatch):
+    """The periodic threads (ticker.c: the linger thread, the take-over)
+    wait for their next period on the monotonic clock: a wall clock
+    stepped back by an hour neither holds a lingering drop for an hour
+    (linger= promises a tenth of a second) nor stops the take-over and the
+    check of the instance's own area for that long. On 1a622bc their timed
+    waits were against CLOCK_REALTIME: the drop was not published."""
+    import subprocess
+    import helpers
+    src, lib = tmp_path / 'clockahead.c', tmp_path / 'clockahead.so'
+    flag = tmp_path / 'clock-stepped'
+    src.write_text(CLOCK_AHEAD)
+    subprocess.run(['cc', '-shared', '-fPIC', '-o', str(lib), str(src), '-ldl'], check=True,
+                   timeout=TIMEOUT * 6)
+    monkeypatch.setattr(helpers, 'WRAPPER', [
+        'env', f'LD_PRELOAD={lib}', f'INBOXFS_CLOCK_AHEAD={flag}',
+        'ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=1'] + helpers.WRAPPER)
+    dead = mount_inboxfs(linger=60)
+    _closed_lingering(client, dead, 'DEAD.SVF', b'taken over')
+    m = mount_inboxfs(dead.inbox, linger=1)
+    time.sleep(0.5)                     # the threads in their timed waits
+    flag.touch()
+    time.sleep(1.5)                     # the waits under way end; new ones begin
+    dead.crash()
+    _closed_lingering(client, m, 'LINGER.SVF', b'lingered a second')
+    wait_until(lambda: len(inbox_contents(m.inbox)) == 2, timeout=TIMEOUT * 2, interval=0.1,
+               what='the lingering drop published and the dead area taken over')
+    assert inbox_contents(m.inbox) == {'LINGER.SVF': b'lingered a second',
+                                       'DEAD.SVF': b'taken over'}
