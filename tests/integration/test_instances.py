@@ -7,8 +7,10 @@ test_gluster.py."""
 import os
 import re
 import signal
+import subprocess
 import time
 
+import helpers
 from helpers import (TIMEOUT, create_excl, inbox_contents, incomplete, read_stats, staged,
                      wait_until)
 
@@ -291,8 +293,6 @@ def test_wall_clock_stepped_back_stalls_no_periodic_thread(mount_inboxfs, client
     (linger= promises a tenth of a second) nor stops the take-over and the
     check of the instance's own area for that long. On 1a622bc their timed
     waits were against CLOCK_REALTIME: the drop was not published."""
-    import subprocess
-    import helpers
     src, lib = tmp_path / 'clockahead.c', tmp_path / 'clockahead.so'
     flag = tmp_path / 'clock-stepped'
     src.write_text(CLOCK_AHEAD)
