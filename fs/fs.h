@@ -72,7 +72,7 @@ struct inboxfs {
 	struct staging staging;
 	uint64_t staging_ino;		/* hidden from every view */
 	uint64_t staging_parent_ino;	/* the directory it is in (0: not known) */
-	uint64_t other_staging_ino;	/* INBOX/.inboxfs under staging=, hidden too (0: none) */
+	uint64_t other_staging_ino;	/* (atomic) INBOX/.inboxfs under staging=, hidden too */
 	struct fuse_session *se;
 	const char *mountpoint;		/* resolved, as processes name their files */
 	int mnt_id;			/* the mount's id (0: not known) */

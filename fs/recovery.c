@@ -6,6 +6,7 @@
  * this thread takes none of fs.h's locks and is never on a request's path. */
 #include <errno.h>
 #include <stdio.h>
+#include <sys/stat.h>
 
 #include "fs.h"
 #include "log.h"
@@ -66,6 +67,18 @@ static bool still_ours(void)
 	return false;
 }
 
+/* With staging= elsewhere, an INBOX/.inboxfs made after our start is
+ * another instance's staging: hidden from then on, as main.c hides one
+ * found at start. */
+static void hide_other_staging(void)
+{
+	struct stat st;
+
+	if (fstatat(inbox, STAGING_DIR, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode) &&
+	    st.st_ino != fs.staging_ino)
+		__atomic_store_n(&fs.other_staging_ino, st.st_ino, __ATOMIC_RELAXED);
+}
+
 /* One pass: deliver what dead instances left, unless our own area is
  * gone (then the thread ends). */
 static bool take_over(void)
@@ -74,6 +87,7 @@ static bool take_over(void)
 
 	if (!still_ours())
 		return false;
+	hide_other_staging();
 	recover_gone(&fs.staging, inbox, &r);
 	account(&r);
 	/* A failed area stays (its lock free): the next pass retries it. */

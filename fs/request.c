@@ -50,7 +50,9 @@ void who_put(struct who *w)
 
 bool is_hidden_ino(uint64_t ino)
 {
-	return ino == fs.staging_ino || (fs.other_staging_ino != 0 && ino == fs.other_staging_ino);
+	uint64_t other = __atomic_load_n(&fs.other_staging_ino, __ATOMIC_RELAXED);
+
+	return ino == fs.staging_ino || (other != 0 && ino == other);
 }
 
 int own_new(int fd, const struct who *w, const struct node *parent)

@@ -313,3 +313,26 @@ def test_wall_clock_stepped_back_stalls_no_periodic_thread(mount_inboxfs, client
                what='the lingering drop published and the dead area taken over')
     assert inbox_contents(m.inbox) == {'LINGER.SVF': b'lingered a second',
                                        'DEAD.SVF': b'taken over'}
+
+
+def test_default_staging_made_after_a_start_with_staging_elsewhere_is_hidden(
+        mount_inboxfs, client, tmp_path):
+    """As above, the instance with staging= elsewhere started first: the
+    other's INBOX/.inboxfs, made after its start, is hidden from its views
+    within its next pass (a second): its top lists nothing, for root and
+    for a client, while the other's drop is open. On 5eae6e3 it stayed
+    listed."""
+    staging = tmp_path / 'elsewhere'
+    staging.mkdir()
+    second = mount_inboxfs(staging=str(staging))
+    first = mount_inboxfs(second.inbox)
+    s = client.session()
+    fd = s.open(os.path.join(first.mnt, 'DRAFT.SVF'), OPEN, 0o644)
+    s.write(fd, b'draft')
+    wait_until(lambda: client.call(os.listdir, second.mnt) == [], timeout=TIMEOUT,
+               interval=0.2, what='.inboxfs hidden from a client')
+    wait_until(lambda: os.listdir(second.mnt) == [], timeout=TIMEOUT, interval=0.2,
+               what='.inboxfs hidden from an observer')
+    s.close(fd)
+    assert inbox_contents(first.inbox) == {'DRAFT.SVF': b'draft'}
+    assert sorted(os.listdir(second.mnt)) == ['DRAFT.SVF']
