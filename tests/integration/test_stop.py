@@ -245,3 +245,32 @@ def test_bad_drain_is_refused_before_mounting(run_inboxfs, tmp_path, value):
     assert proc.returncode != 0
     assert f'drain={value}: expected whole seconds, 0 to 3600' in proc.stderr, proc.stderr
     assert not mountinfo(str(mnt))
+
+
+def test_area_lost_during_the_drain_stops_at_once(mount_inboxfs, client):
+    """A SIGTERM drain under way (drain=60, a drop held open) when the
+    instance's staging area stops being its own (its lock file replaced,
+    as another instance's take-over would find it): it stops at once, with
+    exit status 1, without waiting for the drain; the held drop is not
+    delivered and its writer learns it (its write or close fails)."""
+    mount = mount_inboxfs(drain=60)
+    run = mount.run
+    run.expected_status = 1
+    mount.allow_log(r'no longer this instance')
+    s, fd = _open_drop(client, mount, 'HELD.SVF', b'never finished')
+    run.proc.send_signal(signal.SIGTERM)
+    _stopping(mount)
+    area = [e.path for e in os.scandir(os.path.join(mount.inbox, '.inboxfs'))
+            if e.is_dir() and e.name != 'incomplete']
+    assert len(area) == 1, area
+    lost = time.monotonic()
+    os.unlink(os.path.join(area[0], 'lock'))
+    open(os.path.join(area[0], 'lock'), 'x').close()
+    assert run.proc.wait(timeout=TIMEOUT * 3) == 1, mount.log()
+    assert time.monotonic() - lost < 30, 'the daemon waited for the drain'
+    assert _errno_of_finish(s, fd, b' and more') in (errno.ENOTCONN, errno.EIO)
+    s.end()
+    assert inbox_contents(mount.inbox) == {}
+    log = mount.log()
+    assert 'is no longer this instance\'s' in log, log
+    assert log.splitlines()[-1].endswith('exiting with status 1'), log
