@@ -101,23 +101,36 @@ static time_t now_sec(void)
 	return ts.tv_sec;
 }
 
+/* The /proc file at PATH into BUF (SIZE bytes, NUL-terminated): 0, -ESRCH
+ * if its process or thread is gone, another -errno if /proc cannot be
+ * read (never taken for "gone"). */
+static int proc_read(const char *path, char *buf, size_t size)
+{
+	ssize_t n;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? -ESRCH : -errno;
+	n = read(fd, buf, size - 1);
+	close(fd);
+	if (n <= 0)
+		return n < 0 && errno != ESRCH ? -errno : -ESRCH;
+	buf[n] = '\0';
+	return 0;
+}
+
 /* Thread TID's thread group and the uid it acts as on files (its fsuid,
  * what FUSE reports as a request's uid). */
 static int tid_status(pid_t tid, pid_t *tgid, uid_t *fsuid)
 {
 	char path[64], buf[1024];
-	ssize_t n;
-	int fd;
+	int ret;
 
 	snprintf(path, sizeof(path), "/proc/%d/status", (int)tid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT ? -ESRCH : -errno;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return -ESRCH;
-	buf[n] = '\0';
+	ret = proc_read(path, buf, sizeof(buf));
+	if (ret < 0)
+		return ret;
 	const char *p = strstr(buf, "\nTgid:");
 	if (p == NULL)
 		return -ESRCH;
@@ -145,17 +158,10 @@ int tid_to_tgid(pid_t tid, pid_t *tgid)
  * read. */
 static int stat_fields(const char *path, char *buf, size_t size, char **fields)
 {
-	ssize_t n;
-	int fd;
+	int ret = proc_read(path, buf, size);
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT ? -ESRCH : -errno;
-	n = read(fd, buf, size - 1);
-	close(fd);
-	if (n <= 0)
-		return n < 0 && errno != ESRCH ? -errno : -ESRCH;
-	buf[n] = '\0';
+	if (ret < 0)
+		return ret;
 	char *p = strrchr(buf, ')');
 	if (p == NULL || p[1] != ' ')
 		return -EIO;
@@ -641,18 +647,12 @@ int task_doomed(pid_t tid)
 	uint64_t v[5] = { 0 }, pending, kill_bit = 1ULL << (SIGKILL - 1);
 	char path[64], buf[4096];
 	unsigned found = 0;
-	ssize_t n;
-	int fd;
+	int ret;
 
 	snprintf(path, sizeof(path), "/proc/%d/status", (int)tid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT ? -ESRCH : -errno;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return n < 0 && errno != ESRCH ? -errno : -ESRCH;
-	buf[n] = '\0';
+	ret = proc_read(path, buf, sizeof(buf));
+	if (ret < 0)
+		return ret;
 	for (size_t i = 0; i < 5; i++) {
 		char *p = strstr(buf, keys[i]);
 
