@@ -65,38 +65,6 @@ static int teardown(void **state)
 	return 0;
 }
 
-static void write_file(int dirfd, const char *name, const char *content)
-{
-	int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-
-	assert_true(fd >= 0);
-	assert_int_equal(write(fd, content, strlen(content)), (ssize_t)strlen(content));
-	close(fd);
-}
-
-/* Assert DIRFD/NAME holds exactly WANT. */
-static void assert_content(int dirfd, const char *name, const char *want)
-{
-	char buf[256];
-	ssize_t n;
-	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
-
-	if (fd < 0)
-		fail_msg("cannot open %s: %s", name, strerror(errno));
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	assert_true(n >= 0);
-	buf[n] = '\0';
-	assert_string_equal(buf, want);
-}
-
-static bool exists(int dirfd, const char *name)
-{
-	struct stat sb;
-
-	return fstatat(dirfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0;
-}
-
 /* Stage a file holding CONTENT; its staging name goes to NAME. */
 static void stage(struct fixture *f, const char *content, char name[STAGE_NAME_MAX])
 {

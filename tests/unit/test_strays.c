@@ -64,44 +64,6 @@ static int teardown(void **state)
 	return 0;
 }
 
-/* Write DIRFD/PATH (its directories made as needed) holding CONTENT. */
-static void put(int dirfd, const char *path, const char *content)
-{
-	char dir[256];
-	int fd;
-
-	for (const char *slash = strchr(path, '/'); slash; slash = strchr(slash + 1, '/')) {
-		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
-		assert_true(mkdirat(dirfd, dir, 0755) == 0 || errno == EEXIST);
-	}
-	fd = openat(dirfd, path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-	assert_true(fd >= 0);
-	assert_int_equal(write(fd, content, strlen(content)), (ssize_t)strlen(content));
-	close(fd);
-}
-
-static void assert_content(int dirfd, const char *path, const char *want)
-{
-	char buf[256];
-	ssize_t n;
-	int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
-
-	if (fd < 0)
-		fail_msg("cannot open %s: %s", path, strerror(errno));
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	assert_true(n >= 0);
-	buf[n] = '\0';
-	assert_string_equal(buf, want);
-}
-
-static bool exists(int dirfd, const char *path)
-{
-	struct stat sb;
-
-	return fstatat(dirfd, path, &sb, AT_SYMLINK_NOFOLLOW) == 0;
-}
-
 /* Each file to its directory in the inbox, or the top where the inbox has
  * none (or a symlink, or the staging directory, in its place); a check
  * first, which changes nothing. */
@@ -113,14 +75,14 @@ static void test_sweep_maps_directories(void **state)
 	assert_int_equal(mkdirat(f->inbox_fd, "sub", 0755), 0);
 	assert_int_equal(mkdirat(f->inbox_fd, "sub/deeper", 0755), 0);
 	assert_int_equal(symlinkat("sub", f->inbox_fd, "alias"), 0);
-	put(f->mnt_fd, "a.txt", "a");
-	put(f->mnt_fd, "sub/b.txt", "b");
-	put(f->mnt_fd, "sub/deeper/c.txt", "c");
-	put(f->mnt_fd, "gone/d.txt", "d");
-	put(f->mnt_fd, "sub/gone/e.txt", "e");
-	put(f->mnt_fd, "alias/f.txt", "f");
-	put(f->mnt_fd, STAGING_DIR "/g.txt", "g");
-	put(f->inbox_fd, "a.txt", "taken");
+	write_file(f->mnt_fd, "a.txt", "a");
+	write_file(f->mnt_fd, "sub/b.txt", "b");
+	write_file(f->mnt_fd, "sub/deeper/c.txt", "c");
+	write_file(f->mnt_fd, "gone/d.txt", "d");
+	write_file(f->mnt_fd, "sub/gone/e.txt", "e");
+	write_file(f->mnt_fd, "alias/f.txt", "f");
+	write_file(f->mnt_fd, STAGING_DIR "/g.txt", "g");
+	write_file(f->inbox_fd, "a.txt", "taken");
 
 	assert_int_equal(strays_sweep(NULL, f->inbox_fd, f->mnt_fd, &s), 0);
 	assert_int_equal(s.delivered + s.failed + s.refused, 0);
@@ -157,7 +119,7 @@ static void test_sweep_refuses_and_names(void **state)
 	struct fixture *f = *state;
 	struct strays s;
 
-	put(f->mnt_fd, "fine.txt", "fine");
+	write_file(f->mnt_fd, "fine.txt", "fine");
 	assert_int_equal(mkdirat(f->mnt_fd, "sub", 0755), 0);
 	assert_int_equal(symlinkat("/etc/passwd", f->mnt_fd, "sub/link"), 0);
 	assert_int_equal(mkfifoat(f->mnt_fd, "fifo", 0644), 0);
@@ -177,7 +139,7 @@ static void test_sweep_never_enters_the_inbox(void **state)
 	struct fixture *f = *state;
 	struct strays s;
 
-	put(f->inbox_fd, "message.txt", "the consumer's");
+	write_file(f->inbox_fd, "message.txt", "the consumer's");
 	assert_int_equal(strays_sweep(NULL, f->inbox_fd, f->top_fd, &s), 1);
 	assert_string_equal(s.refusals, "inbox (it is INBOX)");
 	assert_int_equal(strays_sweep(&f->st, f->inbox_fd, f->top_fd, &s), 1);
