@@ -212,26 +212,6 @@ def test_writer_hands_descriptor_to_child_and_closes_first(mounted, client):
     assert _delivered(mounted.inbox) == {'H.SVF': b'parent;'}
 
 
-def _hold(path, n):
-    """Create-new N drops under PATH.i and keep them open: (opened, errno
-    of the first refusal)."""
-    fds = []
-    for i in range(n):
-        try:
-            fds.append(os.open(f'{path}.{i}', os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-        except OSError as e:
-            return fds, e.errno
-    return fds, 0
-
-
-def _close_ok(fd):
-    try:
-        os.close(fd)
-        return 0
-    except OSError as e:
-        return e.errno
-
-
 def test_close_fails_when_the_daemon_is_out_of_descriptors(mounted, client, as_client):
     """Issue 10.2: when the daemon cannot read /proc (out of descriptors),
     a close cannot tell how it came about: it fails, and the drop is not
@@ -241,7 +221,7 @@ def test_close_fails_when_the_daemon_is_out_of_descriptors(mounted, client, as_c
     fd = b.open(os.path.join(mounted.mnt, 'B.SVF'), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     b.write(fd, b'b' * 100)
     hog = client.session()
-    fds, err = hog.call(_hold, os.path.join(mounted.mnt, 'HOG'), 60)
+    fds, err = hog.call(helpers.hold_drops, os.path.join(mounted.mnt, 'HOG'), 60)
     assert err == 0
     # Now lower the daemon's soft limit to what it holds: nothing more opens.
     soft = subprocess.run(['prlimit', f'--pid={mounted.pid}', '--nofile', '--raw',
@@ -251,13 +231,13 @@ def test_close_fails_when_the_daemon_is_out_of_descriptors(mounted, client, as_c
     open_now = len(os.listdir(f'/proc/{mounted.pid}/fd'))
     subprocess.run(['prlimit', f'--pid={mounted.pid}', f'--nofile={open_now}:'], check=True)
     try:
-        err = b.call(_close_ok, fd)
+        err = b.call(helpers.errno_of, os.close, fd)
     finally:
         subprocess.run(['prlimit', f'--pid={mounted.pid}', f'--nofile={soft}:'], check=True)
     delivered = _delivered(mounted.inbox)
     assert (err == 0) == ('B.SVF' in delivered), (err, sorted(delivered))
     for f in fds:
-        assert hog.call(_close_ok, f) == 0
+        assert hog.call(helpers.errno_of, os.close, f) == 0
     wait_until(lambda: len(_delivered(mounted.inbox)) == 60 + (err == 0),
                what="the hog's drops delivered")
 
@@ -267,18 +247,18 @@ def test_max_drops_caps_one_session_only(mount_inboxfs, client, as_client):
     (EMFILE); another client creates and closes as usual."""
     m = mount_inboxfs(max_drops=20)
     hog = client.session()
-    fds, err = hog.call(_hold, os.path.join(m.mnt, 'HOG'), 25)
+    fds, err = hog.call(helpers.hold_drops, os.path.join(m.mnt, 'HOG'), 25)
     assert len(fds) == 20 and err == errno.EMFILE
     other = as_client(60002)
     other.call(helpers.create_excl, os.path.join(m.mnt, 'OTHER.SVF'), b'fine')
     for f in fds:
-        assert hog.call(_close_ok, f) == 0
+        assert hog.call(helpers.errno_of, os.close, f) == 0
     assert len(_delivered(m.inbox)) == 21
     # The slots are free again.
-    fds, err = hog.call(_hold, os.path.join(m.mnt, 'AGAIN'), 5)
+    fds, err = hog.call(helpers.hold_drops, os.path.join(m.mnt, 'AGAIN'), 5)
     assert err == 0
     for f in fds:
-        hog.call(_close_ok, f)
+        hog.call(helpers.errno_of, os.close, f)
 
 
 def test_descriptor_reserve(mount_inboxfs, client, as_client, monkeypatch):
@@ -291,12 +271,12 @@ def test_descriptor_reserve(mount_inboxfs, client, as_client, monkeypatch):
     fd = b.open(os.path.join(m.mnt, 'B.SVF'), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     b.write(fd, b'kept')
     hog = client.session()
-    fds, err = hog.call(_hold, os.path.join(m.mnt, 'HOG'), 500)
+    fds, err = hog.call(helpers.hold_drops, os.path.join(m.mnt, 'HOG'), 500)
     assert err == errno.EMFILE and 100 < len(fds) < 400
-    assert b.call(_close_ok, fd) == 0
+    assert b.call(helpers.errno_of, os.close, fd) == 0
     assert _delivered(m.inbox).get('B.SVF') == b'kept'
     for f in fds:
-        assert hog.call(_close_ok, f) == 0
+        assert hog.call(helpers.errno_of, os.close, f) == 0
     assert len(_delivered(m.inbox)) == len(fds) + 1
 
 

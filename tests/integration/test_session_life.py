@@ -395,26 +395,6 @@ def test_a_thread_id_reused_by_another_process_is_not_the_session(mounted):
 IDLE_SESSIONS = 300
 
 
-def _hold(path, count):
-    """Create-new up to COUNT drops PATH.N and keep them open: (fds, errno
-    of the first create that failed, or 0)."""
-    fds = []
-    for i in range(count):
-        try:
-            fds.append(os.open(f'{path}.{i}', os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-        except OSError as e:
-            return fds, e.errno
-    return fds, 0
-
-
-def _close_ok(fd):
-    try:
-        os.close(fd)
-        return 0
-    except OSError as e:
-        return e.errno
-
-
 def _idle_clients(mnt, count, uid):
     """COUNT client processes that each asked the mount one thing (a lookup
     of a name nobody holds) and stay alive, doing nothing: idle sessions.
@@ -481,14 +461,14 @@ def test_idle_sessions_and_full_sessions_never_fail_anothers_close(mount_inboxfs
         refused = 0
         for i in range(12):         # 1,200 drops wanted: more than 1,024 descriptors
             h = client.session()
-            fds, err = h.call(_hold, os.path.join(m.mnt, f'HOLD{i}'), 100)
+            fds, err = h.call(helpers.hold_drops, os.path.join(m.mnt, f'HOLD{i}'), 100)
             assert err in (0, errno.EMFILE), errno.errorcode.get(err, err)
             holders.append(h)
             held.append(fds)
             refused += err == errno.EMFILE
         assert refused, 'the daemon took every drop: the test did not reach its limit'
 
-        closed = third.call(_close_ok, fd)
+        closed = third.call(helpers.errno_of, os.close, fd)
         fresh = errno_of(as_client(60005).call, create_excl,
                          os.path.join(m.mnt, 'FRESH.SVF'), b'fresh')
         assert (closed, fresh) == (0, 0), \
@@ -501,7 +481,7 @@ def test_idle_sessions_and_full_sessions_never_fail_anothers_close(mount_inboxfs
         _stop_all(idle)
         for h, fds in zip(holders, held):
             for f in fds:
-                h.call(_close_ok, f)
+                h.call(helpers.errno_of, os.close, f)
     wait_until(lambda: len(inbox_contents(m.inbox)) == 2 + sum(map(len, held)),
                what="the holders' drops delivered")
 
@@ -552,7 +532,7 @@ def test_an_observers_open_directories_never_fail_a_clients_close(mount_inboxfs,
         assert ready, 'the observer did not open its directories in time'
         held, err = map(int, os.read(r, 100).split())
         assert err == errno.EMFILE and 100 < held < 400, (held, errno.errorcode.get(err, err))
-        closed = writer.call(_close_ok, fd)
+        closed = writer.call(helpers.errno_of, os.close, fd)
         assert closed == 0, errno.errorcode.get(closed, closed)
         assert inbox_contents(m.inbox) == {'W.SVF': b'kept'}
     finally:

@@ -16,7 +16,7 @@ from .env import (CLIENT_UID, INBOXFS_BIN, LONG, OBSERVER_UID, OTHER_UID,
 from .procs import (drop_privileges, inboxfs_daemons, kernel_stacks, open_files,
                     process_group, processes, read_log, reap, stop_process, task_ids,
                     wait_until)
-from .files import (STATS, TAG, assert_delivered_once, create_excl, errno_of,
+from .files import (STATS, TAG, assert_delivered_once, create_excl, errno_of, hold_drops,
                     inbox_contents, incomplete, read_file, read_stats, staged,
                     staging_area, staging_areas, try_create_excl, write_all, write_file,
                     xattr_64k_supported)
@@ -37,7 +37,7 @@ __all__ = [
     'is_build_dir', 'make_base_dir', 'drop_privileges', 'inboxfs_daemons',
     'kernel_stacks', 'open_files', 'process_group', 'processes', 'read_log', 'reap',
     'stop_process', 'task_ids', 'wait_until', 'STATS', 'TAG', 'assert_delivered_once',
-    'create_excl', 'errno_of', 'inbox_contents', 'incomplete', 'read_file', 'read_stats',
+    'create_excl', 'errno_of', 'hold_drops', 'inbox_contents', 'incomplete', 'read_file', 'read_stats',
     'staged', 'staging_area', 'staging_areas', 'try_create_excl', 'write_all',
     'write_file', 'xattr_64k_supported', 'QUARANTINE_LINE', 'STAGING',
     'assert_quarantine_accounted', 'claimed_id', 'inbox_files', 'message', 'message_id',

@@ -18,6 +18,18 @@ def errno_of(fn, *args, **kw):
         return e.errno
 
 
+def hold_drops(path, count):
+    """Create-new up to COUNT drops PATH.N and keep them open: (fds, errno
+    of the first create that failed, or 0)."""
+    fds = []
+    for i in range(count):
+        try:
+            fds.append(os.open(f'{path}.{i}', os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except OSError as e:
+            return fds, e.errno
+    return fds, 0
+
+
 def create_excl(path, data):
     """A legacy client's create-new: O_CREAT|O_EXCL, all of DATA, close.
     Returns the writer's pid, as the daemon logs it."""
