@@ -605,25 +605,11 @@ def slow_fsync_mount(mount_inboxfs, tmp_path, monkeypatch, transport, **options)
     (test_transport's LD_PRELOAD), over io_uring (the fuse module's
     enable_uring set for the mount only: the kernel reads it at INIT) or
     /dev/fuse."""
-    from test_transport import SLOW_FSYNC, transport_lines, uring_param
+    from test_transport import mount_over, slow_fsync_preload
     if CLOSE_NR is None:
         pytest.skip(f'close(2)\'s number on {platform.machine()} not known here')
-    src, lib = tmp_path / 'slowfsync.c', tmp_path / 'slowfsync.so'
-    src.write_text(SLOW_FSYNC)
-    subprocess.run(['cc', '-shared', '-fPIC', '-o', str(lib), str(src), '-ldl'], check=True,
-                   timeout=TIMEOUT * 6)
-    monkeypatch.setattr(helpers, 'WRAPPER', [
-        'env', f'LD_PRELOAD={lib}', f'INBOXFS_SLOW_FSYNC_MS={LATE_FSYNC_MS}',
-        'ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=1'] + helpers.WRAPPER)
-    if transport == 'uring':
-        with uring_param(True):
-            m = mount_inboxfs(sync='close', **options)
-            lines = transport_lines(m)
-        if not [line for line in lines if 'io_uring' in line]:
-            pytest.skip('no FUSE over io_uring: ' + ' '.join(lines))
-    else:
-        m = mount_inboxfs(sync='close', uring='no', **options)
-    return m
+    slow_fsync_preload(tmp_path, monkeypatch, LATE_FSYNC_MS)
+    return mount_over(mount_inboxfs, transport, sync='close', **options)
 
 
 @pytest.mark.parametrize('transport,sig,linger', [

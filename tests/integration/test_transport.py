@@ -250,6 +250,32 @@ def _flushes_under_stat_probes(m, who, tmp_path, tag, size=1 << 20, how='close')
     return {cpu: float(out.split()[0]) for cpu, out in zip(cpus, outs)}, took
 
 
+def slow_fsync_preload(tmp_path, monkeypatch, ms):
+    """Daemons started from now on (helpers.WRAPPER) take MS longer for
+    each fsync of a regular file (SLOW_FSYNC, by LD_PRELOAD)."""
+    src, lib = tmp_path / 'slowfsync.c', tmp_path / 'slowfsync.so'
+    src.write_text(SLOW_FSYNC)
+    subprocess.run(['cc', '-shared', '-fPIC', '-o', str(lib), str(src), '-ldl'], check=True,
+                   timeout=TIMEOUT * 6)
+    monkeypatch.setattr(helpers, 'WRAPPER', [
+        'env', f'LD_PRELOAD={lib}', f'INBOXFS_SLOW_FSYNC_MS={ms}',
+        'ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=1'] + helpers.WRAPPER)
+
+
+def mount_over(mount_inboxfs, transport, **options):
+    """A mount over io_uring ('uring': the fuse module's enable_uring set
+    for the mount only, the kernel reads it at INIT; skipped where the
+    kernel has none) or /dev/fuse ('dev')."""
+    if transport != 'uring':
+        return mount_inboxfs(uring='no', **options)
+    with uring_param(True):
+        m = mount_inboxfs(**options)
+        lines = transport_lines(m)
+    if not [line for line in lines if 'io_uring' in line]:
+        pytest.skip('no FUSE over io_uring: ' + ' '.join(lines))
+    return m
+
+
 @pytest.mark.parametrize('how', ['close', 'fsync'])
 def test_disk_flushes_do_not_stall_other_requests(mount_inboxfs, client, tmp_path, monkeypatch,
                                                   how):
@@ -259,24 +285,11 @@ def test_disk_flushes_do_not_stall_other_requests(mount_inboxfs, client, tmp_pat
     (LD_PRELOAD), a stat from another process on any CPU is answered in
     well under that, over io_uring (4 ring threads per CPU) as over
     /dev/fuse. Each close or fsync still returns only after its fsync."""
-    src, lib = tmp_path / 'slowfsync.c', tmp_path / 'slowfsync.so'
-    src.write_text(SLOW_FSYNC)
-    subprocess.run(['cc', '-shared', '-fPIC', '-o', str(lib), str(src), '-ldl'], check=True,
-                   timeout=TIMEOUT * 6)
-    monkeypatch.setattr(helpers, 'WRAPPER', [
-        'env', f'LD_PRELOAD={lib}', f'INBOXFS_SLOW_FSYNC_MS={SLOW_FSYNC_MS}',
-        'ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=1'] + helpers.WRAPPER)
+    slow_fsync_preload(tmp_path, monkeypatch, SLOW_FSYNC_MS)
     who = client if how == 'close' else helpers.Client(0)     # root: an observer
     worst = {}
     for transport in ('uring', 'dev'):
-        if transport == 'uring':
-            with uring_param(True):          # read at INIT only: keep the window short
-                m = mount_inboxfs(sync='close')
-                lines = transport_lines(m)
-            if not [line for line in lines if 'io_uring' in line]:
-                pytest.skip('no FUSE over io_uring: ' + ' '.join(lines))
-        else:
-            m = mount_inboxfs(sync='close', uring='no')
+        m = mount_over(mount_inboxfs, transport, sync='close')
         tag = transport[0].upper()
         worst[transport], took = _flushes_under_stat_probes(m, who, tmp_path, tag, how=how)
         assert took >= SLOW_FSYNC_MS / 1000          # they waited for their fsyncs
@@ -320,21 +333,8 @@ def test_connection_aborted_during_durable_closes(mount_inboxfs, client, tmp_pat
     of those drops may be delivered (R6); they go to incomplete/ when the
     daemon lets their handles go. The daemon itself stays alive and would
     otherwise publish each drop after its fsync, for nobody to be told."""
-    src, lib = tmp_path / 'slowfsync.c', tmp_path / 'slowfsync.so'
-    src.write_text(SLOW_FSYNC)
-    subprocess.run(['cc', '-shared', '-fPIC', '-o', str(lib), str(src), '-ldl'], check=True,
-                   timeout=TIMEOUT * 6)
-    monkeypatch.setattr(helpers, 'WRAPPER', [
-        'env', f'LD_PRELOAD={lib}', f'INBOXFS_SLOW_FSYNC_MS={SLOW_FSYNC_MS}',
-        'ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=1'] + helpers.WRAPPER)
-    if transport == 'uring':
-        with uring_param(True):          # read at INIT only: keep the window short
-            m = mount_inboxfs(sync='close')
-            lines = transport_lines(m)
-        if not [line for line in lines if 'io_uring' in line]:
-            pytest.skip('no FUSE over io_uring: ' + ' '.join(lines))
-    else:
-        m = mount_inboxfs(sync='close', uring='no')
+    slow_fsync_preload(tmp_path, monkeypatch, SLOW_FSYNC_MS)
+    m = mount_over(mount_inboxfs, transport, sync='close')
     m.allow_log(r'quarantine|never saw a successful close|publishing|acknowledging')
     results = {}
     closer = threading.Thread(target=lambda: results.update(
