@@ -162,26 +162,33 @@ static void *stop_main(void *arg)
 	return NULL;
 }
 
+int worker_create(pthread_t *thread, void *(*fn)(void *), void *arg)
+{
+	sigset_t block, old;
+	int ret;
+
+	sigemptyset(&block);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &block, &old);
+	ret = pthread_create(thread, NULL, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return -ret;
+}
+
 int stop_start(unsigned drain_s)
 {
 	struct sigaction sa;
-	sigset_t block, old;
 	int ret;
 
 	st.drain = drain_s;
 	st.main = pthread_self();
 	if (sem_init(&st.wake, 0, 0) < 0)
 		return -errno;
-	/* The stop thread blocks every stop signal, as libfuse's workers do. */
-	sigemptyset(&block);
-	sigaddset(&block, SIGTERM);
-	sigaddset(&block, SIGINT);
-	sigaddset(&block, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &block, &old);
-	ret = pthread_create(&st.thread, NULL, stop_main, NULL);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (ret != 0)
-		return -ret;
+	ret = worker_create(&st.thread, stop_main, NULL);
+	if (ret < 0)
+		return ret;
 	st.started = true;
 	/* No SA_RESTART: the main thread's wait is to be interrupted. */
 	memset(&sa, 0, sizeof(sa));

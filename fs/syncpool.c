@@ -75,7 +75,7 @@ void syncpool_start(void)
 
 	pthread_mutex_lock(&pool.lock);
 	pool.tail = &pool.head;
-	while (n < WORKERS && pthread_create(&pool.tids[n], NULL, worker_main, NULL) == 0)
+	while (n < WORKERS && worker_create(&pool.tids[n], worker_main, NULL) == 0)
 		n++;
 	pool.started = n;
 	pthread_mutex_unlock(&pool.lock);

@@ -4,7 +4,6 @@
  * The job runs with no lock held; ticker_stop() waits for a job under way
  * to end. Periods are on the monotonic clock. */
 #include <pthread.h>
-#include <signal.h>
 #include <time.h>
 
 #include "fs.h"
@@ -51,7 +50,6 @@ static void *ticker_main(void *arg)
 int ticker_start(struct ticker *t)
 {
 	pthread_condattr_t attr;
-	sigset_t block, old;
 	int ret;
 
 	pthread_mutex_init(&t->lock, NULL);
@@ -63,17 +61,9 @@ int ticker_start(struct ticker *t)
 	pthread_cond_init(&t->wake, &attr);
 	pthread_condattr_destroy(&attr);
 	t->stopping = false;
-	/* Stop signals are for the session loop's thread (stop.c), as they
-	 * are blocked in libfuse's workers. */
-	sigemptyset(&block);
-	sigaddset(&block, SIGTERM);
-	sigaddset(&block, SIGINT);
-	sigaddset(&block, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &block, &old);
-	ret = pthread_create(&t->thread, NULL, ticker_main, t);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (ret != 0)
-		return -ret;
+	ret = worker_create(&t->thread, ticker_main, t);
+	if (ret < 0)
+		return ret;
 	t->started = true;
 	return 0;
 }
