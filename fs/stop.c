@@ -49,7 +49,7 @@ static struct {
 	bool ending;		/* (atomic) the loop is being ended: signals are ours */
 	unsigned drain;		/* seconds */
 	pthread_t main, thread;
-	bool started;
+	bool started;		/* (atomic) stop_now() reads it on other threads */
 	pthread_mutex_t lock;	/* a leaf: loop_over */
 	pthread_cond_t over;
 	bool loop_over;		/* [lock] the session loop has returned */
@@ -189,7 +189,7 @@ int stop_start(unsigned drain_s)
 	ret = worker_create(&st.thread, stop_main, NULL);
 	if (ret < 0)
 		return ret;
-	st.started = true;
+	__atomic_store_n(&st.started, true, __ATOMIC_SEQ_CST);
 	/* No SA_RESTART: the main thread's wait is to be interrupted. */
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_stop_signal;
@@ -205,7 +205,7 @@ void stop_now(void)
 {
 	/* As a first and a second signal at once: no drain. Two signals sent
 	 * back to back could arrive as one. */
-	if (!st.started) {
+	if (!__atomic_load_n(&st.started, __ATOMIC_SEQ_CST)) {
 		kill(getpid(), SIGTERM);
 		return;
 	}
@@ -217,7 +217,7 @@ int stop_end(void)
 {
 	/* From now on a stop signal changes nothing: the stop is under way. */
 	__atomic_store_n(&st.ending, true, __ATOMIC_SEQ_CST);
-	if (!st.started)
+	if (!__atomic_load_n(&st.started, __ATOMIC_SEQ_CST))
 		return 0;
 	pthread_mutex_lock(&st.lock);
 	st.loop_over = true;
@@ -225,6 +225,6 @@ int stop_end(void)
 	pthread_mutex_unlock(&st.lock);
 	sem_post(&st.wake);
 	pthread_join(st.thread, NULL);
-	st.started = false;
+	__atomic_store_n(&st.started, false, __ATOMIC_SEQ_CST);
 	return __atomic_load_n(&st.first, __ATOMIC_SEQ_CST);
 }
