@@ -1,7 +1,8 @@
 /* A client session's private view (R1, R2, R4, R7, R8): the inbox's
  * directories, and of the files only the session's own open drops, under
  * the names it asked for. Drops are created in staging and published when
- * their writer closes them. */
+ * their writer closes them. core/view.h decides who sees and may do what;
+ * this file gathers the facts and carries the answers out. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -15,26 +16,28 @@
 #include "log.h"
 #include "names.h"
 #include "stats.h"
+#include "view.h"
 
-bool client_may_use(const struct who *w, const struct node *n)
+/* Is N one of W's session's open drops? */
+static bool own_drop(const struct who *w, const struct node *n)
 {
-	struct drop *d;
+	struct drop *d = drop_find_node(w->s, n);
 
-	if (n->type == S_IFDIR)
-		return !is_hidden_ino(n->ino);
-	d = drop_find_node(w->s, n);
 	if (d)
 		drop_put(d);
 	return d != NULL;
 }
 
-/* Check that W may act on N; replies and returns false if not. */
-bool may_use(fuse_req_t req, struct who *w, struct node *n)
+bool client_may_use(const struct who *w, const struct node *n)
 {
-	if (w->observer || client_may_use(w, n))
-		return true;
-	fuse_reply_err(req, ENOENT);
-	return false;
+	/* A directory is never a drop: no need to look for one. */
+	return view_client_may_use(n->type, is_hidden_ino(n->ino),
+				   n->type != S_IFDIR && own_drop(w, n));
+}
+
+int may_use(const struct who *w, const struct node *n)
+{
+	return w->observer || client_may_use(w, n) ? 0 : -ENOENT;
 }
 
 bool client_holds(const struct who *w, struct fuse_file_info *fi)
@@ -65,17 +68,17 @@ int client_entry(struct who *w, struct node *dir, const char *name, struct fuse_
 		drop_put(d);
 		return ret;
 	}
-	/* Not a drop of ours: only a directory is visible. */
+	/* Not a drop of ours: only what every client sees. */
 	dfd = dir_get(dir);
 	if (dfd < 0)
 		return dfd;
 	ret = fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
-	if (ret == 0 && (!S_ISDIR(st.st_mode) || is_hidden_ino(st.st_ino)))
+	if (ret == 0 && !view_shared(st.st_mode, is_hidden_ino(st.st_ino)))
 		ret = -ENOENT;
 	if (ret == 0)
 		ret = node_lookup_at(dfd, name, &st, &n);
 	dir_put(dir, dfd);
-	if (ret == 0 && !S_ISDIR(st.st_mode)) {	/* swapped under us */
+	if (ret == 0 && !view_shared(st.st_mode, is_hidden_ino(st.st_ino))) {	/* swapped under us */
 		node_forget(n, 1);
 		ret = -ENOENT;
 	}
@@ -136,20 +139,13 @@ static int open_drop(struct drop *d, int flags, struct fuse_file_info *fi)
 
 void client_open(fuse_req_t req, struct who *w, struct node *n, struct fuse_file_info *fi)
 {
-	struct drop *d;
-	int ret;
+	struct drop *d = n->type == S_IFDIR ? NULL : drop_find_node(w->s, n);
+	int ret = view_client_open(n->type, is_hidden_ino(n->ino), d != NULL);
 
-	if (n->type == S_IFDIR) {
-		fuse_reply_err(req, client_may_use(w, n) ? EISDIR : ENOENT);
-		return;
-	}
-	d = drop_find_node(w->s, n);
-	if (d == NULL) {
-		fuse_reply_err(req, ENOENT);
-		return;
-	}
-	ret = open_drop(d, fi->flags, fi);
-	drop_put(d);
+	if (ret == 0)
+		ret = open_drop(d, fi->flags, fi);
+	if (d)
+		drop_put(d);
 	if (ret < 0)
 		fuse_reply_err(req, -ret);
 	else if (fuse_reply_open(req, fi) != 0)
@@ -222,23 +218,25 @@ fail:
 void client_create(fuse_req_t req, struct who *w, struct node *dir, const char *name,
 		   mode_t mode, struct fuse_file_info *fi)
 {
+	bool visible = client_may_use(w, dir);
+	struct drop *d = visible ? drop_find(w->s, node_id(dir), name) : NULL;
 	struct fuse_entry_param e;
+	enum create_plan plan;
 	struct handle *h;
 	struct node *n;
-	struct drop *d;
 	struct stat st;
-	int ret;
+	int ret = view_client_create(fi->flags, visible, d != NULL, &plan);
 
-	if (!client_may_use(w, dir)) {
-		fuse_reply_err(req, ENOENT);
+	if (ret < 0) {
+		if (d)
+			drop_put(d);
+		fuse_reply_err(req, -ret);
 		return;
 	}
-	d = drop_find(w->s, node_id(dir), name);
-	if (d) {
-		/* The session holds this name open already (the kernel's lookup
-		 * raced with it): create-new fails, a plain create opens it. */
+	if (plan == CREATE_OPEN_HELD) {
+		/* The kernel's lookup raced with the session's own create. */
 		n = d->node;
-		ret = (fi->flags & O_EXCL) ? -EEXIST : node_stat(n, &st);
+		ret = node_stat(n, &st);
 		if (ret == 0)
 			ret = open_drop(d, fi->flags, fi);
 		drop_put(d);
@@ -283,10 +281,6 @@ void client_mknod(fuse_req_t req, struct who *w, struct node *dir, const char *n
 	struct stat st;
 	int ret;
 
-	if (!client_may_use(w, dir)) {
-		fuse_reply_err(req, ENOENT);
-		return;
-	}
 	h = handle_new(w->s);
 	if (h == NULL) {
 		fuse_reply_err(req, EMFILE);
@@ -323,13 +317,17 @@ static bool is_dir_at(struct node *dir, const char *name)
 	return ret;
 }
 
-void client_unlink(fuse_req_t req, struct who *w, struct node *parent, const char *name)
+void client_remove(fuse_req_t req, struct who *w, struct node *parent, const char *name,
+		   int flags)
 {
 	enum drop_action act;
-	struct drop *d;
-	int ret = -ENOENT;
+	struct drop *d = NULL;
+	int ret = view_client_remove(flags & AT_REMOVEDIR, client_may_use(w, parent));
 
-	d = client_may_use(w, parent) ? drop_find(w->s, node_id(parent), name) : NULL;
+	if (ret == 0)
+		d = drop_find(w->s, node_id(parent), name);
+	if (ret == 0 && d == NULL)
+		ret = -ENOENT;
 	if (d) {
 		/* Delete-on-close and friends: never published, removed at
 		 * the last release. */
@@ -344,32 +342,20 @@ void client_unlink(fuse_req_t req, struct who *w, struct node *parent, const cha
 void client_rename(fuse_req_t req, struct who *w, struct node *dir, const char *name,
 		   struct node *newdir, const char *newname, unsigned flags)
 {
-	struct drop *d = NULL;
-	int ret = 0, fd;
+	bool visible = client_may_use(w, dir) && client_may_use(w, newdir);
+	struct drop *d = visible ? drop_find(w->s, node_id(dir), name) : NULL;
+	int ret, fd;
 
-	if (!client_may_use(w, dir) || !client_may_use(w, newdir)) {
-		fuse_reply_err(req, ENOENT);
-		return;
-	}
-	if (flags & RENAME_EXCHANGE) {
-		fuse_reply_err(req, EPERM);
-		return;
-	}
-	d = drop_find(w->s, node_id(dir), name);
-	if (d == NULL) {
-		/* R7: renaming a directory is refused, not "not found". */
-		fuse_reply_err(req, is_dir_at(dir, name) ? EPERM : ENOENT);
-		return;
-	}
-	/* A directory of the shared view is never a target. */
-	if (is_dir_at(newdir, newname))
-		ret = -EEXIST;
+	/* Each directory looked at only when its answer counts. */
+	ret = view_client_rename(flags, visible, d != NULL, visible && !d && is_dir_at(dir, name),
+				 d && is_dir_at(newdir, newname));
 	/* In flight, the drop cannot be published under the old name, nor
 	 * have its origin written after its delivery. */
 	if (ret == 0)
 		ret = drop_change_begin(d, DROP_CHANGE_META);
 	if (ret < 0) {
-		drop_put(d);
+		if (d)
+			drop_put(d);
 		fuse_reply_err(req, ret == -EBADF ? ENOENT : -ret);
 		return;
 	}
@@ -414,19 +400,13 @@ static int snap_add(struct dirsnap *snap, const char *name, ino_t ino, unsigned 
 	return 0;
 }
 
-/* A directory's link count is 2 plus its subdirectories on ext4, XFS and
- * tmpfs (1 where not counted: btrfs, or ext4 past 65,000). When it shows
- * none but the hidden staging directory, a client's listing need not read
- * a directory of a million files to find no subdirectory in it. */
+/* Does DIRFD's link count show no subdirectory a client sees (view.h)? */
 static bool no_visible_subdirs(int dirfd)
 {
 	struct stat st;
-	nlink_t hidden;
 
-	if (fstat(dirfd, &st) < 0 || st.st_nlink < 2)
-		return false;
-	hidden = st.st_ino == fs.staging_parent_ino ? 1 : 0;
-	return st.st_nlink == 2 + hidden;
+	return fstat(dirfd, &st) == 0 &&
+	       view_no_visible_subdirs(st.st_nlink, st.st_ino == fs.staging_parent_ino ? 1 : 0);
 }
 
 static int snap_drop(const struct drop *d, void *snap)
@@ -459,16 +439,14 @@ int client_snapshot(struct who *w, struct node *dir, struct dirsnap **out)
 		close(fd);
 		goto fail;
 	}
-	/* Directories are shared; files are nobody else's business (R2). */
+	/* What every client sees (R2, view.h), then the session's drops. */
 	while (ret == 0 && (de = readdir(dp)) != NULL) {
-		unsigned char type = de->d_type;
+		mode_t mode = DTTOIF(de->d_type);
 
-		if (is_hidden_ino(de->d_ino))
-			continue;
-		if (type == DT_UNKNOWN && fstatat(dirfd(dp), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-		    S_ISDIR(st.st_mode))
-			type = DT_DIR;
-		if (type == DT_DIR)
+		if (de->d_type == DT_UNKNOWN && !is_hidden_ino(de->d_ino) &&
+		    fstatat(dirfd(dp), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+			mode = st.st_mode;
+		if (view_shared(mode, is_hidden_ino(de->d_ino)))
 			ret = snap_add(snap, de->d_name, de->d_ino, DT_DIR);
 	}
 	closedir(dp);

@@ -17,7 +17,7 @@
 #include "log.h"
 #include "names.h"
 #include "stats.h"
-
+#include "view.h"
 
 struct dirh {
 	DIR *dp;
@@ -283,86 +283,50 @@ void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_
 		fsyncdir_job(req, d, datasync);
 }
 
-/* A client learns no file count (df -i shows none, as on btrfs), and free
- * space only in whole MiB: enough for a client that checks for room before
- * it copies, too coarse to count others' messages (issue 11). */
-#define CLIENT_SPACE_GRAIN (1024 * 1024)
-
-static void client_statfs(struct statvfs *sv)
-{
-	fsblkcnt_t grain = sv->f_frsize && sv->f_frsize < CLIENT_SPACE_GRAIN ?
-			   CLIENT_SPACE_GRAIN / sv->f_frsize : 1;
-
-	sv->f_files = sv->f_ffree = sv->f_favail = 0;
-	sv->f_bfree -= sv->f_bfree % grain;
-	sv->f_bavail -= sv->f_bavail % grain;
-}
-
 void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct statvfs sv;
 	struct who w;
+	int ret = fstatvfs(inbox_fd(), &sv) < 0 ? -errno : 0;
 
-	if (fstatvfs(inbox_fd(), &sv) < 0) {
-		fuse_reply_err(req, errno);
-		return;
-	}
 	/* No session needed: only whether the asker is an observer. */
-	if (!observers_match(&fs.cfg.observers, ctx->uid, ctx->gid, NULL, 0)) {
-		WHO_OR_REPLY(req, w);
-		if (!w.observer)
-			client_statfs(&sv);
+	if (ret == 0 && !observers_match(&fs.cfg.observers, ctx->uid, ctx->gid, NULL, 0)) {
+		ret = who_get(req, &w);
+		if (ret == 0 && !w.observer)
+			view_client_statfs(&sv);
 		who_put(&w);
 	}
-	fuse_reply_statfs(req, &sv);
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_statfs(req, &sv);
 }
 
 /* ---- extended attributes (Samba keeps DOS attributes in them) ---- */
 
-enum xattr_op { XA_GET, XA_LIST, XA_SET, XA_REMOVE };
-
-/* A client is not root: like ext4 for an unprivileged caller, list no
- * trusted.* names (inboxfs keeps a drop's origin in one). Lists all into a
- * buffer of its own, then filters into *BUF (SIZE 0: only the length). */
-static ssize_t client_listxattr(const char *proc, char **buf, size_t size)
+/* The names a client may see (view.h), of the file at PROC, into BUF (SIZE
+ * 0: only the length): as listxattr(2), -1 with errno on failure. */
+static ssize_t client_listxattr(const char *proc, char *buf, size_t size)
 {
-	ssize_t len = listxattr(proc, NULL, 0), kept = 0;
+	ssize_t len = listxattr(proc, NULL, 0), kept;
 	char *all;
 
 	if (len <= 0)
-		return len < 0 ? -1 : 0;
+		return len;
 	all = malloc((size_t)len);
 	if (all == NULL) {
 		errno = ENOMEM;
 		return -1;
 	}
 	len = listxattr(proc, all, (size_t)len);	/* ERANGE if it grew: the caller retries */
-	for (ssize_t i = 0; len > 0 && i < len; i += (ssize_t)strlen(all + i) + 1) {
-		size_t n = strlen(all + i) + 1;
-
-		if (strncmp(all + i, "trusted.", 8) == 0)
-			continue;
-		if (size > 0 && (size_t)kept + n > size) {
-			free(all);
-			errno = ERANGE;
-			return -1;
-		}
-		if (size > 0)
-			memcpy(*buf + kept, all + i, n);
-		kept += (ssize_t)n;
-	}
+	kept = len < 0 ? -1 : view_client_xattrs(all, (size_t)len, buf, size);
 	free(all);
-	return len < 0 ? -1 : kept;
-}
-
-/* Attributes that tools ask of every file, and stop asking of a filesystem
- * once it says it does not support them (see do_xattr()). */
-static bool asked_of_every_file(const char *name)
-{
-	return strcmp(name, "security.selinux") == 0 ||
-	       strcmp(name, "system.posix_acl_access") == 0 ||
-	       strcmp(name, "system.posix_acl_default") == 0;
+	if (kept < -1) {
+		errno = (int)-kept;
+		kept = -1;
+	}
+	return kept;
 }
 
 static void do_xattr(fuse_req_t req, fuse_ino_t ino, enum xattr_op op, const char *name,
@@ -370,35 +334,35 @@ static void do_xattr(fuse_req_t req, fuse_ino_t ino, enum xattr_op op, const cha
 {
 	struct node *n = node_of(ino);
 	char proc[64], *buf = NULL;
+	enum xattr_plan plan = XATTR_AS_ASKED;
 	struct who w;
 	ssize_t ret;
-	int fd;
+	int fd = -1;
 
-	WHO_OR_REPLY(req, w);
-	if (!may_use(req, &w, n))
-		goto out;
-	if (statsfile_is(n)) {
-		fuse_reply_err(req, op == XA_LIST ? 0 : op == XA_GET ? ENODATA : EPERM);
-		goto out;
-	}
-	/* R7: a client changes no directory's extended attributes (ACLs
-	 * among them). */
-	if (n->type == S_IFDIR && (op == XA_SET || op == XA_REMOVE) && !may_change_dir(&w)) {
-		fuse_reply_err(req, EPERM);
-		goto out;
-	}
+	ret = who_get(req, &w);
+	if (ret < 0)
+		goto reply;
+	ret = may_use(&w, n);
+	/* The stats file's, and R7: who changes a directory's (view.h). */
+	if (ret == 0)
+		ret = view_xattr(op, w.observer, n->type, statsfile_is(n),
+				 n->type == S_IFDIR && (op == XA_SET || op == XA_REMOVE) &&
+					 may_change_dir(&w),
+				 &plan);
+	who_put(&w);
+	if (ret < 0 || plan == XATTR_EMPTY)
+		goto reply;
 	fd = node_open(n, O_PATH);
 	if (fd < 0) {
-		fuse_reply_err(req, -fd);
-		goto out;
+		ret = fd;
+		goto reply;
 	}
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
 	if ((op == XA_GET || op == XA_LIST) && size > 0) {
 		buf = malloc(size);
 		if (buf == NULL) {
-			close(fd);
-			fuse_reply_err(req, ENOMEM);
-			goto out;
+			ret = -ENOMEM;
+			goto reply;
 		}
 	}
 	switch (op) {
@@ -406,7 +370,8 @@ static void do_xattr(fuse_req_t req, fuse_ino_t ino, enum xattr_op op, const cha
 		ret = getxattr(proc, name, buf, size);
 		break;
 	case XA_LIST:
-		ret = w.observer ? listxattr(proc, buf, size) : client_listxattr(proc, &buf, size);
+		ret = plan == XATTR_CLIENT_LIST ? client_listxattr(proc, buf, size) :
+						  listxattr(proc, buf, size);
 		break;
 	case XA_SET:
 		ret = setxattr(proc, name, value, size, flags);
@@ -417,28 +382,21 @@ static void do_xattr(fuse_req_t req, fuse_ino_t ino, enum xattr_op op, const cha
 	}
 	if (ret < 0)
 		ret = -errno;
-	close(fd);
-	/* ls -l asks every file for its SELinux label and its ACL, costing a
-	 * LOOKUP and a GETXATTR each, unless the filesystem says it supports
-	 * neither: then it stops asking. So where the backing file has none,
-	 * say so; one set through the mount still reads back, getfacl and
-	 * Samba make an ACL of the mode bits as they do without ACL support,
-	 * and the kernel enforces no ACL through a FUSE mount that did not
-	 * ask for them anyway. (SELinux labels a FUSE mount by its mount
-	 * context, not by xattrs.) */
-	if (op == XA_GET && ret == -ENODATA && asked_of_every_file(name))
-		ret = -EOPNOTSUPP;
+	/* What ls -l asks of every file (view.h). */
+	if (op == XA_GET)
+		ret = view_getxattr_result(name, ret);
+reply:
+	if (fd >= 0)
+		close(fd);
 	if (ret < 0)
 		fuse_reply_err(req, (int)-ret);
-	else if (op == XA_SET || op == XA_REMOVE)
+	else if (op == XA_SET || op == XA_REMOVE || plan == XATTR_EMPTY)
 		fuse_reply_err(req, 0);
 	else if (size == 0)
 		fuse_reply_xattr(req, (size_t)ret);
 	else
 		fuse_reply_buf(req, buf, (size_t)ret);
 	free(buf);
-out:
-	who_put(&w);
 }
 
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)

@@ -16,9 +16,11 @@
 void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct who w;
+	int ret = who_get(req, &w);
 
-	WHO_OR_REPLY(req, w);
-	if (w.observer)
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else if (w.observer)
 		observer_open(req, &w, node_of(ino), fi);
 	else
 		client_open(req, &w, node_of(ino), fi);
@@ -28,12 +30,14 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 	       struct fuse_file_info *fi)
 {
-	struct who w;
+	struct who w = WHO_NONE;
+	int ret = name_check(name);
 
-	if (check_name(req, name) < 0)
-		return;
-	WHO_OR_REPLY(req, w);
-	if (w.observer)
+	if (ret == 0)
+		ret = who_get(req, &w);
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else if (w.observer)
 		observer_create(req, &w, node_of(parent), name, mode, fi);
 	else
 		client_create(req, &w, node_of(parent), name, mode, fi);

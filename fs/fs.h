@@ -130,21 +130,20 @@ struct who {
 	struct session *s;
 };
 
+/* 0 or -errno, which the handler replies. who_put() puts what who_get()
+ * took: nothing after it failed, nor on a W of WHO_NONE. */
+#define WHO_NONE { .s = NULL }
 int who_get(fuse_req_t req, struct who *w);
 void who_put(struct who *w);
-#define WHO_OR_REPLY(req, w) do { int r_ = who_get(req, &(w)); \
-	if (r_ < 0) { fuse_reply_err(req, -r_); return; } } while (0)
 
-/* May W change a directory's attributes (R7)? */
+/* May W change a directory's attributes (R7, core/view.h)? */
 bool may_change_dir(const struct who *w);
-/* Reply with the error and return it if NAME cannot be created. */
-int check_name(fuse_req_t req, const char *name);
 /* True if INO is inboxfs's own (its staging) and no view shows it. */
 bool is_hidden_ino(uint64_t ino);
 /* Give the new object at FD to the requester. */
 int own_new(int fd, const struct who *w, const struct node *parent);
 /* Fill an entry reply for N with attributes ST and what the kernel may
- * cache of them. */
+ * cache of them (core/view.h). */
 double attr_timeout(struct node *n);
 void fill_entry(struct fuse_entry_param *e, struct node *n, const struct stat *st);
 
@@ -231,15 +230,17 @@ void client_create(fuse_req_t req, struct who *w, struct node *parent, const cha
 void client_mknod(fuse_req_t req, struct who *w, struct node *parent, const char *name,
 		  mode_t mode);
 void client_open(fuse_req_t req, struct who *w, struct node *n, struct fuse_file_info *fi);
-void client_unlink(fuse_req_t req, struct who *w, struct node *parent, const char *name);
+/* An unlink or (FLAGS AT_REMOVEDIR) an rmdir. */
+void client_remove(fuse_req_t req, struct who *w, struct node *parent, const char *name,
+		   int flags);
 void client_rename(fuse_req_t req, struct who *w, struct node *parent, const char *name,
 		   struct node *newparent, const char *newname, unsigned flags);
 /* May client W touch node N at all (a directory, or its own open drop)? */
 bool client_may_use(const struct who *w, const struct node *n);
 /* May client W use the open file FI (a handle of its own drop)? */
 bool client_holds(const struct who *w, struct fuse_file_info *fi);
-/* Check that W may act on N; replies ENOENT and returns false if not. */
-bool may_use(fuse_req_t req, struct who *w, struct node *n);
+/* May W (an observer, or a client) act on N: 0 or -ENOENT. */
+int may_use(const struct who *w, const struct node *n);
 /* A client's directory listing, taken at opendir: the subdirectories
  * everyone sees and the session's own open drops there. */
 struct snapent {
@@ -269,8 +270,6 @@ void observer_rename(fuse_req_t req, struct who *w, struct node *dir, const char
 		     struct node *newdir, const char *newname, unsigned flags);
 /* A write by WRITER clears set-ID bits of FD's file as the kernel would. */
 int kill_setid(uid_t writer, int fd);
-/* Names at the top of the inbox that are inboxfs's own. */
-bool reserved_name(fuse_ino_t parent, const char *name);
 
 /* ---- stop.c: the stop on SIGTERM or SIGINT ---- */
 

@@ -14,17 +14,16 @@
 #include "transport.h"
 #include "names.h"
 #include "stats.h"
+#include "view.h"
 
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	struct who w;
+	struct who w = WHO_NONE;
+	int ret = strlen(name) > NAME_MAX_BYTES ? -ENAMETOOLONG : who_get(req, &w);
 
-	if (strlen(name) > NAME_MAX_BYTES) {
-		fuse_reply_err(req, ENAMETOOLONG);
-		return;
-	}
-	WHO_OR_REPLY(req, w);
-	if (w.observer)
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else if (w.observer)
 		observer_lookup(req, node_of(parent), name);
 	else
 		client_lookup(req, &w, node_of(parent), name);
@@ -66,21 +65,18 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct node *n = node_of(ino);
 	struct stat st;
 	struct who w;
-	int ret;
+	int ret = who_get(req, &w);
 
-	WHO_OR_REPLY(req, w);
-	if (!client_holds(&w, fi) && !may_use(req, &w, n))
-		goto out;
-	if (statsfile_is(n)) {
+	if (ret == 0 && !client_holds(&w, fi))
+		ret = may_use(&w, n);
+	if (ret == 0 && statsfile_is(n))
 		statsfile_attr(&st);
-		ret = 0;
-	} else if (fi)
+	else if (ret == 0 && fi)
 		ret = fstat(handle_of(fi)->fd, &st) < 0 ? -errno : 0;
-	else
+	else if (ret == 0)
 		ret = node_stat(n, &st);
-	reply_attr(req, ret, &st, n);
-out:
 	who_put(&w);
+	reply_attr(req, ret, &st, n);
 }
 
 void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
@@ -88,34 +84,35 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
 {
 	enum drop_change what = (valid & FUSE_SET_ATTR_SIZE) ? DROP_CHANGE_DATA : DROP_CHANGE_META;
 	struct node *n = node_of(ino);
+	enum setattr_plan plan;
 	struct drop *d = NULL;
 	char proc[64];
 	struct stat st;
 	struct who w;
-	int fd = -1, ret = 0;
+	int fd = -1, ret = who_get(req, &w);
 
-	WHO_OR_REPLY(req, w);
-	if (!client_holds(&w, fi) && !may_use(req, &w, n))
-		goto out;
-	if (statsfile_is(n) || (n->type == S_IFDIR && !may_change_dir(&w))) {
-		fuse_reply_err(req, EPERM);
-		goto out;
-	}
+	if (ret == 0 && !client_holds(&w, fi))
+		ret = may_use(&w, n);
+	if (ret == 0)
+		ret = view_setattr(w.observer, n->type, statsfile_is(n),
+				   n->type == S_IFDIR && may_change_dir(&w), &plan);
+	if (ret < 0)
+		goto done;
 	/* A drop changes only while the lifecycle lets it (drop.h): never
 	 * once delivered, whatever descriptor or path the writer kept. */
-	if (!w.observer && n->type != S_IFDIR) {
+	if (plan == SETATTR_DROP) {
 		d = fi ? handle_of(fi)->drop.d : drop_find_node(w.s, n);
 		if (d == NULL) {
-			fuse_reply_err(req, ENOENT);
-			goto out;
+			ret = -ENOENT;
+			goto done;
 		}
 		if (fi)
 			drop_ref(d);
 		ret = drop_change_begin(d, what);
 		if (ret < 0) {
 			drop_put(d);
-			fuse_reply_err(req, -ret);
-			goto out;
+			d = NULL;
+			goto done;
 		}
 	}
 	fd = fi ? handle_of(fi)->fd : node_open(n, O_PATH);
@@ -170,9 +167,8 @@ done:
 			stat_add(STAT_ERRORS, 1);
 		drop_put(d);
 	}
-	reply_attr(req, ret, &st, n);
-out:
 	who_put(&w);
+	reply_attr(req, ret, &st, n);
 }
 
 void op_readlink(fuse_req_t req, fuse_ino_t ino)
@@ -180,56 +176,50 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino)
 	struct node *n = node_of(ino);
 	char buf[PATH_MAX + 1];
 	struct who w;
-	ssize_t len;
-	int fd;
+	ssize_t len = -1;
+	int fd = -1, ret = who_get(req, &w);
 
-	WHO_OR_REPLY(req, w);
-	if (!w.observer) {
-		fuse_reply_err(req, ENOENT);	/* clients never see symlinks */
-		goto out;
+	if (ret == 0) {
+		/* clients never see symlinks (view.h: nothing but directories
+		 * and their own drops) */
+		ret = w.observer ? 0 : -ENOENT;
+		who_put(&w);
 	}
-	fd = node_open(n, O_PATH);
-	if (fd < 0) {
-		fuse_reply_err(req, -fd);
-		goto out;
+	if (ret == 0)
+		ret = fd = node_open(n, O_PATH);
+	if (fd >= 0) {
+		len = readlinkat(fd, "", buf, sizeof(buf) - 1);
+		ret = len < 0 ? -errno : 0;
+		close(fd);
 	}
-	len = readlinkat(fd, "", buf, sizeof(buf) - 1);
-	close(fd);
-	if (len < 0) {
-		fuse_reply_err(req, errno);
-		goto out;
+	if (ret < 0) {
+		fuse_reply_err(req, -ret);
+	} else {
+		buf[len] = '\0';
+		fuse_reply_readlink(req, buf);
 	}
-	buf[len] = '\0';
-	fuse_reply_readlink(req, buf);
-out:
-	who_put(&w);
 }
 
 static void make_node(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		      dev_t rdev, const char *link)
 {
 	struct node *dir = node_of(parent);
-	struct who w;
+	enum make_plan plan = MAKE_DIR;
+	struct who w = WHO_NONE;
+	int ret = name_check(name);
 
-	if (check_name(req, name) < 0)
-		return;
-	WHO_OR_REPLY(req, w);
-	if (w.observer) {
+	if (ret == 0)
+		ret = who_get(req, &w);
+	/* R7, R8: what a client may make, and where (view.h). */
+	if (ret == 0 && !w.observer)
+		ret = view_client_make(mode, link != NULL, client_may_use(&w, dir), fs.cfg.client_mkdir,
+				       view_reserved_name(parent == FUSE_ROOT_ID, name), &plan);
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else if (w.observer || plan == MAKE_DIR)
 		observer_make(req, &w, dir, name, mode, rdev, link);
-	} else if (S_ISDIR(mode) && client_may_use(&w, dir)) {
-		/* R7: a client's directory would make every other client's
-		 * create of that name fail, so only where the administrator
-		 * allows it; never over the daemon's own names, which no view
-		 * lists. */
-		if (fs.cfg.client_mkdir && !reserved_name(parent, name))
-			observer_make(req, &w, dir, name, mode, rdev, link);
-		else
-			fuse_reply_err(req, EPERM);
-	} else if (S_ISREG(mode) && !link) {
+	else
 		client_mknod(req, &w, dir, name, mode);
-	} else {
-		fuse_reply_err(req, EPERM);	/* R8 */
-	}
 	who_put(&w);
 }
 
@@ -250,15 +240,19 @@ void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char 
 
 void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
-	struct who w;
+	struct who w = WHO_NONE;
+	enum make_plan plan;
+	int ret = name_check(newname);
 
-	if (check_name(req, newname) < 0)
-		return;
-	WHO_OR_REPLY(req, w);
-	if (w.observer)
-		observer_link(req, node_of(ino), node_of(newparent), newname);
+	if (ret == 0)
+		ret = who_get(req, &w);
+	/* R8 (view.h) */
+	if (ret == 0 && !w.observer)
+		ret = view_client_make(S_IFREG, true /* a link */, true, false, false, &plan);
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
 	else
-		fuse_reply_err(req, EPERM);	/* R8 */
+		observer_link(req, node_of(ino), node_of(newparent), newname);
 	who_put(&w);
 }
 
@@ -266,14 +260,14 @@ static void remove_name(fuse_req_t req, fuse_ino_t parent, const char *name, int
 {
 	struct node *dir = node_of(parent);
 	struct who w;
+	int ret = who_get(req, &w);
 
-	WHO_OR_REPLY(req, w);
-	if (w.observer)
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else if (w.observer)
 		observer_remove(req, dir, name, flags);
-	else if (flags & AT_REMOVEDIR)
-		fuse_reply_err(req, client_may_use(&w, dir) ? EPERM : ENOENT);	/* R7 */
 	else
-		client_unlink(req, &w, dir, name);
+		client_remove(req, &w, dir, name, flags);
 	who_put(&w);
 }
 
@@ -290,16 +284,16 @@ void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
 	       const char *newname, unsigned int flags)
 {
-	struct who w;
+	struct who w = WHO_NONE;
+	int ret = name_check(newname);
 
-	if (check_name(req, newname) < 0)
-		return;
-	if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) {
-		fuse_reply_err(req, EINVAL);
-		return;
-	}
-	WHO_OR_REPLY(req, w);
-	if (w.observer)
+	if (ret == 0 && flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE))
+		ret = -EINVAL;
+	if (ret == 0)
+		ret = who_get(req, &w);
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else if (w.observer)
 		observer_rename(req, &w, node_of(parent), name, node_of(newparent), newname, flags);
 	else
 		client_rename(req, &w, node_of(parent), name, node_of(newparent), newname, flags);

@@ -17,6 +17,7 @@
 #include "noclobber.h"
 #include "stats.h"
 #include "transport.h"
+#include "view.h"
 
 /* A write or truncating open by a writer without CAP_FSETID clears
  * set-user-ID, and set-group-ID where group execution is on, as the kernel
@@ -43,52 +44,33 @@ static int create_attempt(const char *name, void *arg)
 	return a->fd < 0 ? -errno : 0;
 }
 
-/* Is GID the requester's group, or one of its supplementary groups? */
-static bool in_group(fuse_req_t req, const struct who *w, gid_t gid)
-{
-	gid_t few[64], *groups = few;
-	bool found = w->gid == gid;
-	int n;
-
-	if (found)
-		return true;
-	n = fuse_req_getgroups(req, 64, few);
-	if (n > 64) {
-		groups = calloc((size_t)n, sizeof(*groups));
-		if (groups == NULL)
-			return false;
-		n = fuse_req_getgroups(req, n, groups);
-	}
-	for (int i = 0; i < n && !found; i++)
-		found = groups[i] == gid;
-	if (groups != few)
-		free(groups);
-	return found;
-}
-
-/* R3: the file written beside another is created only where the observer
- * could create one itself: write and search permission on the directory.
- * Checked on the directory's mode bits for the request's uid, gid and
- * supplementary groups, as the kernel checks them through this mount
- * (default_permissions, and no ACLs: inboxfs does not ask for
- * FUSE_POSIX_ACL), rather than by switching this worker thread's
- * credentials. Root may, as with CAP_DAC_OVERRIDE. */
+/* R3: may W create the file written beside another in DIRFD (view.h)?
+ * Judged from the directory's mode bits against the request's uid, gid and
+ * supplementary groups, rather than by switching this worker thread's
+ * credentials. */
 static int may_create_in(fuse_req_t req, const struct who *w, int dirfd)
 {
+	gid_t few[64], *groups = few;
 	struct stat st;
-	mode_t bits;
+	int n = 0, ret;
 
-	if (w->uid == 0)
-		return 0;
 	if (fstat(dirfd, &st) < 0)
 		return -errno;
-	if (st.st_uid == w->uid)
-		bits = st.st_mode >> 6;
-	else if (in_group(req, w, st.st_gid))
-		bits = st.st_mode >> 3;
-	else
-		bits = st.st_mode;
-	return (bits & 3) == 3 ? 0 : -EACCES;
+	if (w->uid != 0) {	/* root's groups never count */
+		n = fuse_req_getgroups(req, 64, few);
+		if (n > 64) {
+			int room = n;
+
+			groups = calloc((size_t)room, sizeof(*groups));
+			n = groups ? fuse_req_getgroups(req, room, groups) : 0;
+			if (n > room)	/* it grew meanwhile: those that were read */
+				n = room;
+		}
+	}
+	ret = view_may_create_in(&st, w->uid, w->gid, groups, n > 0 ? (size_t)n : 0);
+	if (groups != few)
+		free(groups);
+	return ret;
 }
 
 /* R3 for observers: the data of a truncating open of an existing file goes
@@ -320,14 +302,6 @@ void observer_create(fuse_req_t req, struct who *w, struct node *dir, const char
 		handle_free(handle_of(fi));
 		node_forget(n, 1);
 	}
-}
-
-/* Names at the top of the inbox that are inboxfs's own: the default
- * staging directory and the stats file. */
-bool reserved_name(fuse_ino_t parent, const char *name)
-{
-	return parent == FUSE_ROOT_ID &&
-	       (strcmp(name, STAGING_DIR) == 0 || strcmp(name, STATS_FILE) == 0);
 }
 
 /* Reply with the entry of DIRFD/NAME after an observer made it. */

@@ -1,8 +1,8 @@
 /* Request helpers: who is asking (an observer, or a client and its
  * session), the entries and attributes replied and what the kernel may
- * cache of them, names checked once, and new objects handed to their
- * requester. The views (client.c, observer.c) and the handlers build on
- * these; this file calls neither. */
+ * cache of them, and new objects handed to their requester. The views
+ * (client.c, observer.c) and the handlers build on these; this file calls
+ * neither. */
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -10,8 +10,8 @@
 #include <unistd.h>
 
 #include "fs.h"
-#include "names.h"
 #include "peer.h"
+#include "view.h"
 
 struct inboxfs fs;
 
@@ -19,7 +19,7 @@ int who_get(fuse_req_t req, struct who *w)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	gid_t groups[64];
-	int ngroups = 0;
+	int ngroups = 0, ret;
 
 	w->uid = ctx->uid;
 	w->gid = ctx->gid;
@@ -38,7 +38,10 @@ int who_get(fuse_req_t req, struct who *w)
 	/* A session is a process and the uid it acts as: smbd runs each SMB
 	 * session of its connection as its user (unless the share forces
 	 * one), and two users of one machine may share one connection. */
-	return session_get_as(w->pid, w->uid, &w->s);
+	ret = session_get_as(w->pid, w->uid, &w->s);
+	if (ret < 0)
+		w->s = NULL;	/* who_put() has nothing to put */
+	return ret;
 }
 
 void who_put(struct who *w)
@@ -70,18 +73,10 @@ int own_new(int fd, const struct who *w, const struct node *parent)
 	return 0;
 }
 
-/* What the kernel may cache (every round trip counts). A file's name
- * differs per view (a client sees only its own drops, under the names it
- * asked for), so no file's entry is cached: the dentry cache is one for
- * all processes. An inode looks the same to everyone who can reach it, so
- * attributes are cached for a second, like directories' entries; changes
- * made through the mount update them at once, changes made behind it are
- * seen within the second. The stats file changes with every read. */
-#define SHARED_TIMEOUT 1.0
-
+/* What the kernel may cache: core/view.h decides. */
 double attr_timeout(struct node *n)
 {
-	return statsfile_is(n) ? 0 : SHARED_TIMEOUT;
+	return view_attr_timeout(statsfile_is(n));
 }
 
 void fill_entry(struct fuse_entry_param *e, struct node *n, const struct stat *st)
@@ -90,24 +85,12 @@ void fill_entry(struct fuse_entry_param *e, struct node *n, const struct stat *s
 	e->ino = node_id(n);
 	e->attr = *st;
 	e->attr_timeout = attr_timeout(n);
-	e->entry_timeout = S_ISDIR(st->st_mode) ? SHARED_TIMEOUT : 0;
+	e->entry_timeout = view_entry_timeout(st->st_mode);
 }
 
-/* R7: directories belong to the inbox's owner; a client that could chmod
- * one could make every other client's create there fail. smbd switches to
- * root for some changes it makes on its user's behalf ("dos filetimes":
- * the times of anything the user may write), so here a request from an
- * SMB server process is a client's whatever uid it runs as. */
+/* R7 (core/view.h); whether an observer is an SMB server process is asked
+ * only of observers. */
 bool may_change_dir(const struct who *w)
 {
-	return w->observer && !peer_is_smb_server(w->pid);
-}
-
-int check_name(fuse_req_t req, const char *name)
-{
-	int ret = name_check(name);
-
-	if (ret < 0)
-		fuse_reply_err(req, -ret);
-	return ret;
+	return view_may_change_dir(w->observer, w->observer && peer_is_smb_server(w->pid));
 }
