@@ -15,8 +15,10 @@
  *                on the disk (durable closes, fsync), off the request threads
  *   recovery.c   dead instances' staging areas: at start, then taken
  *                over by a thread of its own every second while serving
- *   client.c     a client session's private view (R1, R2, R7, R8)
- *   observer.c   the observers' view, in which nothing is clobbered (R3)
+ *   client.c     a client session's private view (R1, R2, R7, R8), as
+ *                core/view.h decides it
+ *   observer.c   the observers' view, in which nothing is clobbered (R3:
+ *                core/noclobber.h and core/view.h decide)
  *   nodes.c, files.c, dirs.c   the handlers: each finds out who is asking,
  *                hands the request to a view, and replies exactly once
  *   ops.c        the operations table and INIT
