@@ -179,12 +179,11 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino)
 	ssize_t len = -1;
 	int fd = -1, ret = who_get(req, &w);
 
-	if (ret == 0) {
-		/* clients never see symlinks (view.h: nothing but directories
-		 * and their own drops) */
-		ret = w.observer ? 0 : -ENOENT;
-		who_put(&w);
-	}
+	/* Clients never see symlinks: nothing but directories and their
+	 * own drops (view.h). */
+	if (ret == 0)
+		ret = may_use(&w, n);
+	who_put(&w);
 	if (ret == 0)
 		ret = fd = node_open(n, O_PATH);
 	if (fd >= 0) {
