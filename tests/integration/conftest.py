@@ -176,13 +176,13 @@ def client(as_client):
 def samba(request, mount_inboxfs):
     """Factory: samba(share_path, **share_options) starts a private smbd on
     127.0.0.1 (a free high port, .port) exporting share_path as
-    //127.0.0.1/inbox from tools/smb.conf, SMB user inboxtest%inboxtest
+    //127.0.0.1/inbox from dist/samba/smb.conf, SMB user inboxtest%inboxtest
     forced to the account inboxfs-smb. Returns a helpers.Samba:
     smbclient_put(), smbclient(), smb_create_new(), connect(). Extra
     share options are given with spaces as underscores
     (case_sensitive='no'). consumer_path= adds the consumer's share
     //127.0.0.1/consumer there (SMB user inboxconsumer%inboxconsumer, as
-    itself); smb1=True turns on the lines tools/smb.conf shows for SMB1
+    itself); smb1=True turns on the lines dist/samba/smb.conf shows for SMB1
     clients. smbd stops before any mount is torn down."""
     servers, bases = [], []
 

@@ -10,7 +10,7 @@ inboxfs over the volume's inbox, ctdbd with the shipped configuration
 (dist/ctdb: ctdb.conf, nodes, public_addresses, 50.inboxfs.script,
 10.interface.script moving the public addresses with `ip addr`), and smbd
 with `clustering = yes` exporting that node's inboxfs mount with the
-shipped share settings (tools/smb.conf) plus dist/ctdb/smb.conf. Clients
+shipped share settings (dist/samba/smb.conf) plus dist/ctdb/smb.conf. Clients
 (tools/inbox-storm) use the public addresses; the inbox is checked by
 content through a GlusterFS mount of the host's own.
 

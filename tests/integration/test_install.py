@@ -133,7 +133,7 @@ def test_install_puts_binary_unit_man_page_and_smb_conf_in_place(install):
     assert example == os.path.join(prefix, opts['datadir'], 'doc', 'inboxfs',
                                    'smb.conf.example')
     with open(install.path('smb.conf'), 'rb') as a, \
-            open(os.path.join(helpers.SOURCE, 'tools', 'smb.conf'), 'rb') as b:
+            open(os.path.join(helpers.SOURCE, 'dist', 'samba', 'smb.conf'), 'rb') as b:
         assert a.read() == b.read()
 
     for kind in ('binary', 'unit', 'man', 'smb.conf'):

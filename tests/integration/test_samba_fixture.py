@@ -1,5 +1,5 @@
 """The test machinery itself, against a plain directory (no inboxfs): the
-private smbd from tools/smb.conf delivers files as inboxfs-smb, and
+private smbd from dist/samba/smb.conf delivers files as inboxfs-smb, and
 create-new collides there: the message loss inboxfs exists to prevent."""
 
 import errno

@@ -1,4 +1,4 @@
-"""What the shipped Samba configuration (tools/smb.conf) promises on top of
+"""What the shipped Samba configuration (dist/samba/smb.conf) promises on top of
 inboxfs (R14, DESIGN §5; issue 11 items 1 and 2, issue 13 items 1 and 2):
 the clients' share tells no connection what another one creates (no change
 notifications) and grants no oplock, lease or durable handle (a cached
@@ -311,7 +311,7 @@ def test_only_the_clients_accounts_may_drop(deployed):
     assert 'ACCESS_DENIED' in nt_status_name(refused.value.getErrorCode()), refused.value
     assert server.connect().create_new('OK.SVF', b'a client') == STATUS_SUCCESS
     assert consumer_connect(server).listdir() == ['OK.SVF']
-    with open(os.path.join(helpers.SOURCE, 'tools', 'smb.conf')) as f:
+    with open(os.path.join(helpers.SOURCE, 'dist', 'samba', 'smb.conf')) as f:
         shipped = dict(re.findall(r'^\[(\w+)\]\n(.*?)(?=^\[|\Z)', f.read(), re.M | re.S))
     for key in ('valid users', 'hosts allow'):
         assert re.search(rf'^\s*{key}\s*=\s*\S', shipped['inbox'], re.M), f'[inbox] has no {key}'
@@ -483,7 +483,7 @@ def smb1_create_new_storm(server, name, connections):
 
 def test_smb1_clients_colliding_create_new_lose_nothing(mounted, samba):
     """Issue 13 item 1: NT1 clients (impacket's SMB1 NT_CREATE_ANDX with
-    FILE_CREATE), admitted by the lines tools/smb.conf shows, all create
+    FILE_CREATE), admitted by the lines dist/samba/smb.conf shows, all create
     one name at once: every message is in the inbox once."""
     server = samba(mounted.mnt, smb1=True)
     payloads, statuses = smb1_create_new_storm(server, 'K3J9QZ1M.SVF', 8)

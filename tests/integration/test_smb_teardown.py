@@ -1,5 +1,5 @@
 """How an SMB connection ends (issue 18), through a real smbd from the
-shipped tools/smb.conf and impacket: a drop is delivered only on its
+shipped dist/samba/smb.conf and impacket: a drop is delivered only on its
 client's CLOSE. A client that half-closes its connection during its first
 drop, logs off or disconnects the tree with the file open gets nothing
 delivered (smbd closes the file itself, and that close is no client's);
@@ -188,7 +188,7 @@ def test_connection_half_closed_during_a_drop_delivers_nothing(mounted, samba, f
 
 def _connect(samba, mount, dialect):
     """A private smbd on MOUNT and a connection to it speaking DIALECT
-    (SMB1: with the lines tools/smb.conf shows for SMB1 clients)."""
+    (SMB1: with the lines dist/samba/smb.conf shows for SMB1 clients)."""
     if dialect == 'SMB1':
         from impacket import smb
         server = samba(mount.mnt, smb1=True)
@@ -203,7 +203,7 @@ def test_logoff_or_tree_disconnect_without_close_delivers_nothing(mounted, samba
     """FILE_CREATE, write part of a message, then LOGOFF (or TREE_DISCONNECT)
     instead of CLOSE, the TCP connection still up: smbd closes the file
     itself (as root), which is no client's CLOSE. SMB1 (LOGOFF_ANDX,
-    TREE_DISCONNECT) with the lines tools/smb.conf shows for SMB1 clients."""
+    TREE_DISCONNECT) with the lines dist/samba/smb.conf shows for SMB1 clients."""
     server, conn = _connect(samba, mounted, dialect)
     port = _client_port(conn)
     part = b'part of a message\n' * 1000

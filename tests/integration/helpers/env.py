@@ -33,12 +33,12 @@ CLIENT_UID = 60001
 OTHER_UID = 60002   # a second client
 OBSERVER_UID = 0
 
-SMB_FORCE_USER = 'inboxfs-smb'   # tools/smb.conf: force user
+SMB_FORCE_USER = 'inboxfs-smb'   # dist/samba/smb.conf: force user
 SMB_USER = 'inboxtest'
 SMB_PASSWORD = 'inboxtest'
 SMB_SHARE = 'inbox'
 SMB_CONSUMER_SHARE = 'consumer'
-SMB_CONSUMER_USER = 'inboxconsumer'   # tools/smb.conf: [consumer] valid users
+SMB_CONSUMER_USER = 'inboxconsumer'   # dist/samba/smb.conf: [consumer] valid users
 SMB_CONSUMER_PASSWORD = 'inboxconsumer'
 
 STATUS_SUCCESS = 0

@@ -1,4 +1,4 @@
-"""A private Samba server configured from tools/smb.conf, and an impacket
+"""A private Samba server configured from dist/samba/smb.conf, and an impacket
 SMB2/3 client connection to it."""
 
 import os
@@ -37,7 +37,7 @@ def _smb_private_conf():
 
 class Samba:
     """A private smbd on 127.0.0.1:PORT exporting `share_path` as
-    //127.0.0.1/inbox, configured from tools/smb.conf. SMB user inboxtest
+    //127.0.0.1/inbox, configured from dist/samba/smb.conf. SMB user inboxtest
     (password inboxtest) is mapped to the account inboxfs-smb."""
 
     def __init__(self, share_path, base, share_options=None, global_options=None,
@@ -56,7 +56,7 @@ class Samba:
         self.connections = []
 
     def write_config(self):
-        """tools/smb.conf as a private smbd (tools/smb-private-conf): the
+        """dist/samba/smb.conf as a private smbd (tools/smb-private-conf): the
         clients' share [inbox] on share_path, the consumer's [consumer] on
         consumer_path (left out without one), SMB1 lines on with smb1."""
         conf = _smb_private_conf()
