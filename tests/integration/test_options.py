@@ -8,16 +8,13 @@ The tools/run demo is in test_deploy.py, the counters in test_stats.py."""
 import errno
 import os
 import re
-import shutil
-import subprocess
-import tempfile
 import time
 
 import pytest
 
 import helpers
 from helpers import (CLIENT_UID, SMB_FORCE_USER, SOURCE, TAG, TIMEOUT, Client, create_excl,
-                     inbox_contents, is_build_dir, mountinfo, read_stats, staged, wait_until,
+                     inbox_contents, is_build_dir, read_stats, staged, wait_until,
                      write_file)
 
 
@@ -175,33 +172,6 @@ def test_staging_dir_holds_drops_until_delivered(mount_inboxfs, client, tmp_path
 
     assert inbox_contents(m.inbox) == {'STAGED01.SVF': b'staged elsewhere'}
     wait_until(lambda: set(_staged_files(staging)) <= before, what='the drop to leave staging')
-
-
-def test_staging_on_another_filesystem_is_refused(run_inboxfs, tmp_path):
-    """staging=DIR on another filesystem (/dev/shm): one line on stderr, a
-    non-zero exit, nothing mounted, nothing written (R11). test_startup.py
-    checks the same among the other bad inputs; here it completes the
-    staging= option's own tests."""
-    inbox, mnt = tmp_path / 'inbox', tmp_path / 'mnt'
-    inbox.mkdir()
-    mnt.mkdir()
-    if not os.path.isdir('/dev/shm') or os.stat('/dev/shm').st_dev == os.stat(inbox).st_dev:
-        pytest.skip('/dev/shm is not another filesystem than the test directory')
-    staging = tempfile.mkdtemp(prefix='inboxfs-staging-', dir='/dev/shm')
-    try:
-        assert os.stat(staging).st_dev != os.stat(inbox).st_dev
-        proc = run_inboxfs('-o', f'staging={staging}', inbox, mnt)   # no -f
-        mounted = bool(mountinfo(str(mnt)))
-        if mounted:
-            subprocess.run(['fusermount3', '-u', '-z', str(mnt)], stdin=subprocess.DEVNULL,
-                           capture_output=True, timeout=TIMEOUT)
-        assert not mounted, f'staging on another filesystem was mounted: {proc.stderr!r}'
-        lines = [l for l in proc.stderr.splitlines() if l.strip()]
-        assert proc.returncode != 0 and len(lines) == 1, (proc.returncode, lines)
-        assert 'staging' in lines[0], lines[0]
-        assert os.listdir(staging) == [] and os.listdir(inbox) == []
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def test_sync_none_delivers_drops(mount_inboxfs):

@@ -202,6 +202,8 @@ def test_busy_mountpoint_is_refused(run_inboxfs, mount_inboxfs, tmp_path):
 
 
 def test_staging_on_another_filesystem_is_refused(run_inboxfs, dirs):
+    """staging=DIR on another filesystem (/dev/shm) than the inbox: R11's
+    one line naming it, nothing mounted, nothing written in either."""
     inbox, mnt = dirs
     if not os.path.isdir('/dev/shm') or os.stat('/dev/shm').st_dev == os.stat(inbox).st_dev:
         pytest.skip('/dev/shm is not a different filesystem from the test directory')
@@ -209,7 +211,7 @@ def test_staging_on_another_filesystem_is_refused(run_inboxfs, dirs):
     try:
         assert_refused(run_inboxfs, ['-o', f'staging={staging}', inbox, mnt], mnt,
                        mentions=['staging', 'filesystem'])
-        assert os.listdir(staging) == []
+        assert os.listdir(staging) == [] and os.listdir(inbox) == []
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
