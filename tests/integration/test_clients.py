@@ -37,7 +37,7 @@ def test_50_processes_create_the_same_name_at_once(mounted):
 
     failed = [(i, errno.errorcode.get(r, r)) for i, r in enumerate(results) if r]
     assert not failed, f'creates failed: {failed}'
-    found = assert_delivered_once(mounted, payloads, ext='.SVF')
+    found = assert_delivered_once(mounted.inbox, payloads, ext='.SVF')
     by_payload = {data: name for name, data in found.items()}
     for i, data in enumerate(payloads):
         st = os.stat(os.path.join(mounted.inbox, by_payload[data]))
@@ -64,7 +64,7 @@ def test_one_process_drops_the_same_name_1000_times(mounted, client):
     payloads = client.call(_tight_loop, path, 1000, timeout=120)
 
     assert len(set(payloads)) == 1000
-    assert_delivered_once(mounted, payloads, ext='.SVF')
+    assert_delivered_once(mounted.inbox, payloads, ext='.SVF')
 
 
 # ------------------------------------------------------------- (3) R2
@@ -463,7 +463,7 @@ def _twice(path, first, second):
 def test_same_name_twice_in_a_row(mounted, client):
     path = os.path.join(mounted.mnt, 'AGAIN.SVF')
     client.call(_twice, path, b'first', b'second')
-    assert_delivered_once(mounted, [b'first', b'second'], ext='.SVF')
+    assert_delivered_once(mounted.inbox, [b'first', b'second'], ext='.SVF')
 
 
 def test_same_name_twice_in_a_row_empty(mounted, client):

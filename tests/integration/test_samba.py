@@ -16,7 +16,8 @@ import pytest
 
 import helpers
 from helpers import (SMB_FORCE_USER, STATUS_OBJECT_NAME_COLLISION, STATUS_SUCCESS,
-                     TIMEOUT, inbox_contents, nt_status_name, staged, wait_until)
+                     TIMEOUT, assert_delivered_once, inbox_contents, nt_status_name, staged,
+                     wait_until)
 
 s3 = pytest.importorskip('impacket.smb3structs')
 from impacket.smbconnection import SessionError  # noqa: E402
@@ -28,25 +29,6 @@ ACCESS = (s3.FILE_READ_DATA | s3.FILE_WRITE_DATA | s3.FILE_READ_ATTRIBUTES
 
 
 # ------------------------------------------------------------------ helpers
-
-def assert_delivered_once(inbox, payloads, ext=None, others=()):
-    """Each payload is in the inbox exactly once, intact; nothing else is
-    but the files named in OTHERS; every new name keeps the extension."""
-    found = inbox_contents(inbox)
-    for name in others:
-        found.pop(name)
-    counts = {}
-    for data in found.values():
-        counts[data] = counts.get(data, 0) + 1
-    missing = sum(1 for p in payloads if p not in counts)
-    assert missing == 0, f'{missing} of {len(payloads)} payloads not delivered'
-    assert all(n == 1 for n in counts.values()), 'a payload was delivered twice'
-    assert len(found) == len(payloads), f'unexpected files: {sorted(found)[:10]}'
-    if ext:
-        bad = [n for n in found if not n.endswith(ext)]
-        assert not bad, f'names that lost {ext}: {bad[:10]}'
-    return found
-
 
 def smb_status(fn, *args, **kw):
     """STATUS_SUCCESS, or the NTSTATUS of the SessionError fn raised."""

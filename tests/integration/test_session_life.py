@@ -181,7 +181,7 @@ def test_short_lived_clients_leave_no_trace(mounted):
         except TimeoutError:
             raise AssertionError(f'daemon VmRSS {daemon_rss_kib(pid)} KiB after {count} '
                                  f'clients, {rss0} KiB after warm-up (limit {limit} KiB)') from None
-    assert_delivered_once(mounted, payloads, ext='.SVF')
+    assert_delivered_once(mounted.inbox, payloads, ext='.SVF')
 
 
 def _sanitized(pid):
@@ -336,7 +336,7 @@ def test_reused_pid_does_not_inherit_a_dead_session(mounted):
         os.close(done_r)
         os.close(info_r)
     assert ready, 'the keeper did not finish'
-    assert_delivered_once(mounted, [b'created by A, written by its child', b'from the reused pid'],
+    assert_delivered_once(mounted.inbox, [b'created by A, written by its child', b'from the reused pid'],
                           ext='.SVF')
 
 

@@ -126,10 +126,11 @@ def write_all(fd, data, chunk=65536):
         view = view[n:]
 
 
-def assert_delivered_once(mount, payloads, ext=None):
-    """Every payload is in the backing inbox exactly once, intact, and
-    nothing else is; every name keeps the extension."""
-    found = inbox_contents(mount.inbox)
+def assert_delivered_once(inbox, payloads, ext=None):
+    """Every payload is in the backing INBOX (a path: a Mount's .inbox)
+    exactly once, intact, and nothing else is; every name keeps the
+    extension EXT. Returns {name: data}."""
+    found = inbox_contents(inbox)
     counts = {}
     for data in found.values():
         counts[data] = counts.get(data, 0) + 1
