@@ -49,7 +49,7 @@ def _remove(bases, failed):
         return
     for base in bases:
         # Never walk into something still mounted.
-        if not any(m.split()[4].startswith(base) for m in open('/proc/self/mountinfo')):
+        if not helpers.mounted_under(base):
             shutil.rmtree(base, ignore_errors=True)
 
 

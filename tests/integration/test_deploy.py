@@ -53,7 +53,7 @@ def demo_repo():
     base = helpers.make_base_dir('inboxfs-run-')
     repo = copy_source(os.path.join(base, 'repo'))
     yield repo
-    if not any(m.split()[4].startswith(base) for m in open('/proc/self/mountinfo')):
+    if not helpers.mounted_under(base):
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -199,8 +199,7 @@ class Demo:
             subprocess.run(['fusermount3', '-u', '-z', self.mnt], stdin=subprocess.DEVNULL,
                            capture_output=True, timeout=TIMEOUT)
         if self.demo_dir and not os.environ.get('INBOXFS_KEEP'):
-            if not any(m.split()[4].startswith(self.demo_dir)
-                       for m in open('/proc/self/mountinfo')):
+            if not helpers.mounted_under(self.demo_dir):
                 shutil.rmtree(self.demo_dir, ignore_errors=True)
 
 

@@ -571,16 +571,8 @@ class Namespace:
 
     def mountinfo(self, path):
         """(fstype, source) of the mounts at PATH inside the namespace."""
-        found = []
-        with open(f'/proc/{self.holder.pid}/mountinfo') as f:
-            for line in f:
-                left, _, right = line.partition(' - ')
-                unescape = lambda s: re.sub(r'\\([0-7]{3})',  # noqa: E731
-                                            lambda m: chr(int(m.group(1), 8)), s)
-                if unescape(left.split()[4]) == path:
-                    fstype, source = right.split()[:2]
-                    found.append((fstype, unescape(source)))
-        return found
+        return [(m.fstype, m.source) for m in helpers.mounts(self.holder.pid)
+                if m.point == path]
 
     def close(self):
         """Stop what is left: daemons of our mount points (ours: their paths
@@ -626,8 +618,7 @@ def namespace():
     ns.base = base
     yield ns
     leftovers = ns.close()
-    if not any(m[4].startswith(base) for m in
-               (line.split() for line in open('/proc/self/mountinfo'))):
+    if not helpers.mounted_under(base):
         shutil.rmtree(base, ignore_errors=True)
     assert not leftovers, f'inboxfs daemons left running: {leftovers}'
 

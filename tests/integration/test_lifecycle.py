@@ -319,10 +319,9 @@ def test_unmount_while_another_mount_namespace_holds_the_mount(mount_inboxfs, cl
     try:
         def holds():
             try:
-                with open(f'/proc/{holder.pid}/mountinfo') as f:
-                    return f' {m.mnt} ' in f.read() and \
-                        os.readlink(f'/proc/{holder.pid}/ns/mnt') != \
-                        os.readlink('/proc/self/ns/mnt')
+                return any(x.point == m.mnt for x in helpers.mounts(holder.pid)) and \
+                    os.readlink(f'/proc/{holder.pid}/ns/mnt') != \
+                    os.readlink('/proc/self/ns/mnt')
             except OSError:
                 return False
         wait_until(holds, what='the new namespace to hold the mount')

@@ -19,7 +19,7 @@ import shutil
 
 import pytest
 
-from helpers import TIMEOUT, WRAPPER, errno_of, xattr_64k_supported
+from helpers import TIMEOUT, WRAPPER, errno_of, mounts, xattr_64k_supported
 from helpers.posix import (FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, MiB, fallocate, read,
                            run, write)
 
@@ -349,9 +349,7 @@ def test_write_only_descriptor_and_cached_readers_agree(m):
 def test_readahead_raised_to_one_mib(m):
     """The kernel starts a FUSE mount at 128 KiB of readahead; inboxfs
     raises its mount's to 1 MiB (one READ per MiB of a sequential read)."""
-    with open('/proc/self/mountinfo') as f:
-        devs = [line.split()[2] for line in f
-                if line.split()[4] == os.path.realpath(m.mnt)]
+    devs = [x.dev for x in mounts() if x.point == os.path.realpath(m.mnt)]
     assert devs, 'the mount is not in mountinfo'
     with open(f'/sys/class/bdi/{devs[-1]}/read_ahead_kb') as f:
         assert int(f.read()) == 1024

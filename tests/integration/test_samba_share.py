@@ -607,5 +607,5 @@ def test_no_fall_through_to_the_real_inbox_while_inboxfs_is_down(samba, stop):
     finally:
         if mount is not None:
             mount.cleanup()
-        if not any(m.split()[4].startswith(base) for m in open('/proc/self/mountinfo')):
+        if not helpers.mounted_under(base):
             shutil.rmtree(base, ignore_errors=True)

@@ -571,7 +571,7 @@ def drop_dirs():
     os.mkdir(mnt)
     os.chmod(mnt, 0o755)
     yield inbox, mnt
-    if not any(p.startswith(base) for p in (m.split()[4] for m in open('/proc/self/mountinfo'))):
+    if not helpers.mounted_under(base):
         shutil.rmtree(base, ignore_errors=True)
 
 

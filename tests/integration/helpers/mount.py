@@ -1,6 +1,6 @@
 """inboxfs mounts: one daemon in the foreground per Mount, each start a
 DaemonRun whose exit status and log are checked at teardown; the fuse
-prerequisites and /proc/self/mountinfo."""
+prerequisites and the mounts at a path."""
 
 import os
 import re
@@ -13,7 +13,7 @@ import time
 
 import helpers   # WRAPPER is read through the package: tests patch helpers.WRAPPER
 from .env import INBOXFS_BIN, TIMEOUT
-from .procs import kernel_stacks, read_log, stop_process
+from .procs import kernel_stacks, mounts, read_log, stop_process
 
 
 # A daemon log line matching one of these fails the test whatever the
@@ -34,30 +34,13 @@ ERROR_PATTERN = r'\berror\b'
 def mountinfo(path):
     """/proc/self/mountinfo entries (mount id, fstype, source) at path."""
     path = os.path.realpath(path)
-    found = []
-    with open('/proc/self/mountinfo') as f:
-        for line in f:
-            left, _, right = line.partition(' - ')
-            fields = left.split()
-            point = re.sub(r'\\([0-7]{3})', lambda m: chr(int(m.group(1), 8)), fields[4])
-            if point == path:
-                fstype, source = right.split()[:2]
-                found.append((int(fields[0]), fstype, source))
-    return found
+    return [(m.id, m.fstype, m.source) for m in mounts() if m.point == path]
 
 
 def mount_devices(path, fstype='fuse.inboxfs'):
     """The devices (major:minor) of the FSTYPE mounts at path."""
     path = os.path.realpath(path)
-    found = set()
-    with open('/proc/self/mountinfo') as f:
-        for line in f:
-            left, _, right = line.partition(' - ')
-            fields = left.split()
-            point = re.sub(r'\\([0-7]{3})', lambda m: chr(int(m.group(1), 8)), fields[4])
-            if point == path and right.split()[0] == fstype:
-                found.add(fields[2])
-    return found
+    return {m.dev for m in mounts() if m.point == path and m.fstype == fstype}
 
 
 def foreign_holders(devices):
@@ -73,10 +56,7 @@ def foreign_holders(devices):
             if ns in seen:
                 continue
             seen.add(ns)
-            with open(f'/proc/{pid}/mountinfo') as f:
-                held = any(line.split()[2] in devices and ' - fuse.inboxfs ' in line
-                           for line in f)
-            if held:
+            if any(m.dev in devices and m.fstype == 'fuse.inboxfs' for m in mounts(pid)):
                 with open(f'/proc/{pid}/comm') as f:
                     found.append(f'{pid} ({f.read().strip()})')
         except OSError:
@@ -354,14 +334,9 @@ def run_inboxfs(*args, timeout=TIMEOUT, **kw):
 
 def fuse_connection(mnt):
     """The FUSE connection number (the device minor) of the top mount at mnt."""
-    path = mnt             # no realpath(): a stat of a wedged mount never returns
-    found = None
-    with open('/proc/self/mountinfo') as f:
-        for line in f:
-            fields = line.split()
-            if fields[4] == path and ' - fuse.inboxfs ' in line:
-                found = int(fields[2].split(':')[1])
-    return found
+    # No realpath(): a stat of a wedged mount never returns.
+    found = [m for m in mounts() if m.point == mnt and m.fstype == 'fuse.inboxfs']
+    return int(found[-1].dev.split(':')[1]) if found else None
 
 
 def abort_fuse(mnt):

@@ -1,7 +1,10 @@
 """Processes: waiting with a deadline, stopping and reaping children, and
-what /proc says about the daemons (process groups, open descriptors)."""
+what /proc says about the daemons (process groups, open descriptors) and
+the mounts (mountinfo, read here only)."""
 
+import collections
 import os
+import re
 import signal
 import subprocess
 import time
@@ -138,3 +141,34 @@ def kernel_stacks(pid):
             continue
         out[tid] = f'{state}: {stack}'
     return out
+
+
+# One line of /proc/PID/mountinfo: the mount's id, its device (major:minor
+# as a string), where it is mounted, its type and its source (both paths
+# unescaped).
+MountEntry = collections.namedtuple('MountEntry', 'id dev point fstype source')
+
+
+def _unescape(field):
+    """mountinfo writes space, tab, newline and backslash as \\ooo."""
+    return re.sub(r'\\([0-7]{3})', lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mounts(pid='self'):
+    """The mounts PID sees, in mountinfo's order (the top one at a point
+    last). Raises OSError if the process is gone."""
+    found = []
+    with open(f'/proc/{pid}/mountinfo') as f:
+        for line in f:
+            left, _, right = line.partition(' - ')
+            fields, (fstype, source) = left.split(), right.split()[:2]
+            found.append(MountEntry(int(fields[0]), fields[2], _unescape(fields[4]), fstype,
+                                    _unescape(source)))
+    return found
+
+
+def mounted_under(path):
+    """The mount points at PATH or beneath it (a directory that has one must
+    not be removed recursively: rmtree would go into the mount)."""
+    path = os.path.realpath(path)
+    return [m.point for m in mounts() if m.point == path or m.point.startswith(path + '/')]
