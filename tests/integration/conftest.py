@@ -82,7 +82,7 @@ def mount_inboxfs(request):
     """Factory: mount_inboxfs(inbox=None, *, overmount=False, debug=False,
     args=(), wait=True, **options) starts `inboxfs -f -o OPTIONS INBOX MNT`
     and returns a helpers.Mount (attributes inbox, mnt; methods restart(),
-    crash(), unmount(), allow_log(), backing_files()). Options are
+    crash() and recover(), unmount(), allow_log(), backing_files()). Options are
     key=value (True: a bare flag). Without inbox, a fresh one (mode 1777);
     give another mount's inbox to run two daemons over one inbox. Every
     mount is unmounted and checked at teardown."""

@@ -13,78 +13,15 @@ import os
 import random
 import re
 import select
-import signal
-import subprocess
 import tempfile
 import time
 
 import pytest
 
 import helpers
-from helpers import (CLIENT_UID, TIMEOUT, abort_fuse, assert_quarantine_accounted, claimed_id,
-                     drop_privileges, inbox_files, kernel_stacks, message, message_id,
-                     read_file, reap_all, staged, wait_until, write_all)
-
-
-# ------------------------------------------------------------------ helpers
-
-def crash(mount, timeout=5):
-    """Mount.crash() with a diagnosis: SIGKILL the daemon. If it does not
-    die (a thread stuck in the kernel keeps its /dev/fuse descriptor open,
-    so the kernel never aborts the connection and every client waiting on
-    the mount hangs for good), abort the connection by hand so that the
-    test can go on, and return what was seen; else None."""
-    run = mount.run
-    run.expected_status = -signal.SIGKILL
-    run.proc.send_signal(signal.SIGKILL)
-    try:
-        run.proc.wait(timeout=timeout)
-        return None
-    except subprocess.TimeoutExpired:
-        pass
-    stacks = kernel_stacks(run.proc.pid)
-    done = abort_fuse(mount.mnt)
-    try:
-        run.proc.wait(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        raise AssertionError(f'the SIGKILLed daemon (pid {run.proc.pid}) cannot die: '
-                             f'{stacks}; {done}')
-    return (f'the SIGKILLed daemon (pid {run.proc.pid}) did not die within {timeout}s: '
-            f'a thread stuck in the kernel held the FUSE device open, so the connection '
-            f'was never aborted and the mount and its clients hung until the test aborted '
-            f'it by hand (threads: {stacks})')
-
-
-def restart(mount, timeout=TIMEOUT * 3):
-    """Start the daemon again over the stale mount a crash left; returns
-    how long it took to be served. (Not Mount.start(): it waits for a
-    mount id it has not seen before, and the kernel hands the detached
-    stale mount's id to the new mount often enough.) A start that hangs
-    is diagnosed."""
-    start = time.monotonic()
-    mount.start(wait=False)
-    run = mount.run
-    parent_dev = os.stat(os.path.dirname(mount.mnt)).st_dev
-
-    def served():
-        if run.proc.poll() is not None:
-            run.reported = True
-            raise AssertionError(f'inboxfs exited with {run.proc.returncode} at restart\n'
-                                 f'{run.log()}')
-        if not any(m[1] == 'fuse.inboxfs' for m in helpers.mountinfo(mount.mnt)):
-            return False
-        try:
-            return os.stat(mount.mnt).st_dev != parent_dev     # not the stale one: ENOTCONN
-        except OSError:
-            return False
-
-    try:
-        wait_until(served, timeout, what=f'the restarted daemon to serve {mount.mnt}')
-    except TimeoutError as e:
-        e.add_note(f'the new daemon (pid {run.proc.pid}) is at: {kernel_stacks(run.proc.pid)}'
-                   f'\n{run.log()}')
-        raise
-    return time.monotonic() - start
+from helpers import (CLIENT_UID, TIMEOUT, assert_quarantine_accounted, claimed_id,
+                     drop_privileges, inbox_files, message, message_id, read_file, reap_all,
+                     staged, wait_until, write_all)
 
 
 # ------------------------------------------- (1) crash storm, R4 R5 R6
@@ -172,11 +109,11 @@ def crash_storm(mount, writers, kills, interval, seed):
         for _ in range(kills):
             time.sleep(rng.uniform(*interval))
             progress.append(acked_so_far())
-            wedge = crash(mount)
+            wedge = mount.crash(timeout=5, wedged_ok=True)
             if wedge:
                 wedges.append(wedge)
             time.sleep(rng.uniform(0, 0.2))      # writers meet the stale mount
-            startups.append(restart(mount))
+            startups.append(mount.recover(TIMEOUT * 3))
         # Serving resumes after the last restart.
         before = acked_so_far()
         wait_until(lambda: acked_so_far() > before, timeout=TIMEOUT,

@@ -426,51 +426,6 @@ def test_mount_fuse3_helper_with_path(dirs, tmp_path):
 
 # ============================================================ stale mounts
 
-def _inboxfs_devices(path):
-    """st_dev values of the fuse.inboxfs mounts on PATH (mountinfo's
-    major:minor field)."""
-    path = os.path.realpath(path)
-    devs = set()
-    with open('/proc/self/mountinfo') as f:
-        for line in f:
-            left, _, right = line.partition(' - ')
-            fields = left.split()
-            point = re.sub(r'\\([0-7]{3})', lambda g: chr(int(g.group(1), 8)), fields[4])
-            if point == path and right.split()[0] == 'fuse.inboxfs':
-                major, minor = map(int, fields[2].split(':'))
-                devs.add(os.makedev(major, minor))
-    return devs
-
-
-def restart_over_stale_mount(m, timeout=TIMEOUT):
-    """Start a new daemon over M's stale mount and wait until a live mount
-    answers there. (Mount.start(wait=True) waits for a mount id it has not
-    seen before, but the kernel recycles the id of the stale mount the new
-    daemon detaches, so the fresh mount often carries the same id. Here the
-    mountpoint itself is asked: a stale mount answers statfs with ENOTCONN,
-    and what answers must be an inboxfs mount, not the plain directory
-    seen between the detach and the new mount.)"""
-    m.start(wait=False)
-    run = m.run
-
-    def live():
-        assert run.proc.poll() is None, \
-            f'inboxfs exited with status {run.proc.poll()}\n{run.log()}'
-        try:
-            # statfs always reaches the daemon (stat may be answered from
-            # the kernel's attribute cache, even on a dead mount); then the
-            # object there must be an inboxfs root.
-            os.statvfs(m.mnt)
-            st = os.stat(m.mnt)
-        except OSError as e:
-            if e.errno in (errno.ENOTCONN, errno.ECONNABORTED):
-                return False
-            raise
-        return st.st_dev in _inboxfs_devices(m.mnt)
-
-    wait_until(live, timeout, what=f'a live mount on {m.mnt}')
-
-
 def test_stale_mount_is_cleaned_up_by_next_start(mount_inboxfs):
     m = mount_inboxfs()
     _write(os.path.join(m.mnt, 'before.svf'), b'written before the crash')
@@ -483,7 +438,7 @@ def test_stale_mount_is_cleaned_up_by_next_start(mount_inboxfs):
     assert e.value.errno in (errno.ENOTCONN, errno.ECONNABORTED)
     assert m.mounted(), 'the killed daemon left no stale mount to clean up'
 
-    restart_over_stale_mount(m)
+    m.recover()
 
     assert len(mountinfo(m.mnt)) == 1, f'the stale mount is still there: {mountinfo(m.mnt)}'
     assert _read(os.path.join(m.mnt, 'before.svf')) == b'written before the crash'
@@ -514,7 +469,7 @@ def test_stale_overmount_is_cleaned_up_by_next_start(mount_inboxfs, tmp_path):
         os.listdir(m.mnt)
     assert e.value.errno in (errno.ENOTCONN, errno.ECONNABORTED)   # see above
 
-    restart_over_stale_mount(m)
+    m.recover()
 
     assert len(mountinfo(m.mnt)) == 1
     assert os.listdir(m.mnt) == ['before.svf']

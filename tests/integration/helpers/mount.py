@@ -2,6 +2,7 @@
 DaemonRun whose exit status and log are checked at teardown; the fuse
 prerequisites and the mounts at a path."""
 
+import errno
 import os
 import re
 import shlex
@@ -13,7 +14,7 @@ import time
 
 import helpers   # WRAPPER is read through the package: tests patch helpers.WRAPPER
 from .env import INBOXFS_BIN, TIMEOUT
-from .procs import kernel_stacks, mounts, read_log, stop_process
+from .procs import kernel_stacks, mounts, read_log, stop_process, wait_until
 
 
 # A daemon log line matching one of these fails the test whatever the
@@ -255,14 +256,78 @@ class Mount:
         self.opts.update(opts)
         return self.start(timeout=timeout)
 
-    def crash(self, sig=signal.SIGKILL, timeout=TIMEOUT):
+    def crash(self, sig=signal.SIGKILL, timeout=TIMEOUT, wedged_ok=False):
         """Kill the daemon (by its pid) and leave its mount behind, stale,
-        as a crash would. start() then runs a new daemon over the stale
-        mount (which it must clean up); restart() unmounts it first."""
+        as a crash would. recover() then runs a new daemon over the stale
+        mount (which it must clean up); restart() unmounts it first.
+
+        A daemon that does not die within TIMEOUT (a thread stuck in the
+        kernel keeps its /dev/fuse descriptor open, so the kernel never
+        aborts the connection and every client waiting on the mount hangs
+        for good) is freed by aborting the connection by hand, so that the
+        test can go on; that diagnosis fails the test, or is returned with
+        wedged_ok. Returns None when the daemon died of the signal."""
         run = self.run
         run.expected_status = -sig
         run.proc.send_signal(sig)
-        run.proc.wait(timeout=timeout)
+        try:
+            run.proc.wait(timeout=timeout)
+            return None
+        except subprocess.TimeoutExpired:
+            pass
+        stacks = kernel_stacks(run.proc.pid)
+        done = abort_fuse(self.mnt)
+        try:
+            run.proc.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f'the killed daemon (pid {run.proc.pid}) cannot die: '
+                                 f'{stacks}; {done}')
+        wedge = (f'the killed daemon (pid {run.proc.pid}) did not die within {timeout}s: '
+                 f'a thread stuck in the kernel held the FUSE device open, so the connection '
+                 f'was never aborted and the mount and its clients hung until the test '
+                 f'aborted it by hand (threads: {stacks})')
+        if not wedged_ok:
+            raise AssertionError(wedge)
+        return wedge
+
+    def recover(self, timeout=TIMEOUT):
+        """Start a new daemon over the stale mount a crash left and wait
+        until a live inboxfs mount answers there; returns how long that
+        took. (start()'s wait looks for a mount id it has not seen, but the
+        kernel often hands the detached stale mount's id to the new mount.
+        Here the mountpoint itself is asked: a stale mount answers statfs
+        with ENOTCONN, and what answers must be an inboxfs mount, not the
+        plain directory seen between the detach and the new mount.) A
+        start that exits or hangs is diagnosed."""
+        began = time.monotonic()
+        self.start(wait=False)
+        run = self.run
+
+        def live():
+            if run.proc.poll() is not None:
+                run.reported = True   # here, with its log: not again at teardown
+                raise AssertionError(f'inboxfs exited with {run.proc.returncode} over the '
+                                     f'stale mount\n{run.log()}')
+            try:
+                # statfs always reaches the daemon (stat may be answered
+                # from the kernel's attribute cache, even on a dead mount);
+                # then the object there must be an inboxfs root.
+                os.statvfs(self.mnt)
+                st = os.stat(self.mnt)
+            except OSError as e:
+                if e.errno in (errno.ENOTCONN, errno.ECONNABORTED):
+                    return False
+                raise
+            dev = f'{os.major(st.st_dev)}:{os.minor(st.st_dev)}'
+            return dev in mount_devices(self.mnt)
+
+        try:
+            wait_until(live, timeout, what=f'a live mount on {self.mnt}')
+        except TimeoutError as e:
+            e.add_note(f'the new daemon (pid {run.proc.pid}) is at: '
+                       f'{kernel_stacks(run.proc.pid)}\n{run.log()}')
+            raise
+        return time.monotonic() - began
 
     # -- checks
 
