@@ -8,16 +8,10 @@ behind) is in test_session_life.py."""
 
 import errno
 import os
-import select
-import signal
 import socket
 import stat
-import subprocess
-import sys
-import time
 
-import helpers
-from helpers import (CLIENT_UID, OTHER_UID, TIMEOUT, assert_delivered_once, create_excl,
+from helpers import (CLIENT_UID, OTHER_UID, assert_delivered_once, create_excl,
                      errno_of, inbox_contents, incomplete, run_together, staged,
                      try_create_excl, wait_until)
 
@@ -204,41 +198,8 @@ def test_drop_is_invisible_in_the_inbox_until_closed(mounted, client):
     assert staged(mounted.inbox) == []
 
 
-# --------------------------------------------------------- (5) R4, R6
-
-KILLED_WRITER = r'''
-import os, sys
-fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-os.write(fd, b'P' * 65536)
-sys.stdout.write('written\n')
-sys.stdout.flush()
-sys.stdin.read()          # parked until killed
-'''
-
-
-def test_client_killed_mid_write_delivers_nothing(mounted, client):
-    proc = client.popen([sys.executable, '-c', KILLED_WRITER,
-                         os.path.join(mounted.mnt, 'KILLED.SVF')],
-                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    try:
-        ready = select.select([proc.stdout], [], [], TIMEOUT)[0]
-        assert ready and proc.stdout.readline() == b'written\n', 'writer did not start'
-        assert len(staged(mounted.inbox)) == 1
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=TIMEOUT) == -signal.SIGKILL
-    finally:
-        helpers.stop_process(proc, sig=signal.SIGKILL)
-        proc.stdin.close()
-        proc.stdout.close()
-
-    # The kernel's close of a dead writer's file is no acknowledgement.
-    found = wait_until(lambda: incomplete(mounted.inbox), what='the partial drop in incomplete/')
-    assert list(found.values()) == [b'P' * 65536]
-    assert mounted.backing_files() == []
-    assert staged(mounted.inbox) == []
-    time.sleep(0.2)                                # nothing shows up late either
-    assert mounted.backing_files() == []
-
+# (5) R4, R6: a writer killed with its drop open is test_durability.py's
+# test_writer_killed_mid_write_delivers_nothing.
 
 # ------------------------------------------------------------ (6) R7, R8
 

@@ -7,7 +7,6 @@ BACKING inbox, by content (helpers/messages.py).
 The crash storm and the full disk are in test_faults.py."""
 
 import errno
-import hashlib
 import os
 import platform
 import re
@@ -22,8 +21,8 @@ import pytest
 
 import helpers
 from helpers import (STAGING, TIMEOUT, assert_quarantine_accounted, inbox_files, incomplete,
-                     message, message_id, read_file, read_stats, reap_all, staged, staging_area, task_ids,
-                     wait_until, write_all)
+                     kill_writer, message, message_id, read_file, read_stats, reap_all, staged,
+                     staging_area, stream_bytes, task_ids, wait_until, write_all)
 
 
 # ------------------------------------------------------------------ helpers
@@ -262,71 +261,35 @@ def test_sync_none_issues_no_fsync(mount_inboxfs, client, tmp_path):
 
 # -------------------------------------------------- (3) dead writers, R6
 
-KILLED_WRITER = r'''
-import hashlib, os, sys
-def chunk(k):
-    return hashlib.sha256(b'%d' % k).digest() * 2048          # 64 KiB
-paths = sys.argv[2:]
-fds = [os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644) for p in paths]
-mode = sys.argv[1]
-k = 0
-while True:
-    for fd in fds:
-        n = os.write(fd, chunk(k))
-        assert n == 65536, n
-    k += 1
-    if mode == 'park' and k == 3:
-        sys.stdout.write('%d\n' % (k * 65536)); sys.stdout.flush()
-        sys.stdin.read()                       # parked until killed
-    elif mode == 'stream' and k % 4 == 0:
-        sys.stdout.write('%d\n' % (k * 65536)); sys.stdout.flush()
-'''
-
-
-def stream_prefix(size):
-    out = b''.join(hashlib.sha256(b'%d' % k).digest() * 2048 for k in range(size // 65536 + 1))
-    return out[:size]
-
-
 @pytest.mark.parametrize('mode', ['park', 'stream'])
 def test_writer_killed_mid_write_delivers_nothing(mounted, client, mode):
-    """A writer SIGKILLed with two drops open (parked after 192 KiB, or in
-    the middle of a stream of writes): nothing reaches the inbox; both
-    drops sit in incomplete/ with exactly the bytes written so far, and
-    the log says so."""
+    """R6: a writer SIGKILLed with two drops open (parked after 192 KiB, or
+    in the middle of a stream of writes): the kernel's close of a dead
+    writer's files is no acknowledgement. Nothing reaches the inbox, nothing
+    stays staged; both drops sit in incomplete/ with exactly the bytes
+    written so far, and the log says so."""
     names = ['KILLED1.SVF', 'KILLED2.SVF']
-    proc = client.popen([sys.executable, '-c', KILLED_WRITER, mode]
-                        + [os.path.join(mounted.mnt, n) for n in names],
-                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    try:
-        written = 0
-        target = 3 * 65536 if mode == 'park' else 40 * 65536
-        while written < target:
-            assert select.select([proc.stdout], [], [], TIMEOUT)[0], 'writer did not write'
-            line = proc.stdout.readline()
-            assert line, f'writer died: {proc.wait()}'
-            written = int(line)
+
+    def both_staged():
         assert len(staged(mounted.inbox, acked=True)) == 2
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=TIMEOUT) == -signal.SIGKILL
-    finally:
-        helpers.stop_process(proc, sig=signal.SIGKILL)
-        proc.stdin.close()
-        proc.stdout.close()
+
+    written = kill_writer(client, [os.path.join(mounted.mnt, n) for n in names],
+                          chunks=3 if mode == 'park' else 40, stream=mode == 'stream',
+                          before_kill=both_staged)
 
     found = wait_until(lambda: len(incomplete(mounted.inbox)) == 2 and incomplete(mounted.inbox),
                        what='both partial drops in incomplete/')
-    assert inbox_files(mounted) == {}
+    assert inbox_files(mounted) == {} and mounted.backing_files() == []
     assert staged(mounted.inbox, acked=True) == []
     for name, data in found.items():
         assert len(data) >= written, (name, len(data), written)
-        assert data == stream_prefix(len(data)), f'{name}: not the bytes written'
+        assert data == stream_bytes(len(data)), f'{name}: not the bytes written'
         if mode == 'park':
             assert len(data) == written
     files, lines = assert_quarantine_accounted(mounted)
     assert sorted(lines[n][0] for n in files) == names
     time.sleep(0.3)                                       # nothing shows up late either
-    assert inbox_files(mounted) == {}
+    assert inbox_files(mounted) == {} and mounted.backing_files() == []
     # The daemon serves on.
     client.call(_timed_drop, os.path.join(mounted.mnt, 'KILLED1.SVF'), message('after', 10))
     assert message_id(read_file(os.path.join(mounted.inbox, 'KILLED1.SVF'))) == 'after'
@@ -391,7 +354,7 @@ def test_smb_connection_torn_down_mid_write_delivers_nothing(mounted, samba, how
     TCP connection dies without an SMB CLOSE. smbd's connection process
     exits; nothing may be delivered; the partial data goes to incomplete/."""
     server = samba(mounted.mnt)
-    part = stream_prefix(300_000)
+    part = stream_bytes(300_000)
     steps = _tear_down(server, 'SMBDEAD.SVF', part, how)
     next(steps)                                             # open, part written
     conn_pids = smb_holders(server, 'SMBDEAD.SVF')
@@ -683,7 +646,7 @@ def test_smb_close_whose_connection_is_lost_during_its_fsync(mount_inboxfs, samb
     m = slow_fsync_mount(mount_inboxfs, tmp_path, monkeypatch, 'dev')
     m.allow_log(r'quarantine|never saw a successful close|Input/output error')
     server = samba(m.mnt)
-    name, part = 'SMBLATE.SVF', stream_prefix(100_000)
+    name, part = 'SMBLATE.SVF', stream_bytes(100_000)
     conn = helpers.SmbClient(server.port, helpers.SMB_USER, helpers.SMB_PASSWORD)
     try:
         status, fid = conn.create(name, s3.FILE_CREATE, data=part, close=False)

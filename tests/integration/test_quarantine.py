@@ -12,52 +12,23 @@ import errno
 import json
 import os
 import re
-import select
-import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-import helpers
-from helpers import (SOURCE, TIMEOUT, create_excl, incomplete, inbox_contents, staged,
-                     wait_until)
+from helpers import (SOURCE, TIMEOUT, create_excl, incomplete, inbox_contents, kill_writer,
+                     staged, wait_until)
 
 # The built tool (INBOXFS_QUARANTINE: another one, e.g. an older version's).
 BUILD = os.environ.get('INBOXFS_BUILD', os.path.join(SOURCE, 'build'))
 TOOL = os.environ.get('INBOXFS_QUARANTINE') or os.path.join(BUILD, 'tools',
                                                             'inboxfs-quarantine')
 
-# Writes a partial message, says so, then waits to be killed.
-KILLED_WRITER = r'''
-import os, sys
-fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-os.write(fd, sys.argv[2].encode())
-print('written', flush=True)
-sys.stdin.read()
-'''
-
-
-def kill_mid_write(client, path, data):
-    """A client writing DATA into a new PATH, killed before it closes."""
-    proc = client.popen([sys.executable, '-c', KILLED_WRITER, path, data],
-                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    try:
-        ready = select.select([proc.stdout], [], [], TIMEOUT)[0]
-        assert ready and proc.stdout.readline() == b'written\n', 'writer did not start'
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=TIMEOUT)
-    finally:
-        helpers.stop_process(proc, sig=signal.SIGKILL)
-        proc.stdin.close()
-        proc.stdout.close()
-
-
 def quarantine(mount, client, name, data):
     """A client killed while writing NAME: its drop goes to incomplete/."""
     before = set(incomplete(mount.inbox))
-    kill_mid_write(client, os.path.join(mount.mnt, name), data)
+    kill_writer(client, os.path.join(mount.mnt, name), data)
     found = wait_until(lambda: set(incomplete(mount.inbox)) - before,
                        what='the drop in incomplete/')
     [staged_name] = found
@@ -152,7 +123,7 @@ def test_over_mount_reaches_the_hidden_staging_directory(mount_inboxfs, client):
 def quarantine_overmount(mount, client):
     """quarantine() reads incomplete/ through the backing path, which an
     over-mount hides: look beneath it from a private mount namespace."""
-    kill_mid_write(client, os.path.join(mount.mnt, 'OVER.SVF'), 'under the mount')
+    kill_writer(client, os.path.join(mount.mnt, 'OVER.SVF'), 'under the mount')
 
     def listed():
         out = tool('list', '--json', mount.inbox).stdout

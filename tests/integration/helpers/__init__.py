@@ -25,7 +25,7 @@ from .messages import (QUARANTINE_LINE, STAGING, assert_quarantine_accounted, cl
 from .mount import (DaemonRun, ERROR_PATTERN, Mount, SANITIZER_PATTERNS, abort_fuse,
                     format_options, fuse_connection, fuse_prerequisites, mountinfo,
                     reap_all, run_inboxfs)
-from .client import Client, ClientSession, run_together
+from .client import Client, ClientSession, kill_writer, run_together, stream_bytes
 from .samba import Samba, SmbClient, SmbSessions, nt_status_name, samba_prerequisites
 from .loopfs import LoopFs
 
@@ -43,6 +43,7 @@ __all__ = [
     'assert_quarantine_accounted', 'claimed_id', 'inbox_files', 'message', 'message_id',
     'quarantine_lines', 'DaemonRun', 'ERROR_PATTERN', 'Mount', 'SANITIZER_PATTERNS',
     'abort_fuse', 'format_options', 'fuse_connection', 'fuse_prerequisites', 'mountinfo',
-    'reap_all', 'run_inboxfs', 'Client', 'ClientSession', 'run_together', 'Samba',
+    'reap_all', 'run_inboxfs', 'Client', 'ClientSession', 'kill_writer', 'run_together',
+    'stream_bytes', 'Samba',
     'SmbClient', 'SmbSessions', 'nt_status_name', 'samba_prerequisites', 'LoopFs',
 ]

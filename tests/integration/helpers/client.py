@@ -1,17 +1,20 @@
 """Client uids: a Client runs commands or forked calls as a non-root
 requester, a ClientSession keeps one process (one inboxfs session) alive,
-run_together starts many at once; results travel back pickled over pipes."""
+run_together starts many at once; results travel back pickled over pipes.
+kill_writer() plays a writer killed with its drops open."""
 
+import hashlib
 import os
 import pickle
 import select
 import signal
 import subprocess
+import sys
 import time
 import traceback
 
 from .env import CLIENT_UID, TIMEOUT
-from .procs import reap
+from .procs import reap, stop_process
 
 
 class Client:
@@ -252,3 +255,71 @@ def run_together(jobs, timeout=TIMEOUT * 6):
             os.close(fd)
             reap(pid)
     return [_unpack(reply) for reply in replies]
+
+
+# A writer that never closes: it creates each of its paths (create-new),
+# writes DATA into each (empty: 64 KiB chunks of stream_bytes(), CHUNKS of
+# them, or on and on with "stream"), says how many bytes each has so far,
+# and waits to be killed.
+_KILLED_WRITER = r'''
+import hashlib, os, sys
+mode, chunks, data, paths = sys.argv[1], int(sys.argv[2]), os.fsencode(sys.argv[3]), sys.argv[4:]
+def chunk(k):
+    return hashlib.sha256(b'%d' % k).digest() * 2048          # 64 KiB
+fds = [os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644) for p in paths]
+written, k = 0, 0
+while True:
+    piece = data if data else chunk(k)
+    for fd in fds:
+        view = memoryview(piece)
+        while view:
+            view = view[os.write(fd, view):]
+    written, k = written + len(piece), k + 1
+    if mode == 'park' and (data or k == chunks):
+        sys.stdout.write('%d\n' % written); sys.stdout.flush()
+        sys.stdin.read()                       # parked until killed
+    elif mode == 'stream' and k % 4 == 0:
+        sys.stdout.write('%d\n' % written); sys.stdout.flush()
+'''
+
+
+def stream_bytes(size):
+    """The first SIZE bytes a killed writer without DATA writes."""
+    out = b''.join(hashlib.sha256(b'%d' % k).digest() * 2048 for k in range(size // 65536 + 1))
+    return out[:size]
+
+
+def kill_writer(client, paths, data=b'', chunks=3, stream=False, before_kill=None):
+    """A CLIENT process writing into new PATHS (a path or a list), SIGKILLed
+    with them open, before any close: the kernel's close of a dead
+    writer's files, which is no acknowledgement (R6). It writes DATA once,
+    or without it CHUNKS 64 KiB chunks of stream_bytes() into each; with
+    stream it goes on writing and is killed mid-stream once it has written
+    at least that much. before_kill() runs just before the SIGKILL. Returns
+    the bytes each file had been given when last reported (with stream, the
+    file may hold more)."""
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        paths = [paths]
+    data = data.encode() if isinstance(data, str) else data
+    proc = client.popen([sys.executable, '-c', _KILLED_WRITER, 'stream' if stream else 'park',
+                         str(chunks), os.fsdecode(data), *map(os.fsdecode, paths)],
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        target = len(data) if data else chunks * 65536
+        written = 0
+        while written < target:
+            if not select.select([proc.stdout], [], [], TIMEOUT)[0]:
+                raise AssertionError('the writer did not write')
+            line = proc.stdout.readline()
+            if not line:
+                raise AssertionError(f'the writer died: {proc.wait(TIMEOUT)}')
+            written = int(line)
+        if before_kill:
+            before_kill()
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=TIMEOUT) == -signal.SIGKILL
+    finally:
+        stop_process(proc, sig=signal.SIGKILL)
+        proc.stdin.close()
+        proc.stdout.close()
+    return written
