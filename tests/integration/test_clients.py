@@ -1,4 +1,4 @@
-"""Client sessions (issue 3; DESIGN §2, §3, R1, R2, R4, R7, R8): every
+"""Client sessions (R1, R2, R4, R7, R8): every
 non-root requester process is a session with a private view of the inbox,
 its creates never collide, and its drops reach the inbox only when closed,
 whole. Everything is checked in the BACKING inbox, by content.

@@ -1,4 +1,4 @@
-"""Clustered Samba for real (issue 20): two CTDB nodes on this machine,
+"""Clustered Samba (several front-ends): two CTDB nodes on this machine,
 each in network, mount and UTS namespaces of its own (one long-lived
 `unshare` process holds them; every command of the node enters all three
 with nsenter), on a bridge the test makes with private addresses on its

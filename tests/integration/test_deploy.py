@@ -1,5 +1,5 @@
-"""Ready for a real server (issue 6 acceptance item 1, with test_stats.py
-and test_options.py for items 3, 4 and 5; DESIGN R10): the tools/run demo
+"""Ready for a real server (README "Quick start"; the counters and options
+are test_stats.py's and test_options.py's): the tools/run demo
 works from a fresh copy and its printed commands work when pasted; it
 stops on SIGTERM; tools/run installs every build dependency and shows why
 a build fails.
@@ -288,7 +288,7 @@ def _get_of(command):
 
 
 def test_run_demo_commands_work_when_pasted(demo_repo):
-    """Acceptance 1 (issue 6) and 2 (issue 13): tools/run builds a fresh
+    """README "Quick start": tools/run builds a fresh
     copy, mounts a demo inbox on a separate read-only mountpoint, exports
     the mount to clients and the real inbox to the consumer on loopback
     Samba; the commands it prints (two SMB2 clients and an SMB1 client
@@ -466,13 +466,13 @@ def test_run_shows_why_a_build_fails(tmp_path):
 
 
 def test_run_leaves_no_samba_service_running_that_it_installed(tmp_path):
-    """Issue 19: where systemd runs, installing Debian's samba package
-    starts and enables smbd and nmbd (port 445); tools/run says so and stops
-    and disables them again. Played with stand-ins: a dpkg-query that finds
-    samba missing, an apt-get that installs nothing, a systemctl that
-    records its calls (smbd and nmbd enabled and running), a meson that
-    fails (the build is not the point), and /run/systemd/system present in
-    a private mount namespace. Only a copy of tools/run runs."""
+    """README "Quick start": where systemd runs, installing Debian's samba
+    package starts and enables smbd and nmbd (port 445); tools/run says so and
+    stops and disables them again. Played with stand-ins: a dpkg-query that
+    finds samba missing, an apt-get that installs nothing, a systemctl that
+    records its calls (smbd and nmbd enabled and running), a meson that fails
+    (the build is not the point), and /run/systemd/system present in a private
+    mount namespace. Only a copy of tools/run runs."""
     if os.geteuid() != 0 or not shutil.which('unshare'):
         pytest.skip('needs root and unshare for a private /run')
     tools = tmp_path / 'repo' / 'tools'

@@ -1,10 +1,9 @@
-"""Directories belong to the inbox (issue 11 items 3, 4, 11; DESIGN R1, R2,
-R7): a client cannot create one (unless client_mkdir=yes), so no client's
-directory can make another's create of that name fail, locally or over
-SMB; a client cannot change any directory's mode, owner, times or
-extended attributes, nor remove or rename one; and what a client can learn
-of others' publications from the filesystem's counters is kept small.
-Checked in the BACKING inbox, by content."""
+"""Directories belong to the inbox (R1, R2, R7): a client cannot create one
+(unless client_mkdir=yes), so no client's directory can make another's create
+of that name fail, locally or over SMB; a client cannot change any directory's
+mode, owner, times or extended attributes, nor remove or rename one; and what a
+client can learn of others' publications from the filesystem's counters is kept
+small. Checked in the BACKING inbox, by content."""
 
 import errno
 import os

@@ -1,4 +1,4 @@
-"""One drop's durability (issue 4; DESIGN R5, R6): with sync=close its data
+"""One drop's durability (R5, R6): with sync=close its data
 and its directories are fsynced, as strace sees the daemon do it, before
 the writer's close() returns; a writer killed mid-write, or whose SMB
 connection is torn down mid-write, delivers nothing. Checked in the

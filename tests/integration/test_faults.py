@@ -1,4 +1,4 @@
-"""Faults (issue 4; DESIGN R4, R5, R6, R11): nothing acknowledged is lost
+"""Faults (R4, R5, R6): nothing acknowledged is lost
 and nothing partial is delivered when the daemon is killed again and again
 under a storm of writers, or when the disk fills. Everything is checked in
 the BACKING inbox, by content: every message carries its id, its length

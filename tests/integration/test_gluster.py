@@ -1,4 +1,4 @@
-"""Two front-end "nodes" over one cluster filesystem (R13, issue 12):
+"""Two front-end "nodes" over one cluster filesystem (R6, several front-ends):
 a GlusterFS volume (Debian's glusterfs-server) served by a glusterd of our
 own, mounted twice on this machine; on each mount an inboxfs and a private
 smbd. GlusterFS refuses RENAME_NOREPLACE, so inboxfs publishes by link()
@@ -278,8 +278,8 @@ def test_two_nodes_storm_kill_and_restart(gluster, mount_inboxfs, samba, client,
 
     # Node 1 killed with acknowledged (lingering) drops and an open one in
     # its area, and left dead; node 2 holds an open drop. Node 2's running
-    # instance takes node 1's area over, without any restart (issue 20: on
-    # f37f33b the drops waited for an instance to start).
+    # instance takes node 1's area over, without any restart (R6, a dead
+    # peer's area: on f37f33b the drops waited for an instance to start).
     node1.restart(linger=60)
     area1 = [a for a in staging_areas(os.path.join(inbox1, '.inboxfs'))
              if f'.{node1.pid}.' in a]

@@ -1,5 +1,5 @@
-"""Hostile input from clients, and from root where it matters (issue 4;
-DESIGN R8, R9, R11, R12): strange and over-long names, names that look
+"""Hostile input from clients, and from root where it matters (R8, R9,
+R12): strange and over-long names, names that look
 like the daemon's own, '..' and '/', maximum-size xattrs, huge offsets,
 racing rename/unlink of one open drop. Each gets a clear errno or works;
 nothing crashes, nothing escapes INBOX, nothing is lost. Checked in the

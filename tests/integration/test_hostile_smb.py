@@ -1,10 +1,9 @@
-"""A hostile client against other clients' messages (issue 11 "Also";
-DESIGN R1, R2, §7 "Hostile-client tests"), over SMB and through the mount:
-other names in case variants, streams (`name:x`, `::$DATA`), 8.3 names,
-`..\\`, file ids, wildcard listings, rename with replace, supersede and
-overwrite-if on foreign names, and /proc/PID/fd of another process of the
-same uid. Each attempt must neither reach nor harm another's message, nor
-tell its name. Checked in the BACKING inbox, by content."""
+"""A hostile client against other clients' messages (R1, R2, R3), over SMB and
+through the mount: other names in case variants, streams (`name:x`, `::$DATA`),
+8.3 names, `..\\`, file ids, wildcard listings, rename with replace, supersede
+and overwrite-if on foreign names, and /proc/PID/fd of another process of the
+same uid. Each attempt must neither reach nor harm another's message, nor tell
+its name. Checked in the BACKING inbox, by content."""
 
 import errno
 import os

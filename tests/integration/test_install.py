@@ -1,8 +1,9 @@
-"""Deployment (issue 6): `meson install` into a DESTDIR puts the binary, the
-systemd template unit, the man page and the example smb.conf in place; the
-man page renders and documents every option of --help; the unit's helper
-commands do what its comments say; and mount(8) mounts type fuse.inboxfs,
-from the command line and from an fstab line, through mount.fuse3.
+"""Deployment (README "Installing"): `meson install` into a DESTDIR puts the
+binary, the systemd template unit, the man page and the example smb.conf in
+place; the man page renders and documents every option of --help; the unit's
+helper commands do what its comments say; and mount(8) mounts type
+fuse.inboxfs, from the command line and from an fstab line, through
+mount.fuse3.
 
 mount(8) starts its helpers with PATH removed from the environment, and
 mount.fuse3 runs `inboxfs` through /bin/sh, which then searches its default
@@ -141,7 +142,7 @@ def test_install_puts_binary_unit_man_page_and_smb_conf_in_place(install):
 
 
 def test_install_gives_every_command_a_man_page_and_the_samba_pieces(install):
-    """Issue 13 items 6 and 7: each installed command has its man page; the
+    """Each installed command has its man page; the
     smbd drop-in, the consumer's include and the Samba example (without
     @...@ placeholders) are in the doc directory; the load generator is a
     test tool, not installed by default."""
@@ -165,7 +166,8 @@ def test_install_gives_every_command_a_man_page_and_the_samba_pieces(install):
     assert dropin in files, files
     settings = unit_settings(open(destdir + dropin).read())
     # Wants=, not BindsTo=: smbd (and the consumer's share) keeps running
-    # through inboxfs's stops and restarts (issue 19).
+    # through inboxfs's stops and restarts (README "Deploying on an inbox
+    # server").
     assert settings[('Unit', 'Wants')] == ['inboxfs@srv-inbox.service']
     assert ('Unit', 'BindsTo') not in settings
     assert settings[('Unit', 'After')] == ['inboxfs@srv-inbox.service']
@@ -181,9 +183,9 @@ def test_install_gives_every_command_a_man_page_and_the_samba_pieces(install):
 
 
 def test_install_ships_the_ctdb_example(install):
-    """Issue 20: the CTDB event script (executable, a shell script sh
-    parses) and the example CTDB configuration and smb.conf lines for
-    clustering are installed under the doc directory, as dist/ctdb has
+    """README "Several front-ends": the CTDB event script (executable, a shell
+    script sh parses) and the example CTDB configuration and smb.conf lines
+    for clustering are installed under the doc directory, as dist/ctdb has
     them (test_ctdb.py runs those)."""
     ctdb = os.path.join(os.path.dirname(install.target('smb.conf')), 'ctdb')
     files = set(install.installed.values())
@@ -417,7 +419,7 @@ def test_unit_file_settings(install):
     assert s[('Service', 'NoNewPrivileges')] == ['yes']
     caps = s[('Service', 'CapabilityBoundingSet')][0].split()
     assert 'CAP_SYS_ADMIN' in caps and 'CAP_NET_ADMIN' not in caps
-    # The read lease on a file found in the mountpoint (issue 18): without
+    # The read lease on a file found in the bare mountpoint: without
     # it, a start with such a file owned by the client account refuses.
     assert 'CAP_LEASE' in caps
     for namespaced in ('PrivateTmp', 'ProtectSystem', 'ProtectHome', 'PrivateMounts',
@@ -692,9 +694,10 @@ def test_mount_from_an_fstab_line(namespace):
 
 
 def test_fstab_examples_are_nosuid_nodev_and_name_accounts_the_steps_create():
-    """Issue 19: every fstab line README.md and inboxfs(8) show mounts
-    nosuid,nodev (mount.fuse3 mounts without them unless told), and every
-    observer it names is root or an account README's steps create."""
+    """README "Options" (fstab): every fstab line README.md and inboxfs(8)
+    show mounts nosuid,nodev (mount.fuse3 mounts without them unless told),
+    and every observer it names is root or an account README's steps
+    create."""
     with open(os.path.join(helpers.SOURCE, 'README.md')) as f:
         readme = f.read()
     with open(os.path.join(helpers.SOURCE, 'dist', 'inboxfs.8')) as f:

@@ -1,7 +1,7 @@
-"""Several inboxfs instances over one inbox (R13, issue 12): each owns a
-staging area locked while it runs; a start-up recovers only the areas of
-instances that are gone, never a live one's. Two mounts of one inbox on
-this machine (ext4 or tmpfs): the cluster-filesystem case is
+"""Several inboxfs instances over one inbox (R6; README "Several front-ends"):
+each owns a staging area locked while it runs; a start-up recovers only the
+areas of instances that are gone, never a live one's. Two mounts of one inbox
+on this machine (ext4 or tmpfs): the cluster-filesystem case is
 test_gluster.py."""
 
 import os
@@ -18,7 +18,7 @@ OPEN = os.O_WRONLY | os.O_CREAT | os.O_EXCL
 
 
 def test_second_instance_leaves_an_open_drop_of_the_first_alone(mount_inboxfs, client):
-    """Issue 12's repro: instance 1 holds an open drop, instance 2 starts
+    """R6 across instances: instance 1 holds an open drop, instance 2 starts
     over the same inbox. Its recovery must not take the drop (on aee336c it
     moved it to incomplete/ and the writer's close failed with ENOENT):
     the drop is published by its own instance, the close succeeds, and both
@@ -91,12 +91,12 @@ def test_restart_recovers_a_dead_instance_and_leaves_a_live_one_alone(mount_inbo
 
 
 def test_running_instance_takes_over_a_dead_ones_area(mount_inboxfs, client):
-    """Issue 20: an instance killed (-9) with acknowledged (lingering)
-    drops and an open one, and never started again. The other instance,
-    left running, takes its area over within seconds: each acknowledged
-    drop delivered once, the open one quarantined, the area gone, counted;
-    the survivor's own open drop (a live area) is untouched and its close
-    succeeds. On f37f33b nothing was delivered until an instance started
+    """R6's recovery of a dead peer: an instance killed (-9) with acknowledged
+    (lingering) drops and an open one, and never started again. The other
+    instance, left running, takes its area over within seconds: each
+    acknowledged drop delivered once, the open one quarantined, the area gone,
+    counted; the survivor's own open drop (a live area) is untouched and its
+    close succeeds. On f37f33b nothing was delivered until an instance started
     (the wait below timed out)."""
     dead = mount_inboxfs(linger=60)
     survivor = mount_inboxfs(dead.inbox)

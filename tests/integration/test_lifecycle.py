@@ -24,9 +24,9 @@ def _delivered(inbox):
 
 @pytest.mark.parametrize('shell', ['/bin/sh', '/bin/bash'])
 def test_shell_killed_after_redirected_write_is_not_delivered(mounted, client, shell):
-    """Issue 10.1: `exec 3>F; echo partial >&3; kill -9 $$`. The shell's
-    redirections duplicate and close descriptors of the drop before and
-    after its write; none of those closes is its writer's last, and the
+    """R6, a killed writer: `exec 3>F; echo partial >&3; kill -9 $$`. The
+    shell's redirections duplicate and close descriptors of the drop before
+    and after its write; none of those closes is its writer's last, and the
     killed shell's is no acknowledgement: nothing delivered, every drop
     quarantined."""
     mounted.allow_log(r'quarantine|never saw a successful close')
@@ -105,9 +105,9 @@ def _tamper_after_publication(path):
 
 
 def test_published_message_cannot_be_changed_by_its_writer(mounted, client):
-    """Issue 10.3 and 10.6: from its publication on, a message is the
-    consumer's: a descriptor its writer's child still holds cannot write,
-    truncate, chmod or touch it (EBADF; by /proc path, ENOENT)."""
+    """R6: from its publication on, a message is the consumer's: a descriptor
+    its writer's child still holds cannot write, truncate, chmod or touch it
+    (EBADF; by /proc path, ENOENT)."""
     results = client.call(_tamper_after_publication, os.path.join(mounted.mnt, 'T.SVF'))
     for name, err in results:
         assert err in (errno.EBADF, errno.ENOENT), (name, err)
@@ -130,11 +130,11 @@ def _map_shared(path):
 
 
 def test_drops_cannot_be_mapped_shared(mounted, client):
-    """Issue 10.4: a shared mapping kept after the close could change what
-    readers of the mount see (the kernel's cached pages) while the message
-    on disk is the consumer's. Client drops bypass the page cache, and the
-    kernel refuses them a shared mapping; readers through the mount see the
-    bytes on disk."""
+    """R6, a published message is the consumer's: a shared mapping kept after
+    the close could change what readers of the mount see (the kernel's cached
+    pages) while the message on disk is the consumer's. Client drops bypass
+    the page cache, and the kernel refuses them a shared mapping; readers
+    through the mount see the bytes on disk."""
     err = client.call(_map_shared, os.path.join(mounted.mnt, 'MAP.SVF'))
     assert err == errno.ENODEV
     with open(os.path.join(mounted.mnt, 'MAP.SVF'), 'rb') as f:     # as observer
@@ -143,7 +143,7 @@ def test_drops_cannot_be_mapped_shared(mounted, client):
 
 
 def test_directory_removed_while_drop_open(mounted, client):
-    """Issue 10.5, decided: a drop whose directory an observer removed while
+    """R4, README "Decisions": a drop whose directory an observer removed while
     it was open is delivered at the top of the inbox, with a log line —
     where recovery after a crash would put it too."""
     mounted.allow_log(r'is gone; stored at the top')
@@ -203,7 +203,7 @@ def _child_writes_after_parent_close(path):
 
 
 def test_writer_hands_descriptor_to_child_and_closes_first(mounted, client):
-    """Issue 10.6, decided: the writer's close is the end of its message.
+    """R6, README "Decisions": the writer's close is the end of its message.
     What it wrote by then is delivered; a child that inherited the
     descriptor and writes after it gets EBADF (on a plain directory the
     file would hold both)."""
@@ -213,9 +213,10 @@ def test_writer_hands_descriptor_to_child_and_closes_first(mounted, client):
 
 
 def test_close_fails_when_the_daemon_is_out_of_descriptors(mounted, client, as_client):
-    """Issue 10.2: when the daemon cannot read /proc (out of descriptors),
-    a close cannot tell how it came about: it fails, and the drop is not
-    delivered. Whatever the close answered, the invariant holds."""
+    """R6, nothing swallowed: when the daemon cannot read /proc (out of
+    descriptors), a close cannot tell how it came about: it fails, and the
+    drop is not delivered. Whatever the close answered, the invariant
+    holds."""
     mounted.allow_log(r'never saw|Too many open files|quarantine')
     b = as_client(60002).session()
     fd = b.open(os.path.join(mounted.mnt, 'B.SVF'), os.O_WRONLY | os.O_CREAT | os.O_EXCL)

@@ -1,4 +1,4 @@
-"""Logs an administrator can use (issue 13 item 4, R10): in the foreground
+"""Logs an administrator can use (R10): in the foreground
 every line has a timestamp and a syslog level, or journald's "<N>" prefix
 when stderr is the journal's stream (JOURNAL_STREAM); one line at start and
 one at exit; SIGTERM is a clean stop that says so, SIGHUP is logged and

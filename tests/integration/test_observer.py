@@ -1,6 +1,6 @@
 """Observers (root by default) through a real mount: standard tools never
 clobber a message (R3), and names, attributes and directories are a
-faithful passthrough of the inbox (issue 2, acceptance items 2 and 3).
+faithful passthrough of the inbox (observers see the whole inbox).
 Every check is made in the BACKING directory, by content.
 
 Extended attributes, file data, locks and large files and directories are

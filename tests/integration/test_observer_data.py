@@ -2,8 +2,9 @@
 attributes (SELinux labels, ACLs, user.* values up to 64 KiB), file data
 (fallocate, sparse files, reads of any size and offset, readahead, a
 1 GiB file), locks between processes, inode numbers and a directory of
-20,000 files are a faithful passthrough of the inbox (issue 2, acceptance
-items 2 and 3). Every check is made in the BACKING directory, by content.
+20,000 files are a faithful passthrough of the inbox: observers see the
+whole inbox and its files as they are. Every check is made in the BACKING
+directory, by content.
 
 Standard tools that never clobber a message (R3), names, attributes and
 directories are in test_observer.py."""

@@ -1,5 +1,5 @@
 """Observers are trusted with the whole inbox, not with more than the
-kernel would give them (issue 11 items 7, 8, 9; DESIGN R3): a non-root
+kernel would give them (R3): a non-root
 observer's write, truncate or chown clears set-user-ID and set-group-ID
 bits as the kernel does; the file a truncating open writes "beside" an
 existing one is created only where that observer could create a file; and

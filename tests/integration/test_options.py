@@ -1,4 +1,4 @@
-"""The mount options (issue 6; DESIGN R10): every option in --help is
+"""The mount options (README "Options", R11): every option in --help is
 documented (README.md, the man page) and mounted by at least one test;
 observers= (a group, a second uid, a user name), staging=, sync=none,
 names= and linger= do what they say.
@@ -98,8 +98,7 @@ def test_every_option_is_documented_and_tested(run_inboxfs):
                 if not re.search(rf"mount_inboxfs\([^)]*\b{o}=|['\"]{o}=", sources)]
     assert not untested, f'no test mounts with {untested}'
     if not pages:
-        pytest.skip('no man page inboxfs.8 in the source yet (issue 6 item 2): README '
-                    'and tests checked')
+        pytest.skip('no man page dist/inboxfs.8 in the source: README and tests checked')
 
 
 OBSERVER_GID = 60050

@@ -1,4 +1,4 @@
-"""The Debian package (issue 19): `dpkg-buildpackage -us -uc -b` of a copy
+"""The Debian package (Installing): `dpkg-buildpackage -us -uc -b` of a copy
 of the tree builds it, lintian finds nothing to report, apt installs it,
 the installed unit's commands (run by hand: no systemd is PID 1 here) serve
 a scratch inbox through the installed daemon, a client's drops arrive, the

@@ -1,4 +1,4 @@
-"""The connection tie (issue 11 item 6; DESIGN §3 "Remote clients"): only
+"""The connection tie (R6, R12): only
 an SMB server process's drops are tied to its connection, and inboxfs holds
 nothing of anyone's sockets. A local client that has a TCP connection
 delivers its drops whether or not the connection is still up, and its

@@ -1,11 +1,11 @@
-"""tools/inboxfs-quarantine (issue 13 item 5, R6): list the drops inboxfs
-quarantined with their requested names, sizes, times and why; show one;
-release one into the inbox atomically (a unique name when the requested
-one is taken, never an overwrite, logged); purge old ones. With a separate
-mountpoint, with an over-mount (the real staging directory is hidden under
-the mount), and with per-instance staging areas (STAGING/*/incomplete).
-The tool is a C program on the core library (issue 18 item 8): it names,
-publishes and reads origins as the daemon does."""
+"""tools/inboxfs-quarantine (R6, R10; README "Quarantine"): list the drops
+inboxfs quarantined with their requested names, sizes, times and why; show one;
+release one into the inbox atomically (a unique name when the requested one is
+taken, never an overwrite, logged); purge old ones. With a separate mountpoint,
+with an over-mount (the real staging directory is hidden under the mount), and
+with per-instance staging areas (STAGING/*/incomplete). The tool is a C program
+on the core library (R9's names): it names, publishes and reads origins as the
+daemon does."""
 
 import ctypes
 import errno

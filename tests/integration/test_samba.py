@@ -1,10 +1,10 @@
-"""inboxfs behind a real Samba on loopback (issue 3, DESIGN §2, §3, R1, R2,
-R4): the private smbd of the `samba` fixture exports the inboxfs MOUNT, SMB
-users are mapped to a non-root account (a client: one smbd process per
-connection, one inboxfs session), and real SMB clients (smbclient,
-impacket) drop messages with create-new. Everything is checked in the
-BACKING inbox, by content. The controls run the same traffic against Samba
-over a plain directory and must lose messages: the tests can fail."""
+"""inboxfs behind a real Samba on loopback (R1, R2, R4): the private smbd of
+the `samba` fixture exports the inboxfs MOUNT, SMB users are mapped to a
+non-root account (a client: one smbd process per connection, one inboxfs
+session), and real SMB clients (smbclient, impacket) drop messages with
+create-new. Everything is checked in the BACKING inbox, by content. The
+controls run the same traffic against Samba over a plain directory and must
+lose messages: the tests can fail."""
 
 import datetime
 import os
@@ -125,7 +125,7 @@ def test_concurrent_create_new_from_8_connections(mounted, samba, case_sensitive
 
 
 def test_create_new_storm_16_connections_50_each(smb):
-    """Issue 3 acceptance 4: 800 create-new of one name, 0 collisions."""
+    """R1 over SMB: 800 create-new of one name, 0 collisions."""
     mount, server = smb
     payloads, statuses = create_new_storm(server, 'STORM.SVF', 16, 50)
 
@@ -134,7 +134,7 @@ def test_create_new_storm_16_connections_50_each(smb):
 
 
 def test_rewrite_lines_name_the_client_connection(smb):
-    """Issue 13.4: after a storm through Samba, every rewrite line names its
+    """R10: after a storm through Samba, every rewrite line names its
     client: the address and port of its SMB connection (not smbd's own)."""
     import re
     mount, server = smb
@@ -388,7 +388,7 @@ def test_control_plain_directory_same_connection_collides(samba, plain_inbox):
     assert conn.create_new('AGAIN.SVF', b'2') == STATUS_OBJECT_NAME_COLLISION
 
 
-# ------------------- issue 18 item 1b: several SMB sessions on one connection
+# ------------------------ R2: several SMB sessions on one connection
 
 SECOND_USER = 'inboxtest2'
 

@@ -1,5 +1,5 @@
 """What the shipped Samba configuration (dist/samba/smb.conf) promises on top of
-inboxfs (R14, DESIGN §5; issue 11 items 1 and 2, issue 13 items 1 and 2):
+inboxfs (R14; R1 for SMB1 clients; README "Deploying on an inbox server"):
 the clients' share tells no connection what another one creates (no change
 notifications) and grants no oplock, lease or durable handle (a cached
 close would delay publication and make the client's next create-new of the
@@ -220,9 +220,9 @@ def smb(mounted, samba):
 # -------------------------------------------- R14: change notifications
 
 def test_a_watcher_on_the_clients_share_learns_no_other_connections_names(smb):
-    """Issue 11 item 1: with notifications on, a connection watching the
-    share root is told '0001 confidential-merger-acme.txt' the moment
-    another connection creates it. The shipped share answers no watch."""
+    """R14, no change notifications: with them on, a connection watching the
+    share root is told '0001 confidential-merger-acme.txt' the moment another
+    connection creates it. The shipped share answers no watch."""
     mount, server = smb
     watcher_conn, writer = server.connect(), server.connect()
     watcher = Watcher(watcher_conn)
@@ -246,9 +246,10 @@ def test_a_watcher_on_the_clients_share_learns_no_other_connections_names(smb):
 # ------------------------------- R14: oplocks, leases, durable handles
 
 def test_no_batch_oplock_and_no_durable_handle_on_the_clients_share(smb):
-    """Issue 11 item 2: a Windows redirector holding a batch oplock keeps
-    the handle open after the application's close; a durable handle
-    outlives the connection. The share grants neither."""
+    """R14, no oplocks, leases or durable handles: a Windows redirector
+    holding a batch oplock keeps the handle open after the application's
+    close; a durable handle outlives the connection. The share grants
+    neither."""
     mount, server = smb
     conn = server.connect()
 
@@ -302,9 +303,10 @@ def consumer_connect(server):
 
 
 def test_only_the_clients_accounts_may_drop(deployed):
-    """Issue 19: [inbox] names its SMB accounts (valid users) and the
-    hosts it admits (hosts allow): the consumer's account, valid on its own
-    share, is refused the clients' share, so it cannot drop as a client."""
+    """README "Deploying on an inbox server": [inbox] names its SMB accounts
+    (valid users) and the hosts it admits (hosts allow): the consumer's
+    account, valid on its own share, is refused the clients' share, so it
+    cannot drop as a client."""
     mount, server = deployed
     with pytest.raises(SessionError) as refused:
         server.connect(helpers.SMB_CONSUMER_USER, helpers.SMB_CONSUMER_PASSWORD)
@@ -318,7 +320,7 @@ def test_only_the_clients_accounts_may_drop(deployed):
 
 
 def test_the_consumers_share_sees_stored_names_and_deletes(deployed):
-    """Issue 13 item 2: the consumer reads over SMB what was published,
+    """The consumer's share: the consumer reads over SMB what was published,
     under the stored names, and deletes what it processed."""
     mount, server = deployed
     a, b = server.connect(), server.connect()
@@ -482,7 +484,7 @@ def smb1_create_new_storm(server, name, connections):
 
 
 def test_smb1_clients_colliding_create_new_lose_nothing(mounted, samba):
-    """Issue 13 item 1: NT1 clients (impacket's SMB1 NT_CREATE_ANDX with
+    """R1 for SMB1: NT1 clients (impacket's SMB1 NT_CREATE_ANDX with
     FILE_CREATE), admitted by the lines dist/samba/smb.conf shows, all create
     one name at once: every message is in the inbox once."""
     server = samba(mounted.mnt, smb1=True)
@@ -551,11 +553,11 @@ def _expand(argv, inbox, env):
 
 @pytest.mark.parametrize('stop', ['SIGTERM', 'SIGKILL'])
 def test_no_fall_through_to_the_real_inbox_while_inboxfs_is_down(samba, stop):
-    """Issue 13 item 3: the unit's layout (its mountpoint, made by
-    ExecStartPre), the daemon as ExecStart runs it, smbd exporting the
-    mountpoint. After the daemon stops (systemctl stop: SIGTERM; a crash:
-    SIGKILL, then ExecStopPost), an SMB create on the clients' share fails
-    and nothing lands in the inbox; the consumer's share still works."""
+    """README "Deploying on an inbox server": the unit's layout (its
+    mountpoint, made by ExecStartPre), the daemon as ExecStart runs it, smbd
+    exporting the mountpoint. After the daemon stops (systemctl stop: SIGTERM;
+    a crash: SIGKILL, then ExecStopPost), an SMB create on the clients' share
+    fails and nothing lands in the inbox; the consumer's share still works."""
     text, unit = _unit()
     settings = unit.unit_settings(text)
     env = dict(v.split('=', 1) for v in settings[('Service', 'Environment')])

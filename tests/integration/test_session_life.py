@@ -1,4 +1,4 @@
-"""A session's life (issue 3; DESIGN §2, R12): the threads of one process
+"""A session's life (R2, R12): the threads of one process
 share its session; a new process that gets a dead one's pid starts a new
 session; sessions end with their processes and leave neither memory nor
 descriptors behind in the daemon. Checked in the BACKING inbox, by
@@ -130,7 +130,7 @@ def _settled(pid, interval=0.3):
 
 
 def test_short_lived_clients_leave_no_trace(mounted):
-    """R12 / issue 3: sessions end with their processes and leave neither
+    """R12: sessions end with their processes and leave neither
     memory nor descriptors behind (pidfds, nodes of published drops)."""
     if helpers.WRAPPER:
         pytest.skip('daemon memory is not measurable under INBOXFS_WRAPPER')
@@ -168,7 +168,8 @@ def test_short_lived_clients_leave_no_trace(mounted):
                              'more than at start: sessions survive their processes') from None
     # Measured here: about +150 KiB over 10,000 clients, flat after that
     # (malloc settling). 1 MiB over 2,000 clients catches a leak of half
-    # a KiB per drop; the long run holds issue 3's "within 10%".
+    # a KiB per drop; the long run holds it "within 10%" (R12: bounded by
+    # live sessions, not by the sessions gone by).
     limit = rss0 + (max(rss0 // 10, 256) if LONG else 1024)
     # AddressSanitizer keeps freed memory in quarantine (up to 256 MiB) to
     # catch use-after-free: its RSS says nothing about leaks, which its
@@ -190,7 +191,7 @@ def _sanitized(pid):
     return 'libasan' in maps or 'libtsan' in maps
 
 
-# ------------------------------------- issue 3 item 8: threads of a session
+# ------------------------------------- R2: threads of a session
 
 def _threads_share_a_session(mnt):
     path = os.path.join(mnt, 'THREADS.SVF')
@@ -247,7 +248,7 @@ def test_threads_of_one_process_share_its_session(mounted, client):
         b'set by the creator thread'
 
 
-# ------------------------------------- issue 3: a reused pid starts afresh
+# ------------------------------------- R2: a reused pid starts afresh
 
 def _fork_with_pid(target, fn, uid, attempts=50):
     """Run fn() as UID in a child process whose pid is TARGET (the kernel
@@ -390,7 +391,7 @@ def test_a_thread_id_reused_by_another_process_is_not_the_session(mounted):
     assert inbox_contents(mounted.inbox) == {'THREAD.SVF': b'held by A'}
 
 
-# ------------------------- issue 18 item 5: others' descriptors (R12)
+# ------------------------- R12: others' descriptors
 
 IDLE_SESSIONS = 300
 
@@ -439,7 +440,7 @@ def _stop_all(procs):
 
 def test_idle_sessions_and_full_sessions_never_fail_anothers_close(mount_inboxfs, as_client,
                                                                    monkeypatch):
-    """R12 / issue 18 item 5, at a small scale: many idle client processes
+    """R12's descriptor budget, at a small scale: many idle client processes
     (each touched the mount once) and sessions holding drops up to
     max_drops, until the daemon refuses more; then a third client's close
     and a fresh session's create still succeed, and both drops are

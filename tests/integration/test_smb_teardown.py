@@ -1,4 +1,4 @@
-"""How an SMB connection ends (issue 18), through a real smbd from the
+"""How an SMB connection ends (R6, R14), through a real smbd from the
 shipped dist/samba/smb.conf and impacket: a drop is delivered only on its
 client's CLOSE. A client that half-closes its connection during its first
 drop, logs off or disconnects the tree with the file open gets nothing

@@ -1,4 +1,4 @@
-"""Start-up (R11, issue 2 acceptance items 6 and 7): bad input is refused
+"""Start-up (R11; R6's stale mount): bad input is refused
 before mounting with one clear line on stderr and a non-zero exit, leaving
 nothing mounted; --help and --version; the over-mount; mount(8) through
 mount.fuse3 with a backgrounded daemon; a stale mount left by a killed
@@ -219,7 +219,7 @@ def test_staging_on_another_filesystem_is_refused(run_inboxfs, dirs):
 @pytest.mark.parametrize('where', ['inbox', 'inbox/', 'sub', 'new', 'sub/new', 'staging/sub',
                                    'parent'])
 def test_staging_that_a_view_would_show_is_refused(run_inboxfs, dirs, where):
-    """Issue 11 item 10: the inbox itself, a directory in it other than
+    """R2 and R11: staging= at the inbox itself, a directory in it other than
     INBOX/.inboxfs (made or not), or a directory that contains the inbox:
     clients would get ENOENT everywhere, observers would see incomplete/."""
     inbox, mnt = dirs
@@ -478,7 +478,7 @@ def test_stale_overmount_is_cleaned_up_by_next_start(mount_inboxfs, tmp_path):
     assert sorted(e for e in os.listdir(inbox) if e != '.inboxfs') == ['after.svf', 'before.svf']
 
 
-# ================================================ the bare mountpoint (issue 18)
+# ============================================ the bare mountpoint (R4, R6)
 #
 # While inboxfs is down, MOUNTPOINT is a plain directory: whatever a writer
 # manages to put there (an administrator gave the share's directory to the
@@ -698,7 +698,7 @@ def test_the_over_mount_is_not_a_mountpoint_to_sweep(mount_inboxfs, tmp_path):
 
 
 def test_new_administrator_gives_the_share_to_the_client_account(drop_dirs, mount_at, samba):
-    """Issue 18 item 4, as it happened: during an outage the share's
+    """R6 for the bare mountpoint, as it happened: during an outage the share's
     directory was given to the client account to "fix" ACCESS_DENIED, an
     SMB put succeeded, and the restart's mount hid the message. Now the
     start delivers it, and warns about the mountpoint."""

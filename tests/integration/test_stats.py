@@ -1,4 +1,4 @@
-"""The counters (issue 6; DESIGN R10): .inboxfs-stats and tools/inboxfs-stat
+"""The counters (R10, R2): .inboxfs-stats and tools/inboxfs-stat
 (its table, --watch, Prometheus) and the rewrite log match what a storm
 with collisions did; a drop deleted before its close counts as discarded;
 clients can neither see nor open the stats file, observers read it but
@@ -155,7 +155,7 @@ def test_inboxfs_stat_watch_prints_repeatedly(mounted):
 
 
 def test_inboxfs_stat_watch_prints_time_and_rates(mounted, client):
-    """Issue 13 item 6: -w prints each report's time and the counters'
+    """R10's counters over time: -w prints each report's time and the counters'
     rates per second since the previous report."""
     def drops():
         for i in range(5):

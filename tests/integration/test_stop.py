@@ -1,4 +1,4 @@
-"""A stop that drains (issue 18 item 9, README "Upgrading"): on SIGTERM
+"""A stop that drains (R6, README "Upgrading"): on SIGTERM
 (systemctl stop, restart, every upgrade) or SIGINT the daemon keeps
 serving for up to drain= seconds (default 10) while drops are open, so that
 writers that close meanwhile are delivered as always; then, or as soon as

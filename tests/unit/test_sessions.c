@@ -314,7 +314,7 @@ static unsigned open_fds(void)
 	return n;
 }
 
-/* Issue 18 item 5: thousands of idle SMB connections must not eat the
+/* R12: thousands of idle SMB connections must not eat the
  * descriptors others' closes need. An idle session holds none; one that
  * holds drops holds one pidfd, given back (by the reaper's sweep) a
  * couple of seconds after its last drop. (Red before: a pidfd per session
@@ -447,7 +447,7 @@ static void test_budget_keeps_a_pool_for_first_drops(void **state)
 	session_put(full);
 }
 
-/* Issue 18 item 1b: one smbd process serves one connection, which may
+/* R2: one smbd process serves one connection, which may
  * carry several SMB sessions of several users; where the share does not
  * force one user each acts as its own uid, and each (process, uid) is a
  * session of its own. A session of a process under any uid is its
