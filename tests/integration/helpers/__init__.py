@@ -12,7 +12,8 @@ from .env import (CLIENT_UID, INBOXFS_BIN, LONG, OBSERVER_UID, OTHER_UID,
                   SMB_CONSUMER_PASSWORD, SMB_CONSUMER_SHARE, SMB_CONSUMER_USER,
                   SMB_FORCE_USER, SMB_PASSWORD, SMB_SHARE, SMB_USER, SOURCE,
                   STATUS_OBJECT_NAME_COLLISION, STATUS_SUCCESS, TIMEOUT, WRAPPER, DEFAULT_OPTS,
-                  copy_source, ensure_system_user, free_port, is_build_dir, make_base_dir)
+                  Unavailable, copy_source, ensure_system_user, free_port, is_build_dir,
+                  make_base_dir)
 from .procs import (MountEntry, drop_privileges, inboxfs_daemons, kernel_stacks, mounted_under,
                     mounts, open_files, process_group, processes, read_log, reap, stop_process, task_ids,
                     wait_until)
@@ -24,7 +25,7 @@ from .messages import (QUARANTINE_LINE, STAGING, assert_quarantine_accounted, cl
                        inbox_files, message, message_id, quarantine_lines)
 from .mount import (DaemonRun, ERROR_PATTERN, Mount, SANITIZER_PATTERNS, abort_fuse,
                     format_options, fuse_connection, fuse_prerequisites, mountinfo,
-                    reap_all, run_inboxfs)
+                    reap_all, run_inboxfs, uring_param)
 from .client import Client, ClientSession, kill_writer, run_together, stream_bytes
 from .samba import Samba, SmbClient, SmbSessions, nt_status_name, samba_prerequisites
 from .loopfs import LoopFs
@@ -33,7 +34,7 @@ __all__ = [
     'CLIENT_UID', 'INBOXFS_BIN', 'LONG', 'OBSERVER_UID', 'OTHER_UID',
     'SMB_CONSUMER_PASSWORD', 'SMB_CONSUMER_SHARE', 'SMB_CONSUMER_USER', 'SMB_FORCE_USER',
     'SMB_PASSWORD', 'SMB_SHARE', 'SMB_USER', 'SOURCE', 'STATUS_OBJECT_NAME_COLLISION',
-    'STATUS_SUCCESS', 'TIMEOUT', 'WRAPPER', 'copy_source', 'ensure_system_user', 'free_port',
+    'STATUS_SUCCESS', 'TIMEOUT', 'WRAPPER', 'Unavailable', 'copy_source', 'ensure_system_user', 'free_port',
     'is_build_dir', 'make_base_dir', 'MountEntry', 'drop_privileges', 'inboxfs_daemons',
     'kernel_stacks', 'mounted_under', 'mounts', 'open_files', 'process_group', 'processes', 'read_log', 'reap',
     'stop_process', 'task_ids', 'wait_until', 'STATS', 'TAG', 'assert_delivered_once',
@@ -43,7 +44,7 @@ __all__ = [
     'assert_quarantine_accounted', 'claimed_id', 'inbox_files', 'message', 'message_id',
     'quarantine_lines', 'DaemonRun', 'ERROR_PATTERN', 'Mount', 'SANITIZER_PATTERNS',
     'abort_fuse', 'format_options', 'fuse_connection', 'fuse_prerequisites', 'mountinfo',
-    'reap_all', 'run_inboxfs', 'Client', 'ClientSession', 'kill_writer', 'run_together',
+    'reap_all', 'run_inboxfs', 'uring_param', 'Client', 'ClientSession', 'kill_writer', 'run_together',
     'stream_bytes', 'Samba',
     'SmbClient', 'SmbSessions', 'nt_status_name', 'samba_prerequisites', 'LoopFs',
 ]

@@ -45,10 +45,16 @@ STATUS_SUCCESS = 0
 STATUS_OBJECT_NAME_COLLISION = 0xC0000035
 
 
-def make_base_dir(prefix):
-    """A fresh directory that client uids and smbd's force user can
-    traverse (pytest's own tmp dirs are 0700)."""
-    base = tempfile.mkdtemp(prefix=prefix, dir=os.environ.get('INBOXFS_TMPDIR'))
+class Unavailable(RuntimeError):
+    """This machine cannot provide it (a loop device, FUSE over io_uring):
+    a skip for a test, a note for tools/bench."""
+
+
+def make_base_dir(prefix, parent=None):
+    """A fresh directory (in PARENT, default INBOXFS_TMPDIR or /tmp) that
+    client uids and smbd's force user can traverse (pytest's own tmp dirs
+    are 0700)."""
+    base = tempfile.mkdtemp(prefix=prefix, dir=parent or os.environ.get('INBOXFS_TMPDIR'))
     os.chmod(base, 0o755)
     return base
 

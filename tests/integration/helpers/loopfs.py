@@ -1,29 +1,31 @@
-"""A loop-mounted ext4 image for one test: small ones to fill (ENOSPC),
-and images copied while mounted to play a power cut."""
+"""A loop-mounted ext4 image: small ones for a test to fill (ENOSPC),
+images copied while mounted to play a power cut, and tools/bench's work
+filesystem (a fresh ext4, so that numbers do not depend on the host
+filesystem's history)."""
 
 import os
 import shutil
 import subprocess
 
-import pytest
-
-from .env import TIMEOUT, make_base_dir
+from .env import TIMEOUT, Unavailable, make_base_dir
 from .procs import stop_process
 
 
-def _run(cmd):
+def _run(cmd, timeout=TIMEOUT * 3):
     return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=TIMEOUT * 3)
+                          timeout=timeout)
 
 
 class LoopFs:
-    """A fresh ext4 of SIZE_MIB (or the existing IMAGE) loop-mounted with
-    mount OPTIONS; .inbox is a directory in it (mode 1777, made if absent).
-    The inboxfs mounts over it (register them with .uses(mount)) are
-    unmounted first at cleanup."""
+    """A fresh ext4 of SIZE_MIB (sparse; INODES inodes) or the existing
+    IMAGE, loop-mounted with mount OPTIONS, in a new directory of PARENT
+    (default: make_base_dir's); .inbox is a directory in it (mode 1777,
+    made if absent). Unavailable if it cannot be made or mounted. The
+    inboxfs mounts over it (register them with .uses(mount)) are unmounted
+    first at cleanup(), which removes the image too."""
 
-    def __init__(self, size_mib=None, image=None, options=()):
-        self.base = make_base_dir('inboxfs-loopfs-')
+    def __init__(self, size_mib=None, image=None, options=(), inodes=4096, parent=None):
+        self.base = make_base_dir('inboxfs-loopfs-', parent)
         self.image = image or os.path.join(self.base, 'fs.img')
         self.root = os.path.join(self.base, 'fs')
         self.mounts = []
@@ -33,14 +35,14 @@ class LoopFs:
         if image is None:
             with open(self.image, 'wb') as f:
                 f.truncate(size_mib << 20)
-            cmds.append(['mkfs.ext4', '-q', '-F', '-m', '0', '-N', '4096', self.image])
+            cmds.append(['mkfs.ext4', '-q', '-F', '-m', '0', '-N', str(inodes), self.image])
         cmds.append(['mount', '-o', ','.join(('loop',) + tuple(options)), self.image,
                      self.root])
         for cmd in cmds:
-            proc = _run(cmd)
+            proc = _run(cmd, timeout=600)       # mkfs of a large image takes a while
             if proc.returncode != 0:
                 self.cleanup()
-                pytest.skip(f'{" ".join(cmd[:2])} failed: {proc.stderr.strip()}')
+                raise Unavailable(f'{" ".join(cmd[:2])} failed: {proc.stderr.strip()}')
         self.mounted = True
         self.inbox = os.path.join(self.root, 'inbox')
         if not os.path.isdir(self.inbox):
@@ -76,3 +78,5 @@ class LoopFs:
                     _run(['umount', '-l', self.root])
                 self.mounted = False
             shutil.rmtree(self.base, ignore_errors=True)
+
+    stop = cleanup

@@ -2,6 +2,7 @@
 DaemonRun whose exit status and log are checked at teardown; the fuse
 prerequisites and the mounts at a path."""
 
+import contextlib
 import errno
 import os
 import re
@@ -13,7 +14,7 @@ import tempfile
 import time
 
 import helpers   # WRAPPER is read through the package: tests patch helpers.WRAPPER
-from .env import INBOXFS_BIN, TIMEOUT
+from .env import INBOXFS_BIN, TIMEOUT, Unavailable
 from .procs import kernel_stacks, mounts, read_log, stop_process, wait_until
 
 
@@ -72,6 +73,30 @@ def _answers(path):
         return True
     except OSError:
         return False
+
+
+ENABLE_URING = '/sys/module/fuse/parameters/enable_uring'
+
+
+@contextlib.contextmanager
+def uring_param(value):
+    """The fuse module's enable_uring set to VALUE for the block (true: the
+    kernel offers FUSE over io_uring to new mounts, and inboxfs uses it
+    unless uring=no), then the old value put back, on failure too. The
+    parameter is the whole machine's. Unavailable where the kernel has no
+    FUSE over io_uring."""
+    try:
+        with open(ENABLE_URING) as f:
+            old = f.read().strip()
+    except OSError as e:
+        raise Unavailable(f'this kernel has no FUSE over io_uring ({e})')
+    try:
+        with open(ENABLE_URING, 'w') as f:
+            f.write('1' if value else '0')
+        yield
+    finally:
+        with open(ENABLE_URING, 'w') as f:
+            f.write('1' if old in ('Y', '1') else '0')
 
 
 def fuse_prerequisites():
