@@ -1,6 +1,7 @@
-"""tools/bench, the side-by-side benchmark (DESIGN §6): a --quick run finishes
-and reports every section with positive numbers. A long test: it builds
-build-bench/ and takes a minute or two (INBOXFS_LONG=1, tools/test --long)."""
+"""tools/bench, the side-by-side benchmark (README "Benchmarks"): it shares
+this suite's support package; a --quick run finishes and reports every
+section with positive numbers (a long test: it builds build-bench/ and
+takes a minute or two; INBOXFS_LONG=1, tools/test --long)."""
 
 import json
 import os
@@ -10,8 +11,6 @@ import pytest
 
 import helpers
 from helpers import SOURCE
-
-pytestmark = pytest.mark.long
 
 BENCH = os.path.join(SOURCE, 'tools', 'bench')
 SECTIONS = ['local', 'samba', 'seq', 'ls', 'storm', 'fuse', 'scale', 'daemon']
@@ -26,6 +25,24 @@ def positive_numbers(row):
     return values and all(v > 0 for v in values)
 
 
+def test_bench_shares_the_tests_support_package():
+    """tools/bench imports this package (tests/integration/helpers) by path,
+    outside pytest: the package imports where pytest is missing, and the
+    bench starts (--help lists its sections, the long test's among them)."""
+    tests = os.path.dirname(os.path.abspath(__file__))
+    proc = subprocess.run(
+        ['/usr/bin/python3', '-c', "import sys; sys.modules['pytest'] = None; "
+         f'sys.path.insert(0, {tests!r}); import helpers'],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run(['/usr/bin/python3', BENCH, '--help'], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    listed = [line.split()[0] for line in proc.stdout.split('\nsections:\n')[1].splitlines()]
+    assert set(SECTIONS) <= set(listed), listed
+
+
+@pytest.mark.long
 def test_quick_bench_reports_every_section(tmp_path):
     if os.geteuid() != 0:
         pytest.skip('tools/bench runs as root (mounts, client uids, smbd)')

@@ -1,12 +1,16 @@
-"""Machinery for the integration tests, by concern: env (settings, uids,
-accounts, directories), procs (processes, waits, /proc), files (the backing
-inbox as the consumer sees it), messages (self-proving messages and their
-accounting), mount (inboxfs daemons and mounts), client (client uids and
-sessions), samba (a private smbd and an SMB client), loopfs (a loop-mounted
-ext4 image). Fixtures in
-conftest.py wrap these; tests import every public name from the package
-itself (`import helpers`, `from helpers import ...`), except the short
-names of helpers.posix, which are imported from there."""
+"""The project's test support, by concern: env (settings, uids, accounts,
+directories), procs (processes, waits, /proc, the mounts), files (the
+backing inbox as the consumer sees it), messages (self-proving messages
+and their accounting), mount (inboxfs daemons and mounts, the io_uring
+switch), client (client uids and sessions, a killed writer), samba (a
+private smbd and an SMB client), loopfs (a loop-mounted ext4 image).
+
+It serves the integration tests and tools/bench, which imports it by path
+from the source tree: nothing here imports pytest (what a machine cannot
+do raises Unavailable; fixtures skip on it). Fixtures in conftest.py wrap
+these; tests import every public name from the package itself (`import
+helpers`, `from helpers import ...`), except the short names of
+helpers.posix, which are imported from there."""
 
 from .env import (CLIENT_UID, INBOXFS_BIN, LONG, OBSERVER_UID, OTHER_UID,
                   SMB_CONSUMER_PASSWORD, SMB_CONSUMER_SHARE, SMB_CONSUMER_USER,
