@@ -406,10 +406,10 @@ def _debian_package_of_dependency(name):
 
 
 def test_run_installs_every_build_dependency():
-    """Acceptance 1, "from a fresh machine": tools/run installs what is
-    missing, so its package list must hold every package the build needs
-    (each required meson dependency(), resolved here to the package owning
-    its .pc)."""
+    """README "Quick start", from a fresh machine: tools/run installs what is
+    missing, so its package list must hold every package the build needs (each
+    required meson dependency(), resolved here to the package owning its
+    .pc)."""
     if not shutil.which('dpkg') or not shutil.which('pkg-config'):
         pytest.skip('needs dpkg and pkg-config')
     with open(os.path.join(SOURCE, 'tools', 'run')) as f:

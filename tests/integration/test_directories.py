@@ -22,7 +22,7 @@ def _truncating_create(path, data):
         f.write(data)
 
 
-# ------------------------------------------------------- mkdir (item 3)
+# --------------------------------------------------------- mkdir (R1, R7)
 
 def test_a_clients_mkdir_cannot_make_anothers_create_fail(mounted, as_client):
     mnt = mounted.mnt
@@ -101,7 +101,7 @@ def test_an_smb_mkdir_cannot_make_anothers_create_fail(mounted, samba, dispositi
                                              'AS_DIR.SVF': b'AS_DIR.SVF'}
 
 
-# ------------------------------------------- directory attributes (item 4)
+# -------------------------------------------- directory attributes (R7)
 
 def _attack_directory(path):
     res = {
@@ -191,7 +191,7 @@ def test_observers_still_change_directories(mounted):
     assert not os.path.exists(os.path.join(mounted.inbox, 'sub'))
 
 
-# ---------------------------------------------- what counters tell (item 11)
+# ------------------------------------------------ what counters tell (R2)
 
 def test_a_client_learns_no_file_count_from_statfs(mounted, client):
     for i in range(50):

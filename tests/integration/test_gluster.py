@@ -239,7 +239,7 @@ def _assert_everything_delivered(status, summary, err):
 
 
 def test_two_nodes_storm_kill_and_restart(gluster, mount_inboxfs, samba, client, storms):
-    """Acceptance 3. Two nodes, inboxfs and smbd on each, over one
+    """R1, R6 on GlusterFS. Two nodes, inboxfs and smbd on each, over one
     GlusterFS volume: legacy storms against both at once lose, duplicate
     and corrupt nothing. Node 1's inboxfs is killed (-9) mid-storm and
     restarted on node 1: every acknowledged drop is delivered once and

@@ -56,12 +56,12 @@ def _closed_lingering(client, mount, name, data):
 
 def test_restart_recovers_a_dead_instance_and_leaves_a_live_one_alone(mount_inboxfs,
                                                                       client):
-    """Acceptance 2: instance 1 is killed (-9) with an acknowledged drop (a
-    lingering one) and an open one in its area while instance 2 serves an
-    open drop of its own. Instance 1's restart (or instance 2, which takes a
-    dead area over while it runs, whichever locks it first) delivers the
-    acknowledged drop once and quarantines the open one; instance 2's drop
-    is untouched and its close succeeds."""
+    """R6 with two instances: instance 1 is killed (-9) with an acknowledged
+    drop (a lingering one) and an open one in its area while instance 2 serves
+    an open drop of its own. Instance 1's restart (or instance 2, which takes
+    a dead area over while it runs, whichever locks it first) delivers the
+    acknowledged drop once and quarantines the open one; instance 2's drop is
+    untouched and its close succeeds."""
     first = mount_inboxfs(linger=60)
     second = mount_inboxfs(first.inbox)
     _closed_lingering(client, first, 'ACKED.SVF', b'acknowledged by instance 1')
@@ -138,12 +138,12 @@ def test_running_instance_takes_over_a_dead_ones_area(mount_inboxfs, client):
 
 
 def test_crash_between_link_and_unlink_is_repaired_without_duplicate(mount_inboxfs, client):
-    """Acceptance 2: where the filesystem lacks RENAME_NOREPLACE a drop is
-    published by link() then unlink() of its staged name. An instance
-    killed between the two leaves the message in the inbox and its staged
-    name behind, with two links: the next start removes the staged name
-    and delivers nothing twice (on aee336c it published it again under a
-    unique name)."""
+    """R6, exactly once: where the filesystem lacks RENAME_NOREPLACE a drop is
+    published by link() then unlink() of its staged name. An instance killed
+    between the two leaves the message in the inbox and its staged name
+    behind, with two links: the next start removes the staged name and
+    delivers nothing twice (on aee336c it published it again under a unique
+    name)."""
     m = mount_inboxfs(linger=60)
     stage = _closed_lingering(client, m, 'LINKED.SVF', b'published once')
     m.crash()

@@ -149,8 +149,8 @@ def test_tar_extract_default_mode_over_existing_name(m, payloads, tmp_path):
     before extracting. An explicit unlink is the one way a message may be
     removed (R3), so the old payload is gone exactly as on a plain
     directory; what the mount guarantees is that the extracted payload
-    arrives whole and nothing else is touched. (Acceptance item 2 lists
-    `tar -x` among the no-loss tools: that holds for --overwrite and
+    arrives whole and nothing else is touched. (Of `tar -x`, a standard
+    tool that must not clobber (R3), that holds for --overwrite and
     --keep-old-files, tested here, not for tar's default unlink-first
     mode, which no filesystem can tell from a consumer's delete.)"""
     _, _, data_a, data_b = payloads

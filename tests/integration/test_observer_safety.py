@@ -32,7 +32,7 @@ def _backing_file(m, name, data, mode, uid=0, gid=0, sub=''):
     return path
 
 
-# ---------------------------------------------------- set-id bits (item 7)
+# ------------------------------------------------------ set-id bits (R3)
 
 def _write_at(path, flags, data):
     fd = os.open(path, flags)
@@ -75,7 +75,7 @@ def test_roots_write_keeps_setid(m):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o4755
 
 
-# ------------------------------------------ where "beside" goes (item 8)
+# -------------------------------------------- where "beside" goes (R3)
 
 def test_truncating_open_writes_beside_only_where_the_observer_may_create(m, as_client):
     os.mkdir(os.path.join(m.inbox, 'ro'))
@@ -129,7 +129,7 @@ def test_beside_checks_the_observers_groups(m, as_client):
     assert list(found.values()) == [b'member']
 
 
-# ------------------------------------------- directory renames (item 9)
+# --------------------------------------------- directory renames (R3)
 
 def test_a_directory_renamed_onto_an_empty_directory_replaces_it(m):
     os.mkdir(os.path.join(m.mnt, 'A'))

@@ -71,8 +71,8 @@ def _man_pages():
 
 
 def test_every_option_is_documented_and_tested(run_inboxfs):
-    """Acceptance 5: each `-o NAME=` of --help is in README.md (and the man
-    page) and mounted by at least one integration test."""
+    """README "Options": each `-o NAME=` of --help is in README.md (and the
+    man page) and mounted by at least one integration test."""
     options = _help_options()
     assert set(options) >= {'observers', 'staging', 'sync', 'names', 'linger'}, options
     with open(os.path.join(SOURCE, 'README.md')) as f:

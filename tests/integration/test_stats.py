@@ -56,7 +56,7 @@ def parse_table(text):
 # ============================================================ counters (R10)
 
 def test_counters_and_log_after_a_storm_with_collisions(mount_inboxfs):
-    """Acceptance 3: 20 clients create one name at once; the virtual file,
+    """R10: 20 clients create one name at once; the virtual file,
     inboxfs-stat --json and its table agree with what they did, and the
     log has one line per rewrite naming both names."""
     m = mount_inboxfs()
@@ -245,7 +245,7 @@ def _client_view_of_stats(mnt):
 
 
 def test_clients_cannot_see_or_open_the_stats_file(mounted, client):
-    """Acceptance 4: to a client the file does not exist (ENOENT, in no
+    """R2: to a client the file does not exist (ENOENT, in no
     listing); inboxfs-stat as a client says so."""
     # A session with an open drop of its own: its listing is not empty.
     session = client.session()
