@@ -73,7 +73,7 @@ def test_restart_recovers_a_dead_instance_and_leaves_a_live_one_alone(mount_inbo
 
     first.crash()
     s1.end()
-    first.start()
+    first.recover()
 
     wait_until(lambda: 'ACKED.SVF' in inbox_contents(first.inbox) and incomplete(first.inbox),
                timeout=TIMEOUT * 3, what='the dead instance\'s area recovered')
@@ -150,7 +150,7 @@ def test_crash_between_link_and_unlink_is_repaired_without_duplicate(mount_inbox
     staged_path = os.path.join(m.inbox, '.inboxfs', stage)
     os.link(staged_path, os.path.join(m.inbox, 'LINKED.SVF'))    # the link() of it
 
-    m.start()
+    m.recover()
 
     assert inbox_contents(m.inbox) == {'LINKED.SVF': b'published once'}
     assert os.stat(os.path.join(m.inbox, 'LINKED.SVF')).st_nlink == 1

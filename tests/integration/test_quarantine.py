@@ -262,7 +262,7 @@ def test_recovery_into_a_directory_moved_out_of_the_inbox_goes_to_the_top(mount_
     outside = os.path.join(m.base, 'outside')
     os.rename(sub, outside)
 
-    m.start()
+    m.recover()
     assert os.listdir(outside) == []
     assert inbox_contents(m.inbox) == {'ACKED.SVF': b'acknowledged'}
     assert 'is not in the inbox' in m.log()

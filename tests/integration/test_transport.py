@@ -114,7 +114,7 @@ def test_io_uring_crash_and_recovery(mount_inboxfs, client, enable_uring):
     s = client.session()
     s.call(_drop, os.path.join(m.mnt, 'B.SVF'), b'before')
     m.crash()
-    m.start()
+    m.recover()
     assert [line for line in transport_lines(m) if 'io_uring' in line], m.log()
     exercise(m, client)
     with open(os.path.join(m.inbox, 'B.SVF'), 'rb') as f:

@@ -340,7 +340,10 @@ class Mount:
                 os.statvfs(self.mnt)
                 st = os.stat(self.mnt)
             except OSError as e:
-                if e.errno in (errno.ENOTCONN, errno.ECONNABORTED):
+                # ECONNABORTED, ECANCELED: a request that came while the
+                # kernel tore down the dead daemon's io_uring queues.
+                if e.errno in (errno.ENOTCONN, errno.ECONNABORTED,
+                               errno.ECANCELED):
                     return False
                 raise
             dev = f'{os.major(st.st_dev)}:{os.minor(st.st_dev)}'
