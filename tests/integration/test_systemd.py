@@ -207,7 +207,7 @@ def container():
     finally:
         if box is not None:
             box.stop()
-        if not any(base in line for line in open('/proc/self/mountinfo')):
+        if not helpers.mounted_under(base):
             shutil.rmtree(base, ignore_errors=True)
 
 
