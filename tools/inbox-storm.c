@@ -1,6 +1,6 @@
 /* inbox-storm: play N legacy clients dropping messages into one inbox at
  * once (a local directory or an SMB share) and verify by content what
- * reached the backing inbox (DESIGN.md §1, §6).
+ * reached the backing inbox (README "The problem", "Benchmarks").
  *
  * Each client is a process of its own: under Samba that is one SMB
  * connection, one smbd, one inboxfs session. Clients name messages as the

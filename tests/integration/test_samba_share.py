@@ -283,7 +283,7 @@ def test_no_lease_on_the_clients_share(smb):
     assert inbox_contents(mount.inbox) == {'LEASE.SVF': b'leased'}
 
 
-# ------------------------------------------ DESIGN §5: the consumer's share
+# ----------------- README "Deploying on an inbox server": the consumer's share
 
 @pytest.fixture
 def deployed(mounted, samba):
@@ -531,7 +531,7 @@ def test_smb1_is_refused_without_the_shipped_lines(smb):
         server.connect(dialect=SMB_DIALECT)
 
 
-# ------------------------------------ DESIGN §5: no fall-through when down
+# ---------- README "Deploying on an inbox server": no fall-through when down
 
 def _unit():
     """dist/inboxfs@.service: {(section, key): [values]} and Exec argvs."""

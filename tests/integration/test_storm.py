@@ -1,4 +1,4 @@
-"""tools/inbox-storm, the legacy-client load generator (DESIGN §6): many
+"""tools/inbox-storm, the legacy-client load generator (R1, R4): many
 clients dropping clock-seeded or fixed names with create-new at once, with
 delivery verified by content in the backing inbox. A plain directory or
 share loses messages; inboxfs, locally and behind Samba, loses none."""

@@ -1,5 +1,5 @@
 /* Unit tests for core/names.c: name validation, names= templates, unique
- * names (DESIGN R9) and place_name()'s retry loop. */
+ * names (R9) and place_name()'s retry loop. */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
