@@ -12,7 +12,6 @@ import errno
 import os
 import random
 import re
-import select
 import tempfile
 import time
 
@@ -21,7 +20,7 @@ import pytest
 import helpers
 from helpers import (CLIENT_UID, TIMEOUT, assert_quarantine_accounted, claimed_id,
                      drop_privileges, inbox_files, message, message_id, read_file, reap_all,
-                     staged, wait_until, write_all)
+                     staged, storm_writer, wait_until, write_all)
 
 
 # ------------------------------------------- (1) crash storm, R4 R5 R6
@@ -29,44 +28,24 @@ from helpers import (CLIENT_UID, TIMEOUT, assert_quarantine_accounted, claimed_i
 STORM_NAMES = [f'{c}{n:04d}' for c in 'KQZ' for n in range(7)]   # clock-seeded clients collide
 
 
-def _storm_writer(mnt, index, ack_fd, stat_fd, stop_fd, deadline, seed):
-    """One legacy client: create-new, write, close, forever; an id counts
-    as acknowledged only when every call, close() included, returned
-    without error. Runs in a forked child as a client uid."""
+def _storm_drops(index, seed):
+    """What writer INDEX drops: legacy messages of three sizes under the
+    names clock-seeded clients collide on, a quarter in a subdirectory, and
+    a tenth empty (an empty message says who it is by its unique name: its
+    acknowledgement is the a.* rename, its publication the RELEASE)."""
     rng = random.Random(seed)
-    errors = collections.Counter()
     seq = 0
-    while time.monotonic() < deadline and not select.select([stop_fd], [], [], 0)[0]:
+    while True:
         seq += 1
         ident = f'w{index:02d}-{seq:06d}'
         size = rng.choice((rng.randrange(1, 4096), rng.randrange(4096, 65536),
                            rng.randrange(65536, 262144)))
         sub = 'sub' if rng.random() < 0.25 else ''
         if rng.random() < 0.1:
-            # An empty message says who it is by its (unique) name: its
-            # acknowledgement is the a.* rename, its publication the RELEASE.
             data, name = b'', f'E{ident}.SVF'
         else:
             data, name = message(ident, size, rng), rng.choice(STORM_NAMES) + '.SVF'
-        path = os.path.join(mnt, sub, name)
-        fd = None
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            if data:
-                write_all(fd, data, chunk=rng.choice((4096, 65536, 131072)))
-            fd, closing = None, fd
-            os.close(closing)
-        except OSError as e:
-            errors[errno.errorcode.get(e.errno, str(e.errno))] += 1
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-            time.sleep(rng.uniform(0.001, 0.01))
-            continue
-        os.write(ack_fd, f'{ident}\n'.encode())
-    os.write(stat_fd, repr(dict(errors)).encode())
+        yield ident, os.path.join(sub, name), data, rng.choice((4096, 65536, 131072))
 
 
 def crash_storm(mount, writers, kills, interval, seed):
@@ -94,8 +73,8 @@ def crash_storm(mount, writers, kills, interval, seed):
                 try:
                     os.close(stop_w)
                     drop_privileges(CLIENT_UID + i % 4)
-                    _storm_writer(mount.mnt, i, ack_fd, stat_fd, stop_r, deadline,
-                                  seed * 1000 + i)
+                    storm_writer(mount.mnt, ack_fd, _storm_drops(i, seed * 1000 + i),
+                                 stat_fd, stop_r, deadline)
                 finally:
                     os._exit(0)
             os.close(ack_fd)

@@ -21,40 +21,48 @@ disk."""
 
 import collections
 import os
+import random
 import signal
 import subprocess
 import time
+import traceback
 
 import pytest
 
 import helpers
-from helpers import TIMEOUT, incomplete, inbox_files, message_id, wait_until
+from helpers import (CLIENT_UID, TIMEOUT, drop_privileges, incomplete, inbox_files, message,
+                     message_id, reap_all, storm_writer, wait_until)
 
-WRITER = r'''
-import hashlib, os, random, sys
-mnt, who, acks, cycle = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-ack = os.open(acks, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-rng = random.Random(who)
-k = 0
-while True:
-    ident = f'{who}-{k}'
-    body = rng.randbytes(rng.randrange(1, 24_000))
-    data = f'MSG {ident} {len(body)} {hashlib.sha256(body).hexdigest()}\n'.encode() + body
-    # Legacy names: every writer cycles through the same CYCLE, so drops
-    # collide with each other and with what is published already (0: a
-    # name of its own each time).
-    name = f'M{k % cycle:02d}.SVF' if cycle else f'{ident}.SVF'
-    fd = os.open(os.path.join(mnt, name),
-                 os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
-    os.write(ack, (ident + '\n').encode())   # only after close() succeeded
-    k += 1
-'''
+
+def _drops(who, cycle):
+    """Writer WHO's messages, up to 24,000 bytes. Legacy names: every
+    writer cycles through the same CYCLE, so drops collide with each other
+    and with what is published already (0: a name of its own each time)."""
+    rng = random.Random(who)
+    k = 0
+    while True:
+        ident = f'{who}-{k}'
+        name = f'M{k % cycle:02d}.SVF' if cycle else f'{ident}.SVF'
+        yield ident, name, message(ident, rng.randrange(1, 24_000), rng), 65536
+        k += 1
+
+
+def _start_writer(mnt, who, acks, cycle):
+    """A forked client (CLIENT_UID) running storm_writer() for ever; the
+    first error ends it (its traceback on stderr, exit status 1)."""
+    ack_fd = os.open(acks, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    pid = os.fork()
+    if pid == 0:
+        try:   # never return into pytest from the child
+            drop_privileges(CLIENT_UID)
+            storm_writer(mnt, ack_fd, _drops(who, cycle))
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(1)
+    os.close(ack_fd)
+    return pid
+
 
 WRITERS = 4
 
@@ -69,8 +77,8 @@ def _cut_power(fs, m, writers, crash_image):
     """Freeze the daemon, then the writers; copy the image once the device
     is idle for a while."""
     os.kill(m.pid, signal.SIGSTOP)
-    for p in writers:
-        p.send_signal(signal.SIGSTOP)
+    for pid in writers:
+        os.kill(pid, signal.SIGSTOP)
     device, quiet, deadline = fs.device(), 0, time.monotonic() + TIMEOUT
     while quiet < 10 and time.monotonic() < deadline:
         quiet = quiet + 1 if _drained(device) else 0
@@ -143,21 +151,20 @@ def test_power_cut_mid_storm(loop_fs, mount_inboxfs, tmp_path, monkeypatch, case
         assert 'link() and unlink()' in m.log(), m.log()
     acks = os.path.join(fs.base, 'acks')            # outside the image
     os.mkdir(acks)
-    os.chmod(acks, 0o777)
-    client = helpers.Client()
     # A lingering drop keeps its name taken for its session: no cycling.
-    cycle = '0' if 'linger' in opts else '32'
-    writers = [client.popen(['/usr/bin/python3', '-c', WRITER, m.mnt, f'W{i}',
-                             os.path.join(acks, f'W{i}'), cycle], stderr=subprocess.PIPE)
-               for i in range(WRITERS)]
+    cycle = 0 if 'linger' in opts else 32
+    writers = []
     crash_image = os.path.join(fs.base, 'crash.img')
     try:
+        for i in range(WRITERS):
+            writers.append(_start_writer(m.mnt, f'W{i}', os.path.join(acks, f'W{i}'), cycle))
         wait_until(lambda: all(os.path.exists(os.path.join(acks, f'W{i}')) and
                                os.path.getsize(os.path.join(acks, f'W{i}')) > 200
                                for i in range(WRITERS)),
                    timeout=TIMEOUT * 3, what='every writer to make a few dozen drops')
-        for p in writers:
-            assert p.poll() is None, p.stderr.read().decode()
+        for pid in writers:     # alive (WNOWAIT: not reaped, its pid stays ours)
+            assert os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None, \
+                f'writer {pid} ended: see its traceback on stderr'
         _cut_power(fs, m, writers, crash_image)
         acked = set()
         for i in range(WRITERS):
@@ -168,9 +175,10 @@ def test_power_cut_mid_storm(loop_fs, mount_inboxfs, tmp_path, monkeypatch, case
         # read cannot die before the daemon answers or is gone.
         if m.run and m.run.proc.poll() is None:
             m.crash()                   # SIGKILL: a frozen process dies too
-        for p in writers:
-            p.kill()
-            p.wait(TIMEOUT)
+        for pid in writers:
+            os.kill(pid, signal.SIGKILL)
+        _, problems = reap_all(writers, mnt=m.mnt)
+    assert not problems, problems
     m.unmount()
 
     _boot(crash_image)

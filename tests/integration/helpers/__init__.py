@@ -1,8 +1,8 @@
 """The project's test support, by concern: env (settings, uids, accounts,
-directories), procs (processes, waits, /proc, the mounts), files (the
-backing inbox as the consumer sees it), messages (self-proving messages
-and their accounting), mount (inboxfs daemons and mounts, the io_uring
-switch), client (client uids and sessions, a killed writer), samba (a
+directories), procs (processes, waits, /proc, the mounts), files (the backing
+inbox as the consumer sees it), messages (self-proving messages, their
+accounting, a legacy writer of them), mount (inboxfs daemons and mounts, the
+io_uring switch), client (client uids and sessions, a killed writer), samba (a
 private smbd and an SMB client), loopfs (a loop-mounted ext4 image).
 
 It serves the integration tests and tools/bench, which imports it by path
@@ -26,7 +26,7 @@ from .files import (STATS, TAG, assert_delivered_once, create_excl, errno_of, ho
                     staging_area, staging_areas, try_create_excl, write_all, write_file,
                     xattr_64k_supported)
 from .messages import (QUARANTINE_LINE, STAGING, assert_quarantine_accounted, claimed_id,
-                       inbox_files, message, message_id, quarantine_lines)
+                       inbox_files, message, message_id, quarantine_lines, storm_writer)
 from .mount import (DaemonRun, ERROR_PATTERN, Mount, SANITIZER_PATTERNS, abort_fuse,
                     format_options, fuse_connection, fuse_prerequisites, mountinfo,
                     reap_all, run_inboxfs, uring_param)
@@ -46,7 +46,7 @@ __all__ = [
     'staged', 'staging_area', 'staging_areas', 'try_create_excl', 'write_all',
     'write_file', 'xattr_64k_supported', 'QUARANTINE_LINE', 'STAGING',
     'assert_quarantine_accounted', 'claimed_id', 'inbox_files', 'message', 'message_id',
-    'quarantine_lines', 'DaemonRun', 'ERROR_PATTERN', 'Mount', 'SANITIZER_PATTERNS',
+    'quarantine_lines', 'storm_writer', 'DaemonRun', 'ERROR_PATTERN', 'Mount', 'SANITIZER_PATTERNS',
     'abort_fuse', 'format_options', 'fuse_connection', 'fuse_prerequisites', 'mountinfo',
     'reap_all', 'run_inboxfs', 'uring_param', 'Client', 'ClientSession', 'kill_writer', 'run_together',
     'stream_bytes', 'Samba',

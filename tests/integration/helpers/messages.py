@@ -2,12 +2,16 @@
 a test checks the backing inbox by content: what was delivered, intact or
 not, and that every quarantined file has its log line."""
 
+import collections
+import errno
 import hashlib
 import os
 import random
 import re
+import select
+import time
 
-from .files import incomplete, read_file
+from .files import incomplete, read_file, write_all
 from .procs import wait_until
 
 STAGING = '.inboxfs'
@@ -23,6 +27,44 @@ def message(ident, size, rng=random):
     body = rng.randbytes(size)
     head = f'MSG {ident} {size} {hashlib.sha256(body).hexdigest()}\n'.encode()
     return head + body
+
+
+def storm_writer(mnt, ack_fd, drops, stat_fd=None, stop_fd=None, deadline=None):
+    """One legacy client, in a forked child running as a client uid:
+    create-new, write, close each (id, path under MNT, data, write size)
+    that DROPS yields; an id is acknowledged (its line written to ACK_FD)
+    only when every call, close() included, returned without error. With
+    STAT_FD the errors are counted, the writer goes on after a short pause,
+    and the counts are written there (a repr'd dict) at the end; without,
+    the first error ends the writer. It ends at DEADLINE, once STOP_FD is
+    readable (or closed), or when DROPS does."""
+    errors = collections.Counter()
+    for ident, path, data, chunk in drops:
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        if stop_fd is not None and select.select([stop_fd], [], [], 0)[0]:
+            break
+        fd = None
+        try:
+            fd = os.open(os.path.join(mnt, path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            if data:
+                write_all(fd, data, chunk=chunk)
+            fd, closing = None, fd
+            os.close(closing)
+        except OSError as e:
+            if stat_fd is None:
+                raise
+            errors[errno.errorcode.get(e.errno, str(e.errno))] += 1
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            time.sleep(random.uniform(0.001, 0.01))
+            continue
+        os.write(ack_fd, f'{ident}\n'.encode())
+    if stat_fd is not None:
+        os.write(stat_fd, repr(dict(errors)).encode())
 
 
 def message_id(data):
