@@ -99,7 +99,8 @@ class Demo:
         return read_log(self.out_path)
 
     def start(self):
-        env = dict(os.environ, INBOXFS_DEMO_PORT=str(self.port))
+        # The transport is the test pass's (tools/with-uring), not the unit's.
+        env = dict(os.environ, INBOXFS_DEMO_PORT=str(self.port), INBOXFS_URING='keep')
         self.started_at = time.monotonic()
         with open(self.out_path, 'wb') as out:
             self.proc = subprocess.Popen(

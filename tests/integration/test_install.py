@@ -354,10 +354,14 @@ def unit_settings(text):
     return settings
 
 
-def unit_exec(text, key):
+def unit_exec(text, key, name=None):
     """The argv of an Exec*= line, with its '-' prefix kept apart:
-    ExecStopPost=-/bin/sh -> ['-', '/bin/sh', ...]."""
+    ExecStopPost=-/bin/sh -> ['-', '/bin/sh', ...]. Of several lines
+    (ExecStartPre=), the one whose words include NAME (the name a
+    `sh -c` script is given)."""
     values = unit_settings(text)[('Service', key)]
+    if name is not None:
+        values = [v for v in values if name in shlex.split(v.lstrip('-'))]
     assert len(values) == 1, values
     value = values[0]
     prefix = []
@@ -429,7 +433,7 @@ def test_unit_file_settings(install):
 
 def test_unit_start_pre_makes_a_read_only_mountpoint(install, tmp_path):
     with open(install.path('unit')) as f:
-        pre = unit_exec(f.read(), 'ExecStartPre')
+        pre = unit_exec(f.read(), 'ExecStartPre', 'inboxfs-mountpoint')
     inbox = tmp_path / 'inbox'
     inbox.mkdir()
     mnt = str(inbox) + '.drop'
@@ -441,6 +445,33 @@ def test_unit_start_pre_makes_a_read_only_mountpoint(install, tmp_path):
     os.chmod(mnt, 0o755)
     assert run(expand(pre, str(inbox), mountpoint=mnt), timeout=TIMEOUT).returncode == 0
     assert os.stat(mnt).st_mode & 0o7777 == 0o755
+
+
+def test_unit_start_pre_offers_fuse_over_io_uring(install, tmp_path):
+    """The unit's start sets the fuse module's enable_uring to 1 (played on
+    a file standing in for the parameter), not with uring=no among the
+    options, and starts all the same where the kernel has no parameter."""
+    with open(install.path('unit')) as f:
+        text = f.read()
+    prefix, *pre = unit_exec(text, 'ExecStartPre', 'inboxfs-uring')
+    assert prefix == '-', 'a kernel without the parameter must still start the unit'
+    param = '/sys/module/fuse/parameters/enable_uring'
+    assert any(param in word for word in pre), pre
+    fake = tmp_path / 'enable_uring'
+
+    def start(options, where):
+        argv = [w.replace(param, str(where)).replace('$$', '$')
+                .replace('${INBOXFS_OPTIONS}', options) for w in pre]
+        return run(argv, timeout=TIMEOUT)
+
+    for options, expected in (('observers=root', '1'), ('observers=root,xattr=no', '1'),
+                              ('uring=no', 'N'), ('observers=root,uring=no,sync=close', 'N')):
+        fake.write_text('N\n')
+        proc = start(options, fake)
+        assert proc.returncode == 0, proc.stderr
+        assert fake.read_text().strip() == expected, options
+    proc = start('observers=root', tmp_path / 'no-such-module' / 'enable_uring')
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_unit_file_passes_systemd_analyze_verify(install, tmp_path):

@@ -264,6 +264,28 @@ class Served:
         return self.daemon.returncode if self.daemon else None
 
 
+class UringParameter:
+    """The fuse module's enable_uring, which the unit's start sets: the
+    machine's, so put back as it was after the test."""
+    PATH = '/sys/module/fuse/parameters/enable_uring'
+
+    def __init__(self):
+        self.old = self.get() if os.path.exists(self.PATH) else None
+        self.present = self.old is not None and os.access(self.PATH, os.W_OK)
+
+    def get(self):
+        with open(self.PATH) as f:
+            return f.read().strip()
+
+    def set(self, value):
+        with open(self.PATH, 'w') as f:
+            f.write(value)
+
+    def restore(self):
+        if self.present:
+            self.set('1' if self.old in ('Y', '1') else '0')
+
+
 def test_package_builds_installs_serves_and_purges_to_nothing(installed, package_build):
     deb, changes = package_build
     account = helpers.SMB_FORCE_USER
@@ -283,8 +305,13 @@ def test_package_builds_installs_serves_and_purges_to_nothing(installed, package
                  '/usr/share/man/man1/inboxfs-stat.1.gz', '/usr/lib/sysusers.d/inboxfs.conf',
                  '/etc/default/inboxfs', '/usr/share/doc/inboxfs/smb.conf.example',
                  '/usr/share/doc/inboxfs/inboxfs-consumer.conf.example',
-                 '/usr/share/doc/inboxfs/smbd.service.d/inboxfs.conf'):
+                 '/usr/share/doc/inboxfs/smbd.service.d/inboxfs.conf',
+                 '/etc/modprobe.d/inboxfs.conf'):
         assert path in listed, f'{path} is not in the package'
+    # FUSE over io_uring offered when the fuse module loads.
+    with open('/etc/modprobe.d/inboxfs.conf') as f:
+        assert [line.split() for line in f if line.strip() and not line.startswith('#')] == \
+            [['options', 'fuse', 'enable_uring=1']]
     for unit in ('inboxfs@.service', 'inboxfs-purge@.service', 'inboxfs-purge@.timer'):
         assert any(os.path.join(d, unit) in listed for d in UNITDIRS), f'{unit} is missing'
     version = run(['/usr/sbin/inboxfs', '--version'])
@@ -312,10 +339,28 @@ def test_package_builds_installs_serves_and_purges_to_nothing(installed, package
     os.chmod(inbox, 0o2770)
     helpers.write_file(os.path.join(inbox, 'earlier.txt'), b'already there\n')
     served = Served(inbox)
+    uring = UringParameter()
     try:
         assert served.mountpoint == inbox + '.drop'
+        # The unit's start offers FUSE over io_uring (enable_uring=1) for a
+        # fuse module loaded before it, except with uring=no; the daemon
+        # then serves over it and says so.
+        if uring.present:
+            uring.set('0')
+            for argv in served.unit.commands('ExecStartPre',
+                                             INBOXFS_OPTIONS='observers=root,uring=no'):
+                run(argv, timeout=TIMEOUT * 3)
+            assert uring.get() == 'N'
         served.start()
         assert os.stat(served.mountpoint).st_dev != os.stat(inbox).st_dev
+        # (logged at the INIT reply, which may follow the mount's appearance)
+        started = wait_until(lambda: re.search(r'transport: .*', helpers.read_log(served.log)),
+                             timeout=TIMEOUT * 3, what='the transport line').group(0)
+        if uring.present:
+            assert uring.get() == 'Y'
+            assert re.search(r'transport: io_uring, \d+ queues', started), started
+        else:
+            assert 'transport: /dev/fuse' in started, started
 
         # Two clients drop one name: both delivered, the second under a
         # unique name.
@@ -350,6 +395,7 @@ def test_package_builds_installs_serves_and_purges_to_nothing(installed, package
         assert not enabled, f'the package enabled {enabled}'
     finally:
         status = served.stop()
+        uring.restore()
     assert status == 0, helpers.read_log(served.log)
     assert not helpers.mountinfo(served.mountpoint)
 

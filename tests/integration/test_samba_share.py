@@ -576,7 +576,8 @@ def test_no_fall_through_to_the_real_inbox_while_inboxfs_is_down(samba, stop):
     mount = None
     try:
         if ('Service', 'ExecStartPre') in settings:
-            proc = subprocess.run(_expand(unit.unit_exec(text, 'ExecStartPre'), inbox, env),
+            pre = unit.unit_exec(text, 'ExecStartPre', 'inboxfs-mountpoint')
+            proc = subprocess.run(_expand(pre, inbox, env),
                                   capture_output=True, text=True, timeout=TIMEOUT)
             assert proc.returncode == 0, proc.stderr
         assert os.path.isdir(mnt)
