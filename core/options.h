@@ -1,5 +1,5 @@
 /* The daemon's own options (-o observers=,staging=,sync=,names=,linger=,
- * max_drops=,client_mkdir=,drain=)
+ * max_drops=,client_mkdir=,drain=,xattr=)
  * parsed into one config struct. */
 #ifndef INBOXFS_OPTIONS_H
 #define INBOXFS_OPTIONS_H
@@ -27,6 +27,7 @@ struct inboxfs_config {
 	unsigned max_drops;		/* open drops per session, 0: no cap */
 	bool client_mkdir;		/* clients may create directories (R7) */
 	unsigned drain;			/* seconds open drops get at a stop, 0: none */
+	bool xattr;			/* extended attributes served (no: ENOSYS) */
 };
 
 /* Parse "root:consumer:@staff:@1001": users or uids, '@' marks a group or

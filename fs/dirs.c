@@ -339,6 +339,14 @@ static void do_xattr(fuse_req_t req, fuse_ino_t ino, enum xattr_op op, const cha
 	ssize_t ret;
 	int fd = -1;
 
+	/* xattr=no: ENOSYS, which the kernel remembers for the connection
+	 * (fs/fuse/xattr.c: no_getxattr, no_listxattr, no_setxattr,
+	 * no_removexattr), answering EOPNOTSUPP itself from then on, POSIX ACL
+	 * reads included (acl.c): each kind costs one round trip, once. */
+	if (!fs.cfg.xattr) {
+		ret = -ENOSYS;
+		goto reply;
+	}
 	ret = who_get(req, &w);
 	if (ret < 0)
 		goto reply;

@@ -35,6 +35,7 @@ struct cmdline {
 	char *max_drops;
 	char *client_mkdir;
 	char *drain;
+	char *xattr;
 	int show_help;
 	int show_version;
 	int nonopts;
@@ -50,6 +51,7 @@ static const struct fuse_opt inboxfs_opts[] = {
 	OPT("max_drops=%s", max_drops),
 	OPT("client_mkdir=%s", client_mkdir),
 	OPT("drain=%s", drain),
+	OPT("xattr=%s", xattr),
 	FUSE_OPT_END
 };
 
@@ -108,6 +110,8 @@ static void usage(FILE *f, const char *prog)
 "                           let clients create directories (default no)\n"
 "    -o drain=SECONDS       at SIGTERM or SIGINT, serve on until no drop is open,\n"
 "                           for up to this long; 0: stop at once (default 10)\n"
+"    -o xattr=yes|no        serve extended attributes (ACLs, user.*); no: none,\n"
+"                           for anyone, and no round trip for them (default yes)\n"
 "%s"
 "\n"
 "general options:\n"
@@ -440,6 +444,10 @@ static int parse_config(const struct cmdline *c, struct inboxfs_config *cfg)
 		fprintf(stderr, "inboxfs: client_mkdir=%s: expected yes or no\n", c->client_mkdir);
 		return -1;
 	}
+	if (yes_no_parse(c->xattr ? c->xattr : "yes", &cfg->xattr) < 0) {
+		fprintf(stderr, "inboxfs: xattr=%s: expected yes or no\n", c->xattr);
+		return -1;
+	}
 	if (c->drain == NULL)
 		cfg->drain = DRAIN_DEFAULT;
 	else if (drain_parse(c->drain, &cfg->drain) < 0) {
@@ -675,11 +683,11 @@ int main(int argc, char *argv[])
 	log_notice("inboxfs %s serving %s at %s", INBOXFS_VERSION, c.inbox, opts.mountpoint);
 	/* Defaults included: a defaults file the unit never read shows here. */
 	log_notice("options in force: observers=%s,staging=%s%s,sync=%s,names=%s,linger=%u,"
-		   "max_drops=%u,client_mkdir=%s",
+		   "max_drops=%u,client_mkdir=%s,xattr=%s",
 		   c.observers ? c.observers : "root", c.staging ? c.staging : c.inbox,
 		   c.staging ? "" : "/" STAGING_DIR, c.sync ? c.sync : "close",
 		   c.names ? c.names : "default", fs.cfg.linger, fs.cfg.max_drops,
-		   fs.cfg.client_mkdir ? "yes" : "no");
+		   fs.cfg.client_mkdir ? "yes" : "no", fs.cfg.xattr ? "yes" : "no");
 	if (opts.singlethread) {
 		ret = fuse_session_loop(fs.se);
 	} else {
@@ -736,6 +744,7 @@ out:
 	free(c.max_drops);
 	free(c.client_mkdir);
 	free(c.drain);
+	free(c.xattr);
 	fuse_opt_free_args(&args);
 	return ret;
 }

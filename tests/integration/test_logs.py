@@ -116,4 +116,4 @@ def test_start_logs_the_options_in_force(mount_inboxfs):
     assert len(options) == 1, lines
     assert options[0].split(' notice: options in force: ', 1)[1] == (
         f'observers=root,staging={mount.inbox}/.inboxfs,sync=none,names=default,'
-        'linger=0,max_drops=7,client_mkdir=no'), options
+        'linger=0,max_drops=7,client_mkdir=no,xattr=yes'), options

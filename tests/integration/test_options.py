@@ -14,7 +14,7 @@ import pytest
 
 import helpers
 from helpers import (CLIENT_UID, SMB_FORCE_USER, SOURCE, TAG, TIMEOUT, Client, create_excl,
-                     inbox_contents, is_build_dir, read_stats, staged, wait_until,
+                     errno_of, inbox_contents, is_build_dir, read_stats, staged, wait_until,
                      write_file)
 
 
@@ -247,3 +247,44 @@ def test_linger_other_than_0(run_inboxfs, mount_inboxfs, as_client, tmp_path):
                what='the lingering drop to be published')
     assert time.monotonic() - closed >= 1.5, 'published well before linger=2 elapsed'
     assert inbox_contents(m.inbox) == {'LINGER02.SVF': b'lingering'}
+
+
+# ---------------------------------------------------------------- xattr=
+
+def test_xattr_no_answers_every_attribute_request_once(mount_inboxfs, client):
+    """xattr=no: every extended-attribute request fails as "not supported"
+    (an ACL read: "none"), for observers and clients alike, and each kind
+    reaches the daemon once
+    (the kernel keeps its ENOSYS for the mount): smbd's reads of the
+    directory's ACLs at every create cost no round trip. The backing
+    files keep their attributes."""
+    mount = mount_inboxfs(debug=True, xattr='no')
+    backing = os.path.join(mount.inbox, 'KEPT.TXT')
+    write_file(backing, b'kept')
+    os.setxattr(backing, 'user.keep', b'1')
+    path = os.path.join(mount.mnt, 'KEPT.TXT')
+    start = len(mount.log())
+    calls = [(os.getxattr, path, 'user.keep'),
+             (os.getxattr, mount.mnt, 'system.posix_acl_access'),
+             (os.getxattr, mount.mnt, 'system.posix_acl_default'), (os.listxattr, path),
+             (os.setxattr, path, 'user.x', b'y'), (os.removexattr, path, 'user.keep')]
+    # (An ACL read finds none, as on a file without one, once the kernel
+    # knows the daemon answers no GETXATTR.)
+    expected = [errno.EOPNOTSUPP, errno.ENODATA, errno.ENODATA] + [errno.EOPNOTSUPP] * 3
+    for _ in range(3):
+        assert [errno_of(*call) for call in calls] == expected
+    assert client.call(errno_of, os.getxattr, mount.mnt, 'system.posix_acl_access') == \
+        errno.ENODATA
+    ops = re.findall(r'opcode: (\w*XATTR)', mount.log()[start:])
+    assert sorted(ops) == ['GETXATTR', 'LISTXATTR', 'REMOVEXATTR', 'SETXATTR'], ops
+    assert os.listxattr(backing) == ['user.keep'] and os.getxattr(backing, 'user.keep') == b'1'
+    assert 'xattr=no' in mount.log()
+
+
+def test_xattr_yes_is_the_default_and_serves_attributes(mount_inboxfs):
+    mount = mount_inboxfs()
+    path = os.path.join(mount.mnt, 'A.TXT')
+    write_file(path, b'a')
+    os.setxattr(path, 'user.x', b'y')
+    assert os.getxattr(os.path.join(mount.inbox, 'A.TXT'), 'user.x') == b'y'
+    assert 'xattr=yes' in mount.log()

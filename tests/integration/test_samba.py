@@ -110,6 +110,37 @@ def test_smbclient_put_same_name_twice(smb, tmp_path):
     assert staged(mount.inbox) == []
 
 
+def test_smbd_over_a_mount_without_extended_attributes(mount_inboxfs, samba, tmp_path):
+    """xattr=no, as the unit serves the clients' mount: smbd's drops work
+    (smbclient's put and list; impacket's create-new, write, rename on
+    the open handle, listing and close), with the shipped
+    ea support = no, and builds the share's security descriptors from the
+    mode bits."""
+    mount = mount_inboxfs(xattr='no')
+    server = samba(mount.mnt)
+    (tmp_path / 'one').write_bytes(b'one')
+    (tmp_path / 'two').write_bytes(b'two')
+    proc = server.smbclient(f'put "{tmp_path}/one" A.SVF; put "{tmp_path}/two" A.SVF; '
+                            f'put "{tmp_path}/one" B.SVF; ls')
+    assert proc.returncode == 0 and 'NT_STATUS' not in proc.stdout + proc.stderr, \
+        proc.stdout + proc.stderr
+    conn = server.connect()
+    status, fid = conn.create('~C.TMP', s3.FILE_CREATE, b'three', close=False)
+    assert status == STATUS_SUCCESS, nt_status_name(status)
+    smb_rename(conn, fid, 'C.SVF')
+    assert conn.listdir() == ['C.SVF']
+    conn.close(fid)
+    assert server.connect().create_new('C.SVF', b'four') == STATUS_SUCCESS
+    found = inbox_contents(mount.inbox)
+    assert sorted(found.values()) == [b'four', b'one', b'one', b'three', b'two'], found
+    assert {'A.SVF', 'B.SVF', 'C.SVF'} <= set(found), found
+    os.mkdir(os.path.join(mount.inbox, 'sub'), 0o755)
+    proc = server.smbclient('showacls; ls')
+    assert proc.returncode == 0 and 'FILENAME:sub' in proc.stdout and 'SID:' in proc.stdout, \
+        proc.stdout + proc.stderr
+    assert 'xattr=no' in mount.log()
+
+
 # ------------------------------------------------------- create-new (R1)
 
 @pytest.mark.parametrize('case_sensitive', ['yes', 'no'])
