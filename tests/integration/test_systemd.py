@@ -125,19 +125,31 @@ def cached_root():
     return root
 
 
+# The fuse module's parameter, as the container sees it: a file of the
+# test's bound over it, so that the unit's start writes there and not to
+# the machine's (which the other tests' passes choose).
+URING_PARAM = '/sys/module/fuse/parameters/enable_uring'
+
+
 class Container:
     def __init__(self, root, log):
         self.root = root
         self.log = log
         self.nspawn = None
         self.leader = None
+        self.uring_param = os.path.join(os.path.dirname(root), 'enable_uring')
 
     def boot(self):
         env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY='1')
+        binds = []
+        if os.path.exists(URING_PARAM):
+            with open(self.uring_param, 'w') as f:
+                f.write('N\n')
+            binds.append(f'--bind={self.uring_param}:{URING_PARAM}')
         with open(self.log, 'wb') as log:
             self.nspawn = subprocess.Popen(
                 ['systemd-nspawn', '-D', self.root, '-b', '--register=no', '--keep-unit',
-                 '--private-network', '--bind=/dev/fuse',
+                 '--private-network', '--bind=/dev/fuse', *binds,
                  '--capability=CAP_SYS_ADMIN,CAP_BPF', '--system-call-filter=bpf',
                  '--console=pipe'],
                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -242,6 +254,15 @@ def test_the_unit_under_systemd(container):
            '/etc/systemd/system/smbd.service.d/ && systemctl daemon-reload')
     box.ok(f'systemctl enable --now {UNIT} && systemctl restart smbd', timeout=TIMEOUT * 12)
     box.ok('findmnt -t fuse.inboxfs /srv/inbox.drop')
+    # The unit's start offered FUSE over io_uring (the parameter, a file of
+    # the test's here), and the daemon says which transport serves.
+    if os.path.exists(box.uring_param):
+        with open(box.uring_param) as f:
+            assert f.read().strip() == '1'
+    wait_until(lambda: 'transport: ' in box.ok(f'journalctl -u {UNIT} -o cat'),
+               timeout=TIMEOUT * 3, what='the transport line in the journal')
+    # The options it serves with: the unit's default, xattr=no included.
+    assert 'xattr=no' in box.ok(f'journalctl -u {UNIT} -o cat | grep "options in force"')
 
     # A drop through Samba, twice the same name: both delivered.
     for _ in range(2):
