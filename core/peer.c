@@ -3,7 +3,6 @@
 #include "peer.h"
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/inet_diag.h>
@@ -18,69 +17,52 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "proc.h"
 
 #define SMB_SERVER_EXE "smbd"
 
 bool peer_is_smb_server(pid_t pid)
 {
-	char path[64], exe[4096];
-	const char *base;
-	ssize_t n;
+	return proc_exe_is(pid, SMB_SERVER_EXE);
+}
 
-	snprintf(path, sizeof(path), "/proc/%d/exe", (int)pid);
-	n = readlink(path, exe, sizeof(exe) - 1);
-	if (n <= 0)
-		return false;
-	exe[n] = '\0';
-	/* A binary replaced by an upgrade while it runs reads "... (deleted)". */
-	if (n > 10 && strcmp(exe + n - 10, " (deleted)") == 0)
-		exe[n - 10] = '\0';
-	base = strrchr(exe, '/');
-	return strcmp(base ? base + 1 : exe, SMB_SERVER_EXE) == 0;
+struct inodes {
+	uint64_t *inos;
+	size_t n, cap;
+};
+
+static int socket_one(pid_t pid, const char *fd, const char *link, size_t len, void *arg)
+{
+	struct inodes *in = arg;
+	uint64_t ino;
+
+	if (!proc_socket_ino(link, &ino))
+		return 0;
+	if (in->n == in->cap) {
+		size_t cap = in->cap ? in->cap * 2 : 16;
+		uint64_t *grown = realloc(in->inos, cap * sizeof(*grown));
+
+		if (grown == NULL)
+			return -ENOMEM;
+		in->inos = grown;
+		in->cap = cap;
+	}
+	in->inos[in->n++] = ino;
+	return 0;
 }
 
 /* The socket inode numbers of PID's descriptors (readlink only). */
 static int socket_inodes(pid_t pid, uint64_t **out, size_t *count)
 {
-	size_t n = 0, cap = 0;
-	uint64_t *inos = NULL;
-	char path[64];
-	struct dirent *de;
-	DIR *dp;
+	struct inodes in = { 0 };
+	int ret = proc_fds(pid, socket_one, &in);
 
-	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-	dp = opendir(path);
-	if (dp == NULL)
-		return -errno;
-	while ((de = readdir(dp)) != NULL) {
-		unsigned long long ino;
-		char link[64];
-		ssize_t len;
-
-		if (de->d_name[0] == '.')
-			continue;
-		len = readlinkat(dirfd(dp), de->d_name, link, sizeof(link) - 1);
-		if (len <= 0)
-			continue;
-		link[len] = '\0';
-		if (sscanf(link, "socket:[%llu]", &ino) != 1)
-			continue;
-		if (n == cap) {
-			uint64_t *grown = realloc(inos, (cap ? cap * 2 : 16) * sizeof(*inos));
-
-			if (grown == NULL) {
-				free(inos);
-				closedir(dp);
-				return -ENOMEM;
-			}
-			inos = grown;
-			cap = cap ? cap * 2 : 16;
-		}
-		inos[n++] = ino;
+	if (ret < 0) {
+		free(in.inos);
+		return ret;
 	}
-	closedir(dp);
-	*out = inos;
-	*count = n;
+	*out = in.inos;
+	*count = in.n;
 	return 0;
 }
 

@@ -32,6 +32,7 @@
 
 #include "log.h"
 #include "peer.h"
+#include "proc.h"
 
 #define SESSION_BUCKETS 1024
 #define TID_SLOTS 4096
@@ -99,111 +100,6 @@ static time_t now_sec(void)
 
 	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
 	return ts.tv_sec;
-}
-
-/* The /proc file at PATH into BUF (SIZE bytes, NUL-terminated): 0, -ESRCH
- * if its process or thread is gone, another -errno if /proc cannot be
- * read (never taken for "gone"). */
-static int proc_read(const char *path, char *buf, size_t size)
-{
-	ssize_t n;
-	int fd;
-
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT ? -ESRCH : -errno;
-	n = read(fd, buf, size - 1);
-	close(fd);
-	if (n <= 0)
-		return n < 0 && errno != ESRCH ? -errno : -ESRCH;
-	buf[n] = '\0';
-	return 0;
-}
-
-/* Thread TID's thread group and the uid it acts as on files (its fsuid,
- * what FUSE reports as a request's uid). */
-static int tid_status(pid_t tid, pid_t *tgid, uid_t *fsuid)
-{
-	char path[64], buf[1024];
-	int ret;
-
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)tid);
-	ret = proc_read(path, buf, sizeof(buf));
-	if (ret < 0)
-		return ret;
-	const char *p = strstr(buf, "\nTgid:");
-	if (p == NULL)
-		return -ESRCH;
-	*tgid = (pid_t)strtol(p + 6, NULL, 10);
-	if (fsuid) {
-		unsigned long id[4];
-		const char *u = strstr(buf, "\nUid:");
-
-		if (u == NULL || sscanf(u + 5, "%lu %lu %lu %lu", &id[0], &id[1], &id[2], &id[3]) != 4)
-			return -EIO;
-		*fsuid = (uid_t)id[3];
-	}
-	return *tgid > 0 ? 0 : -ESRCH;
-}
-
-int tid_to_tgid(pid_t tid, pid_t *tgid)
-{
-	return tid_status(tid, tgid, NULL);
-}
-
-/* Fields FIRST.. of the /proc stat file at PATH, read into BUF (SIZE bytes,
- * NUL-terminated): *FIELDS points at field FIRST (3: the state, which
- * follows the command name, itself free to hold spaces and ')'). -ESRCH
- * if its process or thread is gone, another -errno if /proc cannot be
- * read. */
-static int stat_fields(const char *path, char *buf, size_t size, char **fields)
-{
-	int ret = proc_read(path, buf, size);
-
-	if (ret < 0)
-		return ret;
-	char *p = strrchr(buf, ')');
-	if (p == NULL || p[1] != ' ')
-		return -EIO;
-	*fields = p + 2;
-	return 0;
-}
-
-/* The start time (field 22) in a /proc stat file at PATH (see
- * stat_fields()). */
-static int stat_start(const char *path, unsigned long long *start)
-{
-	char buf[1024], *p, *save = NULL, *tok;
-	int ret = stat_fields(path, buf, sizeof(buf), &p);
-
-	if (ret < 0)
-		return ret;
-	tok = strtok_r(p, " ", &save);
-	for (int field = 3; tok; tok = strtok_r(NULL, " ", &save), field++) {
-		if (field == 22) {
-			*start = strtoull(tok, NULL, 10);
-			return 0;
-		}
-	}
-	return -EIO;
-}
-
-/* The start time of process PID, in clock ticks since boot. */
-static int proc_start(pid_t pid, unsigned long long *start)
-{
-	char path[64];
-
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	return stat_start(path, start);
-}
-
-/* The start time of thread TID if it is a thread of TGID now. */
-static int thread_start(pid_t tgid, pid_t tid, unsigned long long *start)
-{
-	char path[80];
-
-	snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", (int)tgid, (int)tid);
-	return stat_start(path, start);
 }
 
 static struct session **bucket_of(pid_t tgid)
@@ -350,7 +246,7 @@ int session_get(pid_t tid, struct session **out)
 {
 	pid_t tgid;
 	uid_t uid;
-	int ret = tid_status(tid, &tgid, &uid);
+	int ret = proc_tid_status(tid, &tgid, &uid);
 
 	return ret < 0 ? ret : session_get_as(tid, uid, out);
 }
@@ -380,7 +276,7 @@ int session_get_as(pid_t tid, uid_t uid, struct session **out)
 		held = s->pidfd >= 0 && tid == s->tgid && !process_exited(s->pidfd);
 		tstart = slot->tstart;
 		pthread_mutex_unlock(&lock);
-		if (held || (thread_start(s->tgid, tid, &start) == 0 && start == tstart)) {
+		if (held || (proc_thread_start(s->tgid, tid, &start) == 0 && start == tstart)) {
 			*out = s;
 			return 0;
 		}
@@ -454,7 +350,7 @@ found:
 	 * its main thread); a thread gone since is not cached. */
 	if (tid == tgid)
 		tstart = start;
-	else if (thread_start(tgid, tid, &tstart) < 0)
+	else if (proc_thread_start(tgid, tid, &tstart) < 0)
 		goto out;
 	pthread_mutex_lock(&lock);
 	if (s->alive) {		/* else it ended since: caching it would outlive it */
@@ -598,76 +494,6 @@ void session_stats(struct session_stats *out)
 	pthread_mutex_lock(&lock);
 	*out = stats;
 	pthread_mutex_unlock(&lock);
-}
-
-int task_state(pid_t tid)
-{
-	char path[64], buf[1024], *p;
-	unsigned long flags;
-	int exit_code, ret;
-
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)tid);
-	ret = stat_fields(path, buf, sizeof(buf), &p);
-	if (ret < 0)
-		return ret;
-	/* state(3) ... flags(9) ... exit_code(52): field k is token k-3. */
-	char *save = NULL, *tok = strtok_r(p, " ", &save);
-	for (int field = 3; tok; tok = strtok_r(NULL, " ", &save), field++) {
-		if (field == 9) {
-			flags = strtoul(tok, NULL, 10);
-			if (!(flags & 0x4))	/* PF_EXITING */
-				return TASK_RUNNING;
-		} else if (field == 52) {
-			exit_code = (int)strtol(tok, NULL, 10);
-			/* terminated by a signal? */
-			return (exit_code & 0x7f) != 0 ? TASK_KILLED : TASK_EXITING;
-		}
-	}
-	return -EIO;
-}
-
-/* The signals whose default action ends the process (signal(7)): every
- * one but SIGCHLD, SIGCONT, SIGURG, SIGWINCH and the stop signals; the
- * real-time ones too. As /proc shows them: bit N-1 for signal N. */
-static uint64_t fatal_by_default(void)
-{
-	static const int spared[] = { SIGCHLD, SIGCONT, SIGURG, SIGWINCH,
-				      SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU };
-	uint64_t mask = ~0ULL;
-
-	for (size_t i = 0; i < sizeof(spared) / sizeof(spared[0]); i++)
-		mask &= ~(1ULL << (spared[i] - 1));
-	return mask;
-}
-
-int task_doomed(pid_t tid)
-{
-	static const char *const keys[] = { "SigPnd:", "ShdPnd:", "SigBlk:", "SigIgn:",
-					    "SigCgt:" };
-	uint64_t v[5] = { 0 }, pending, kill_bit = 1ULL << (SIGKILL - 1);
-	char path[64], buf[4096];
-	unsigned found = 0;
-	int ret;
-
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)tid);
-	ret = proc_read(path, buf, sizeof(buf));
-	if (ret < 0)
-		return ret;
-	for (size_t i = 0; i < 5; i++) {
-		char *p = strstr(buf, keys[i]);
-
-		if (p) {
-			v[i] = strtoull(p + strlen(keys[i]), NULL, 16);
-			found++;
-		}
-	}
-	if (found < 5)
-		return -EIO;
-	/* A thread's own pending set and its process's shared one. */
-	pending = v[0] | v[1];
-	if (pending & kill_bit)
-		return 1;
-	return (pending & ~v[2] & ~v[3] & ~v[4] & fatal_by_default()) != 0;
 }
 
 /* ---- holding drops: a pidfd, within the descriptor budget ---- */

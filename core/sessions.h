@@ -77,25 +77,6 @@ int session_fd_take(struct session *s);
 void session_fd_give(struct session *s);
 unsigned sessions_fds_used(void);
 
-/* Read the thread group of TID from /proc: -ESRCH if it is gone, or
- * another -errno if /proc cannot be read (out of descriptors). */
-int tid_to_tgid(pid_t tid, pid_t *tgid);
-
-/* Is thread TID's process ending? A killed writer's files are closed by
- * the kernel, not by the program (a dead writer, R6); an exiting one's
- * close is no close(2) either: nobody sees its answer. -errno if that
- * cannot be found out (-ESRCH: the thread is gone). */
-enum task_state { TASK_RUNNING, TASK_EXITING, TASK_KILLED };
-int task_state(pid_t tid);
-
-/* Will thread TID's process die before it returns from the system call it
- * is in (a close waiting for its FLUSH's answer)? 1 when a signal that
- * kills is pending for it: SIGKILL (which the kernel also makes of every
- * other fatal signal it delivers, and of another thread's exit), or one
- * whose default action kills that it neither blocks, ignores nor
- * catches; 0 if not; -errno if /proc cannot tell (-ESRCH: it is gone). */
-int task_doomed(pid_t tid);
-
 /* A session that is an SMB server process (smbd serves one SMB connection
  * per process) is tied to that connection: when it drops mid-copy, smbd
  * closes the open files itself, exactly as for a client's CLOSE, and only

@@ -2,7 +2,6 @@
  * and releases of drop handles, making a drop durable and publishing it,
  * putting it aside, and the thread that publishes lingering drops. Every
  * publication starts in drop_carry_out(). */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -15,6 +14,7 @@
 #include "fs.h"
 #include "log.h"
 #include "names.h"
+#include "proc.h"
 #include "stats.h"
 #include "transport.h"
 
@@ -259,71 +259,13 @@ void drop_node_free(struct drop *d)
 
 /* ---- closes ---- */
 
-/* 1 if the fdinfo file at PATH is an open file (not O_PATH) of inode INO
- * on mount MNT_ID (on any mount if not known), 0 if not, or -errno. */
-static int fdinfo_is(const char *path, int mnt_id, uint64_t ino)
-{
-	char buf[512];
-	const char *p, *m, *f;
-	ssize_t n;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-
-	if (fd < 0)
-		return -errno;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n < 0)
-		return -errno;
-	buf[n] = '\0';
-	p = strstr(buf, "\nino:");
-	m = strstr(buf, "\nmnt_id:");
-	f = strstr(buf, "\nflags:");
-	if (p == NULL)
-		return -ENOTSUP;	/* a kernel before 5.14: cannot tell */
-	/* An O_PATH descriptor (Samba keeps such "pathrefs") holds no open
-	 * file: it cannot read or write the drop. */
-	if (f && (strtoul(f + 7, NULL, 8) & O_PATH))
-		return 0;
-	return strtoull(p + 5, NULL, 10) == ino &&
-	       (mnt_id == 0 || (m && atoi(m + 8) == mnt_id));
-}
-
 /* Does the process PID still hold drop D open on another descriptor (a
  * shell's redirections duplicate descriptors and close them, before and
  * after writing)? 1, 0 or -errno: a close that cannot tell fails. The
  * descriptor being closed is out of the table already. */
 static int held_elsewhere(pid_t pid, const struct drop *d)
 {
-	size_t plen = strlen(fs.mountpoint);
-	char path[64 + NAME_MAX_BYTES], link[PATH_MAX];
-	struct dirent *de;
-	int dfd, ret = 0;
-	DIR *dp;
-
-	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-	dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0)
-		return errno == ENOENT || errno == ESRCH ? 0 : -errno;
-	dp = fdopendir(dfd);
-	if (dp == NULL) {
-		close(dfd);
-		return -errno;
-	}
-	while (ret == 0 && (errno = 0, de = readdir(dp)) != NULL) {
-		ssize_t n = readlinkat(dfd, de->d_name, link, sizeof(link) - 1);
-
-		/* Only a file below the mount can be the drop: its fdinfo tells. */
-		if (de->d_name[0] == '.' || n < (ssize_t)plen || memcmp(link, fs.mountpoint, plen) != 0)
-			continue;
-		snprintf(path, sizeof(path), "/proc/%d/fdinfo/%s", (int)pid, de->d_name);
-		ret = fdinfo_is(path, fs.mnt_id, d->ino);
-		if (ret == -ENOENT)
-			ret = 0;	/* closed while we looked */
-	}
-	if (ret == 0 && de == NULL && errno != 0)
-		ret = -errno;
-	closedir(dp);
-	return ret;
+	return proc_holds_file(pid, fs.mountpoint, fs.mnt_id, d->ino);
 }
 
 /* Is this last close of D, by an SMB server process with fsuid UID,

@@ -20,6 +20,7 @@
 
 #include "unit.h"
 
+#include "proc.h"
 #include "sessions.h"
 
 #define END_TIMEOUT_MS 5000	/* generous: valgrind is slow */
