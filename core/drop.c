@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
+#include "proc.h"
 #include "sessions.h"
 
 /* An acknowledged drop whose publication failed is tried again this much
@@ -451,46 +453,52 @@ static bool counts_locked(struct drop *d, struct session *closer)
 	return closer == NULL || closer == d->owner || !session_alive(d->owner);
 }
 
-bool drop_close_counts(struct drop_handle *h, struct session *closer)
-{
-	bool counts;
+/* What a close found out about itself (drop_close()). */
+struct facts {
+	int error;		/* finding it out failed (an errno), or 0 */
+	bool aborted;		/* its process was killed, its connection lost */
+	bool exiting;		/* its process is exiting: no close(2) */
+	bool held_elsewhere;	/* its writer holds the drop on another descriptor */
+	bool asked_state, asked_held, asked_peer;
+};
 
-	pthread_mutex_lock(&drop_lock);
-	counts = h->live && counts_locked(h->d, closer);
-	pthread_mutex_unlock(&drop_lock);
-	return counts;
+/* Is this last close of D, by an SMB server process with fsuid UID,
+ * smbd's own teardown rather than its client's CLOSE? smbd serves a CLOSE
+ * as the connection's user (the uid that created the drop), but a LOGOFF
+ * or TREE_DISCONNECT, and the end of a connection, as root: it closes the
+ * files its client left open itself, and the kernel's FLUSH carries the
+ * closing thread's fsuid. */
+static bool smb_teardown(const struct drop *d, uid_t uid)
+{
+	char client[64];
+
+	if (!d->peer.smb || uid == d->uid)
+		return false;
+	log_warnx("close by the SMB server itself, not by its client's CLOSE (uid %u; the "
+		  "drop's writer is uid %u: a LOGOFF, TREE_DISCONNECT or lost connection with "
+		  "the file open): not delivered (client %s, pid %d)",
+		  (unsigned)uid, (unsigned)d->uid, peer_format(&d->peer, client, sizeof(client)),
+		  (int)d->pid);
+	return true;
 }
 
-bool drop_close_ambiguous(struct drop_handle *h)
-{
-	bool ambiguous;
-
-	pthread_mutex_lock(&drop_lock);
-	ambiguous = h->live && h->d->state == DROP_OPEN && h->d->nlive == 1;
-	pthread_mutex_unlock(&drop_lock);
-	return ambiguous;
-}
-
-int drop_close(struct drop_handle *h, struct session *closer, const struct drop_close *c,
-	       enum drop_action *act)
+/* With drop_lock held: what the close of H does now, given F; the
+ * answer, and in *ACT the action. */
+static int decide_close(struct drop_handle *h, const struct facts *f, enum drop_action *act)
 {
 	struct drop *d = h->d;
 	int ret = 0;
 
-	*act = DROP_NOTHING;
-	pthread_mutex_lock(&drop_lock);
-	if (!h->live || !counts_locked(d, closer))
-		goto out;
 	if (d->state == DROP_OPEN) {
-		if (c->error)
-			fail(d, c->error);
-		else if (c->aborted)
+		if (f->error)
+			fail(d, f->error);
+		else if (f->aborted)
 			fail(d, EIO);	/* a dead writer's drop is incomplete (R6) */
-		else if (d->nlive == 1 && c->held_elsewhere)
-			goto out;	/* not its writer's last close */
-		else if (d->nlive == 1 && c->exiting && !d->written) {
+		else if (d->nlive == 1 && f->held_elsewhere)
+			return 0;	/* not its writer's last close */
+		else if (d->nlive == 1 && f->exiting && !d->written) {
 			d->orphaned = true;
-			goto out;	/* whoever holds it on writes it */
+			return 0;	/* whoever holds it on writes it */
 		}
 	}
 	h->live = false;
@@ -514,9 +522,152 @@ int drop_close(struct drop_handle *h, struct session *closer, const struct drop_
 	default:
 		break;		/* UNLINKED: a deleted file's close */
 	}
+	return ret;
+}
+
+/* With drop_lock held: the probe the close of H by C still needs before
+ * it can be decided, or 0 when none. Each is asked once, lock released;
+ * what they found is judged against the drop as it is when all are in. */
+enum probe { PROBE_NONE, PROBE_STATE, PROBE_HELD, PROBE_PEER };
+
+static enum probe next_probe(const struct drop_handle *h, const struct drop_closer *c,
+			     const struct facts *f)
+{
+	const struct drop *d = h->d;
+	bool last = d->state == DROP_OPEN && d->nlive == 1;
+
+	if (c->tid <= 0 || c->session == NULL || f->error || f->aborted)
+		return PROBE_NONE;
+	if (!f->asked_state)
+		return PROBE_STATE;
+	/* Would this close be the writer's last? Then whether it holds the
+	 * drop on another descriptor decides (a scan of its descriptors). */
+	if (last && !f->asked_held)
+		return PROBE_HELD;
+	/* A connection lost fails the drop. A close that delivers it, with
+	 * its closer waiting for the answer, asks that again just before the
+	 * delivery (drop_reachable(), after the fsync): asking here too would
+	 * be a second sock_diag query to the same end. */
+	if (!f->asked_peer && d->peer.smb &&
+	    !(last && !f->held_elsewhere && !(f->exiting && !d->written)))
+		return PROBE_PEER;
+	return PROBE_NONE;
+}
+
+/* Ask probe P for the close of D by C (drop_lock not held). */
+static void ask(enum probe p, const struct drop *d, const struct drop_closer *c,
+		struct facts *f)
+{
+	char client[64];
+	int ret;
+
+	switch (p) {
+	case PROBE_STATE:
+		f->asked_state = true;
+		ret = cfg.task_state(c->tid);
+		if (ret < 0) {
+			f->error = -ret;
+			break;
+		}
+		/* A writer killed mid-copy has its files closed by the kernel,
+		 * and smbd closes a dropped connection's files itself: neither
+		 * close is an acknowledgement, the drop is incomplete (R6). */
+		f->aborted = ret == TASK_KILLED;
+		f->exiting = ret == TASK_EXITING;
+		break;
+	case PROBE_HELD:
+		f->asked_held = true;
+		if (smb_teardown(d, c->uid)) {
+			f->aborted = true;
+			break;
+		}
+		ret = cfg.held_elsewhere(session_pid(c->session), d);
+		if (ret < 0)
+			f->error = -ret;
+		else
+			f->held_elsewhere = ret == 1;
+		break;
+	case PROBE_PEER:
+		f->asked_peer = true;
+		if (cfg.peer_lost(&d->peer)) {
+			f->aborted = true;
+			log_warnx("close after the connection of client %s was lost (pid %d): "
+				  "not delivered", peer_format(&d->peer, client, sizeof(client)),
+				  (int)d->pid);
+		}
+		break;
+	case PROBE_NONE:
+		break;
+	}
+}
+
+int drop_close(struct drop_handle *h, struct drop_closer *c, enum drop_action *act)
+{
+	struct facts f = { .error = c->session ? 0 : c->unplaced };
+	struct drop *d = h->d;
+	enum probe p;
+	int ret = 0;
+
+	*act = DROP_NOTHING;
+	c->exiting = false;
+	pthread_mutex_lock(&drop_lock);
+	for (;;) {
+		if (!h->live || !counts_locked(d, c->session))
+			goto out;
+		p = next_probe(h, c, &f);
+		if (p == PROBE_NONE)
+			break;
+		pthread_mutex_unlock(&drop_lock);
+		ask(p, d, c, &f);
+		pthread_mutex_lock(&drop_lock);
+	}
+	c->exiting = f.exiting;
+	ret = decide_close(h, &f, act);
 out:
 	pthread_mutex_unlock(&drop_lock);
 	return ret;
+}
+
+/* A durable close waits for the disk, for seconds on a busy one, and
+ * what drop_close() found may no longer hold (R6):
+ * - the closing thread was killed meanwhile: the kernel's FLUSH is forced,
+ *   so it waits for this answer and dies without seeing it;
+ * - an SMB server process's connection left ESTABLISHED (a client that
+ *   gave up waiting for its CLOSE, a cable pulled): it sends the message
+ *   again.
+ * Those fail with -EIO, never -EINTR: on Linux the descriptor is gone
+ * whatever close(2) returns, and code written for that takes EINTR from
+ * close for done (Android's C library returns 0 for it), which would
+ * swallow the failure. The drop is quarantined. A signal the writer
+ * catches is no reason: the kernel sends an INTERRUPT, but a FLUSH is
+ * forced, so its close still waits for this answer and returns it (and a
+ * smbd told to reload its configuration would fail every close under
+ * way). What happens after this look (during the rename and the
+ * directory's sync, or before the answer reaches the writer) is the
+ * window no design closes. */
+int drop_reachable(const struct drop *d, pid_t tid)
+{
+	char q[1024], client[64];
+	const char *why = NULL;
+	int ret;
+
+	if (tid > 0) {
+		ret = cfg.task_doomed(tid);
+		if (ret == -ESRCH)
+			ret = 1;	/* gone: nobody to answer */
+		if (ret < 0)
+			return ret;	/* cannot tell: not acknowledged */
+		if (ret == 1)
+			why = "its writer was killed";
+	}
+	if (why == NULL && d->peer.smb && cfg.peer_lost(&d->peer))
+		why = "the connection of its SMB client was lost";
+	if (why == NULL)
+		return 0;
+	log_warnx("%s while its close waited for the disk: \"%s\" not delivered (client %s, "
+		  "pid %d, uid %u)", why, log_name(d->name, q, sizeof(q)),
+		  peer_format(&d->peer, client, sizeof(client)), (int)d->pid, (unsigned)d->uid);
+	return -EIO;
 }
 
 enum drop_action drop_acked(struct drop *d, int result, int *answer)

@@ -43,7 +43,8 @@
  *                                    already acknowledged, LINGERING
  *                                    (hidden) to be tried again
  *     (for a close, fs/ also fails a publication or an ack whose answer
- *     can no longer reach the writer, found after the fsync: no new event)
+ *     can no longer reach the writer, drop_reachable() after the fsync:
+ *     no new event)
  *   linger time up, no handle  LINGERING -> CLOSING: PUBLISH
  *   unlink by its session OPEN, LINGERING -> UNLINKED
  *   last release             OPEN -> CLOSING: PUBLISH if its writer exited
@@ -57,14 +58,30 @@
  *                         holds it on counts as its writer's
  *   daemon restart        recovery (staging.h): a.* delivered, d.* aside
  *
+ * A close is one call, drop_close(): the facts it turns on come from the
+ * probes of drop_config, each asked at most once, without drop_lock, and
+ * only when the outcome depends on it; the decision is made on the drop
+ * as it is once they are in (a probe that cannot tell fails the close):
+ *   task_state      every close of its writer's (tid known): killed ->
+ *                   FAILED, exiting, running
+ *   held_elsewhere  what would be its writer's last close: held -> no
+ *                   change. An SMB server closing as another uid than its
+ *                   writer's (smbd's own teardown, not its client's
+ *                   CLOSE) -> FAILED, without asking
+ *   peer_lost       an SMB drop's close that does not deliver it: lost
+ *                   -> FAILED. One that delivers it asks it later, with
+ *                   task_doomed, through drop_reachable(): after the
+ *                   fsync, just before the rename or the ack, the last
+ *                   moment the answer can be withheld
+ *
  * Once a close is acknowledged, nothing but publication (or recovery) can
  * happen to the drop: no write, truncate or failure reaches it.
  *
  * Locking: one mutex, drop_lock (drop.c), protects every field marked [L]
  * and each session's drop list. Lock order: drop_lock, then the session
  * table's lock (sessions.c), then the inode table's (fs/inode.c). No
- * function here blocks on I/O with drop_lock held; drop_close() and
- * drop_next_due() wait (on a condition, lock released) for changes in
+ * function here blocks on I/O with drop_lock held (drop_close() lets it go
+ * while a probe reads /proc); drop_close() and drop_next_due() wait (on a condition, lock released) for changes in
  * flight to end. References: every pointer returned here comes with one
  * (drop_put() returns it); a handle holds one, and so does the lifecycle
  * itself until its finishing action is done. */
@@ -144,6 +161,16 @@ struct drop_config {
 	unsigned max_drops;		/* per session; 0: no cap */
 	uint64_t (*now_ms)(void);	/* a monotonic clock */
 	void (*on_free)(struct drop *d);	/* fs/ lets go of d->node */
+	/* The probes: what a close must know that only the system can tell
+	 * (R6). The daemon answers from /proc and the kernel (proc.h,
+	 * peer.h); a unit test answers as it likes. All are required, and
+	 * called without drop_lock. */
+	int (*task_state)(pid_t tid);	/* enum task_state, or -errno */
+	int (*task_doomed)(pid_t tid);	/* a fatal signal pending: 1, 0, -errno */
+	bool (*peer_lost)(const struct peer *p);	/* an SMB connection's end */
+	/* Does process PID hold D open on another descriptor (not the one
+	 * being closed)? 1, 0 or -errno. */
+	int (*held_elsewhere)(pid_t pid, const struct drop *d);
 };
 
 void drop_init(const struct drop_config *cfg);
@@ -188,23 +215,28 @@ int drop_rename(struct drop *d, uint64_t parent, const char *name, uint64_t *old
  * left the namespace meanwhile. */
 int drop_unlink(struct drop *d, enum drop_action *act);
 
-/* A close of H by process CLOSER. */
-struct drop_close {
-	bool aborted;		/* its process was killed, its connection lost */
-	bool exiting;		/* its process is exiting: no close(2) */
-	int error;		/* finding that out failed (an errno), or 0 */
-	bool held_elsewhere;	/* its writer holds it on another descriptor */
+/* A close of a drop's handle (a FLUSH), and who makes it. */
+struct drop_closer {
+	struct session *session;	/* NULL: a closer that cannot be placed */
+	int unplaced;		/* why not (an errno), when SESSION is NULL */
+	pid_t tid;		/* its thread; 0: the daemon's own close, nothing to ask */
+	uid_t uid;		/* its fsuid */
+	bool exiting;		/* set by drop_close(): its process is exiting
+				 * (no close(2)), nobody waits for the answer */
 };
-/* Does a close of H by CLOSER count as its writer's? False for a process
- * that inherited the descriptor while its writer lives. */
-bool drop_close_counts(struct drop_handle *h, struct session *closer);
-/* Would this close be the writer's last (so that held_elsewhere must be
- * found out first)? */
-bool drop_close_ambiguous(struct drop_handle *h);
-/* Returns the close's answer (0 or -errno) when *ACT is DROP_NOTHING;
- * else the closer carries out *ACT and the answer comes from there. */
-int drop_close(struct drop_handle *h, struct session *closer, const struct drop_close *c,
-	       enum drop_action *act);
+/* The close of H by C, one call: the lifecycle asks its probes what it
+ * needs to know (drop_config), then decides. Returns the close's answer
+ * (0 or -errno) when *ACT is DROP_NOTHING; else the closer carries out
+ * *ACT and the answer comes from there. */
+int drop_close(struct drop_handle *h, struct drop_closer *c, enum drop_action *act);
+
+/* After D's fsync, just before the step that delivers it (the rename, or
+ * the a.* ack), for a close whose answer waits for it (TID: the thread
+ * that closed, 0 if none waits): can the answer still reach the writer?
+ * 0; -EIO when its thread was killed meanwhile or its SMB connection lost
+ * (logged: the drop is not to be delivered); another -errno when that
+ * cannot be told. */
+int drop_reachable(const struct drop *d, pid_t tid);
 
 /* The outcome of DROP_ACK and DROP_PUBLISH (0 or -errno): the next action,
  * and in *ANSWER the close's answer. */

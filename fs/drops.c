@@ -51,53 +51,18 @@ struct closer {
 
 /* For a close being answered (CL; NULL: none is), after D's fsync and
  * just before the step that delivers it (the rename, or the a.* ack under
- * linger=): can the answer still reach the writer? A durable close waits
- * for the disk, for seconds on a busy one, and what close_facts() found at
- * the FLUSH may no longer hold (R6):
- * - the connection ended (umount -f, fusectl's abort; the daemon lives
- *   on): the close has failed already. -ENOTCONN.
- * - the closing thread was killed meanwhile: the kernel's FLUSH is forced,
- *   so it waits for this answer and dies without seeing it;
- * - an SMB server process's connection left ESTABLISHED (a client that
- *   gave up waiting for its CLOSE, a cable pulled): it sends the message
- *   again.
- * Those fail with -EIO, never -EINTR: on Linux the descriptor is gone
- * whatever close(2) returns, and code written for that takes EINTR from
- * close for done (Android's C library returns 0 for it), which would
- * swallow the failure. The drop is quarantined. A signal the writer
- * catches is no reason: the kernel sends an INTERRUPT, but a FLUSH is
- * forced, so its close still waits for this answer and returns it (and a
- * smbd told to reload its configuration would fail every close under
- * way). What happens after
- * this look (during the rename and the directory's sync, or before the
- * answer reaches the writer) is the window no design closes. */
+ * linger=): can the answer still reach the writer? Not once the
+ * connection ended (umount -f, fusectl's abort; the daemon lives on): the
+ * close has failed already, -ENOTCONN. The rest is the lifecycle's rule
+ * (drop_reachable(): its writer killed meanwhile, its SMB connection
+ * lost). */
 static int answer_reachable(const struct drop *d, const struct closer *cl)
 {
-	char q[1024], client[64];
-	const char *why = NULL;
-	int ret;
-
 	if (cl == NULL)
 		return 0;
 	if (!transport_connected())
 		return -ENOTCONN;
-	if (cl->tid > 0) {
-		ret = task_doomed(cl->tid);
-		if (ret == -ESRCH)
-			ret = 1;	/* gone: nobody to answer */
-		if (ret < 0)
-			return ret;	/* cannot tell: not acknowledged */
-		if (ret == 1)
-			why = "its writer was killed";
-	}
-	if (why == NULL && d->peer.smb && peer_lost(&d->peer))
-		why = "the connection of its SMB client was lost";
-	if (why == NULL)
-		return 0;
-	log_warnx("%s while its close waited for the disk: \"%s\" not delivered (client %s, "
-		  "pid %d, uid %u)", why, log_name(d->name, q, sizeof(q)),
-		  peer_format(&d->peer, client, sizeof(client)), (int)d->pid, (unsigned)d->uid);
-	return -EIO;
+	return drop_reachable(d, cl->tid);
 }
 
 /* Move D (CLOSING: its name and directory stay put) into its directory.
@@ -259,69 +224,13 @@ void drop_node_free(struct drop *d)
 
 /* ---- closes ---- */
 
-/* Does the process PID still hold drop D open on another descriptor (a
- * shell's redirections duplicate descriptors and close them, before and
- * after writing)? 1, 0 or -errno: a close that cannot tell fails. The
- * descriptor being closed is out of the table already. */
-static int held_elsewhere(pid_t pid, const struct drop *d)
+/* drop_config.held_elsewhere: does process PID still hold drop D open on
+ * another descriptor (a shell's redirections duplicate descriptors and
+ * close them, before and after writing)? The descriptor being closed is
+ * out of the table already. */
+int writer_holds(pid_t pid, const struct drop *d)
 {
 	return proc_holds_file(pid, fs.mountpoint, fs.mnt_id, d->ino);
-}
-
-/* Is this last close of D, by an SMB server process with fsuid UID,
- * smbd's own teardown rather than its client's CLOSE? smbd serves a CLOSE
- * as the connection's user (the uid that created the drop), but a LOGOFF
- * or TREE_DISCONNECT, and the end of a connection, as root: it closes the
- * files its client left open itself, and the kernel's FLUSH carries the
- * closing thread's fsuid. */
-static bool smb_teardown(const struct drop *d, uid_t uid)
-{
-	char client[64];
-
-	if (!d->peer.smb || uid == d->uid)
-		return false;
-	log_warnx("close by the SMB server itself, not by its client's CLOSE (uid %u; the "
-		  "drop's writer is uid %u: a LOGOFF, TREE_DISCONNECT or lost connection with "
-		  "the file open): not delivered (client %s, pid %d)",
-		  (unsigned)uid, (unsigned)d->uid, peer_format(&d->peer, client, sizeof(client)),
-		  (int)d->pid);
-	return true;
-}
-
-/* Find out how H's close by thread TID (fsuid UID) of session S came
- * about. */
-static void close_facts(struct handle *h, pid_t tid, uid_t uid, struct session *s,
-			struct drop_close *c)
-{
-	char client[64];
-	int ret = task_state(tid);
-
-	if (ret < 0) {
-		c->error = -ret;
-		return;
-	}
-	/* A writer killed mid-copy has its files closed by the kernel, and
-	 * smbd closes a dropped connection's files itself: neither close is
-	 * an acknowledgement, the drop is incomplete (R6). */
-	c->aborted = ret == TASK_KILLED;
-	if (!c->aborted && peer_lost(&h->drop.d->peer)) {
-		c->aborted = true;
-		log_warnx("close after the connection of client %s was lost (pid %d): "
-			  "not delivered", peer_format(&h->drop.d->peer, client, sizeof(client)),
-			  (int)h->drop.d->pid);
-	}
-	c->exiting = ret == TASK_EXITING;
-	if (c->aborted || !drop_close_ambiguous(&h->drop))
-		return;
-	if (smb_teardown(h->drop.d, uid)) {
-		c->aborted = true;
-		return;
-	}
-	ret = held_elsewhere(session_pid(s), h->drop.d);
-	if (ret < 0)
-		c->error = -ret;
-	else
-		c->held_elsewhere = ret == 1;
 }
 
 /* H closed by session S (NULL: a closer that cannot be placed, for
@@ -330,22 +239,17 @@ static void close_facts(struct handle *h, pid_t tid, uid_t uid, struct session *
 static int handle_close(struct handle *h, struct session *s, pid_t tid, uid_t uid,
 			int unplaced)
 {
-	struct drop_close c = { .error = unplaced };
+	struct drop_closer c = { .session = s, .unplaced = unplaced, .tid = tid, .uid = uid };
 	struct closer cl = { .tid = tid };
 	enum drop_action act;
-	int ret;
+	int ret = drop_close(&h->drop, &c, &act);
 
-	if (s && !drop_close_counts(&h->drop, s))
-		return 0;
-	if (s && tid > 0)
-		close_facts(h, tid, uid, s, &c);
 	/* A close made by the kernel for an exiting process: nobody waits
-	 * for its answer, and an exit's close delivers (close_facts()); the
-	 * exit itself leaves the other threads a SIGKILL, and their closes'
-	 * FLUSHes interrupted. */
+	 * for its answer, and an exit's close delivers; the exit itself
+	 * leaves the other threads a SIGKILL, and their closes' FLUSHes
+	 * interrupted. */
 	if (c.exiting)
-		cl = (struct closer){ 0 };
-	ret = drop_close(&h->drop, s, &c, &act);
+		cl.tid = 0;
 	if (act != DROP_NOTHING)
 		ret = carry_out(h->drop.d, act, h->fd, &cl);
 	return ret;

@@ -167,6 +167,7 @@ int drop_handle_close(struct handle *h, struct session *s);
 void drop_handle_release(struct handle *h);	/* frees H */
 void drop_handle_abandon(struct handle *h);	/* a handle the kernel did not take */
 void drop_node_free(struct drop *d);		/* drop_config.on_free */
+int writer_holds(pid_t pid, const struct drop *d);	/* drop_config.held_elsewhere */
 /* Closed drops kept visible to their session (linger=). */
 int linger_start(void);
 void linger_stop(void);

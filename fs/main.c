@@ -21,6 +21,7 @@
 #include "config.h"
 #include "fs.h"
 #include "log.h"
+#include "proc.h"
 #include "stats.h"
 #include "strays.h"
 #include "transport.h"
@@ -664,6 +665,10 @@ int main(int argc, char *argv[])
 		.max_drops = fs.cfg.max_drops,
 		.now_ms = now_ms,
 		.on_free = drop_node_free,
+		.task_state = task_state,
+		.task_doomed = task_doomed,
+		.peer_lost = peer_lost,
+		.held_elsewhere = writer_holds,
 	});
 	if (sessions_init(drop_session_ended) < 0 || linger_start() < 0 || takeover_start(fd) < 0) {
 		log_warnx("cannot start worker threads");

@@ -14,6 +14,7 @@
 #include "unit.h"
 
 #include "drop.h"
+#include "proc.h"
 #include "sessions.h"
 
 #define DIR1 1
@@ -28,6 +29,25 @@ static pid_t child;
 static uint64_t fake_now(void) { return clock_ms; }
 static void count_free(struct drop *d) { freed++; }
 
+/* The probes' answers, and how often each was asked. */
+static struct {
+	int state;		/* task_state: enum task_state or -errno */
+	int doomed;		/* task_doomed */
+	bool lost;		/* peer_lost */
+	int held;		/* held_elsewhere */
+	unsigned asked_state, asked_doomed, asked_lost, asked_held;
+} probe;
+
+static int fake_state(pid_t tid) { probe.asked_state++; return probe.state; }
+static int fake_doomed(pid_t tid) { probe.asked_doomed++; return probe.doomed; }
+static bool fake_lost(const struct peer *p) { probe.asked_lost++; return probe.lost; }
+static int fake_held(pid_t pid, const struct drop *d) { probe.asked_held++; return probe.held; }
+
+static unsigned asked(void)
+{
+	return probe.asked_state + probe.asked_doomed + probe.asked_lost + probe.asked_held;
+}
+
 static void configure(uint64_t linger_ms, unsigned max_drops)
 {
 	drop_init(&(struct drop_config){
@@ -35,7 +55,12 @@ static void configure(uint64_t linger_ms, unsigned max_drops)
 		.max_drops = max_drops,
 		.now_ms = fake_now,
 		.on_free = count_free,
+		.task_state = fake_state,
+		.task_doomed = fake_doomed,
+		.peer_lost = fake_lost,
+		.held_elsewhere = fake_held,
 	});
+	memset(&probe, 0, sizeof(probe));	/* running, alive, not held */
 }
 
 /* A started drop of session S named NAME in DIR1, its first handle in H. */
@@ -50,15 +75,14 @@ static struct drop *started(struct session *s, const char *name, struct drop_han
 	return d;
 }
 
-static const struct drop_close plain_close;
-
-/* The writer closes H: the action asked for, with *ANSWER. */
-static enum drop_action close_by(struct drop_handle *h, struct session *s,
-				 const struct drop_close *c, int *answer)
+/* A thread of S (uid: the drop's writer's) closes H, the probes answering
+ * as set: the action asked for, with *ANSWER. */
+static enum drop_action close_by(struct drop_handle *h, struct session *s, int *answer)
 {
+	struct drop_closer c = { .session = s, .tid = 1, .uid = h->d->uid };
 	enum drop_action act;
 
-	*answer = drop_close(h, s, c, &act);
+	*answer = drop_close(h, &c, &act);
 	return act;
 }
 
@@ -138,7 +162,7 @@ static void test_max_drops(void **state)
 	assert_int_equal(drop_new(other, "3", DIR1, &d3), 0);
 	drop_put(d3);
 	/* A finished drop frees its slot. */
-	assert_int_equal(close_by(&h1, me, &plain_close, &answer), DROP_PUBLISH);
+	assert_int_equal(close_by(&h1, me, &answer), DROP_PUBLISH);
 	assert_int_equal(drop_published(d1, 0, &answer), DROP_NOTHING);
 	assert_int_equal(drop_release(&h1), DROP_FREE);
 	drop_finished(d1);
@@ -160,7 +184,7 @@ static void test_close_publishes_and_freezes(void **state)
 	assert_int_equal(drop_change_begin(d, DROP_CHANGE_DATA), 0);
 	assert_false(drop_change_end(d, DROP_CHANGE_DATA, 0));
 	assert_true(d->written);
-	assert_int_equal(close_by(&h, me, &plain_close, &answer), DROP_PUBLISH);
+	assert_int_equal(close_by(&h, me, &answer), DROP_PUBLISH);
 	assert_int_equal(d->state, DROP_CLOSING);
 	assert_false(d->visible);	/* the name is free again at once */
 	assert_null(drop_find(me, DIR1, "M.SVF"));
@@ -171,7 +195,7 @@ static void test_close_publishes_and_freezes(void **state)
 	/* A dup'd descriptor, a path through /proc: nothing reaches it. */
 	assert_int_equal(drop_change_begin(d, DROP_CHANGE_DATA), -EBADF);
 	assert_int_equal(drop_change_begin(d, DROP_CHANGE_META), -EBADF);
-	assert_int_equal(close_by(&h, me, &plain_close, &answer), DROP_NOTHING);
+	assert_int_equal(close_by(&h, me, &answer), DROP_NOTHING);
 	assert_int_equal(answer, 0);
 	assert_int_equal(drop_release(&h), DROP_FREE);
 	drop_finished(d);
@@ -186,12 +210,12 @@ static void test_two_handles(void **state)
 	int answer;
 
 	assert_int_equal(drop_open(d, &h2, O_WRONLY), 0);
-	assert_int_equal(close_by(&h1, me, &plain_close, &answer), DROP_NOTHING);
+	assert_int_equal(close_by(&h1, me, &answer), DROP_NOTHING);
 	assert_int_equal(answer, 0);
 	assert_int_equal(d->state, DROP_OPEN);
 	assert_true(d->visible);
 	assert_int_equal(drop_release(&h1), DROP_NOTHING);
-	assert_int_equal(close_by(&h2, me, &plain_close, &answer), DROP_PUBLISH);
+	assert_int_equal(close_by(&h2, me, &answer), DROP_PUBLISH);
 	assert_int_equal(drop_published(d, 0, &answer), DROP_NOTHING);
 	assert_int_equal(drop_release(&h2), DROP_FREE);
 	drop_finished(d);
@@ -204,14 +228,11 @@ static void test_close_by_another_process(void **state)
 	struct drop *d = started(me, "C", &h);
 	int answer;
 
-	assert_false(drop_close_counts(&h, other));
-	assert_int_equal(close_by(&h, other, &plain_close, &answer), DROP_NOTHING);
+	assert_int_equal(close_by(&h, other, &answer), DROP_NOTHING);
+	assert_int_equal(asked(), 0);	/* nothing to find out */
 	assert_int_equal(d->state, DROP_OPEN);
 	assert_true(h.live);
-	/* A closer that cannot be placed may be the writer. */
-	assert_true(drop_close_counts(&h, NULL));
-	assert_true(drop_close_counts(&h, me));
-	assert_int_equal(close_by(&h, me, &plain_close, &answer), DROP_PUBLISH);
+	assert_int_equal(close_by(&h, me, &answer), DROP_PUBLISH);
 	assert_int_equal(drop_published(d, 0, &answer), DROP_NOTHING);
 	assert_int_equal(drop_release(&h), DROP_FREE);
 	drop_finished(d);
@@ -221,21 +242,20 @@ static void test_close_by_another_process(void **state)
  * another descriptor is not its last, written or not. */
 static void test_close_held_elsewhere(void **state)
 {
-	struct drop_close held = { .held_elsewhere = true };
 	struct drop_handle h;
 	struct drop *d = started(me, "S1.SVF", &h);
 	int answer;
 
-	assert_true(drop_close_ambiguous(&h));
-	assert_int_equal(close_by(&h, me, &held, &answer), DROP_NOTHING);
+	probe.held = 1;
+	assert_int_equal(close_by(&h, me, &answer), DROP_NOTHING);
 	assert_int_equal(answer, 0);
 	assert_true(h.live);
 	assert_int_equal(d->state, DROP_OPEN);
 	assert_int_equal(drop_change_begin(d, DROP_CHANGE_DATA), 0);
 	drop_change_end(d, DROP_CHANGE_DATA, 0);
-	assert_true(drop_close_ambiguous(&h));
-	assert_int_equal(close_by(&h, me, &held, &answer), DROP_NOTHING);
-	assert_int_equal(close_by(&h, me, &plain_close, &answer), DROP_PUBLISH);
+	assert_int_equal(close_by(&h, me, &answer), DROP_NOTHING);
+	probe.held = 0;
+	assert_int_equal(close_by(&h, me, &answer), DROP_PUBLISH);
 	assert_int_equal(drop_published(d, 0, &answer), DROP_NOTHING);
 	assert_int_equal(drop_release(&h), DROP_FREE);
 	drop_finished(d);
@@ -244,15 +264,16 @@ static void test_close_held_elsewhere(void **state)
 /* ... and the writer killed after its write: FAILED, quarantined. */
 static void test_killed_writer(void **state)
 {
-	struct drop_close held = { .held_elsewhere = true }, killed = { .aborted = true };
 	struct drop_handle h;
 	struct drop *d = started(me, "S1.SVF", &h);
 	int answer;
 
-	assert_int_equal(close_by(&h, me, &held, &answer), DROP_NOTHING);
+	probe.held = 1;
+	assert_int_equal(close_by(&h, me, &answer), DROP_NOTHING);
 	assert_int_equal(drop_change_begin(d, DROP_CHANGE_DATA), 0);
 	drop_change_end(d, DROP_CHANGE_DATA, 0);
-	assert_int_equal(close_by(&h, me, &killed, &answer), DROP_NOTHING);
+	probe.state = TASK_KILLED;
+	assert_int_equal(close_by(&h, me, &answer), DROP_NOTHING);
 	assert_int_equal(answer, -EIO);
 	assert_int_equal(d->state, DROP_FAILED);
 	assert_false(d->visible);
@@ -265,12 +286,12 @@ static void test_killed_writer(void **state)
  * writes the message; with nobody, it is published empty at the release. */
 static void test_writer_exits_before_writing(void **state)
 {
-	struct drop_close exiting = { .exiting = true };
 	struct drop_handle h;
 	struct drop *d = started(me, "O", &h);
 	int answer;
 
-	assert_int_equal(close_by(&h, me, &exiting, &answer), DROP_NOTHING);
+	probe.state = TASK_EXITING;
+	assert_int_equal(close_by(&h, me, &answer), DROP_NOTHING);
 	assert_int_equal(answer, 0);
 	assert_int_equal(d->state, DROP_OPEN);
 	assert_int_equal(drop_release(&h), DROP_PUBLISH);
@@ -282,7 +303,7 @@ static void test_writer_exits_before_writing(void **state)
 	d = started(me, "O", &h);
 	assert_int_equal(drop_change_begin(d, DROP_CHANGE_DATA), 0);
 	drop_change_end(d, DROP_CHANGE_DATA, 0);
-	assert_int_equal(close_by(&h, me, &exiting, &answer), DROP_PUBLISH);
+	assert_int_equal(close_by(&h, me, &answer), DROP_PUBLISH);
 	assert_int_equal(drop_published(d, 0, &answer), DROP_NOTHING);
 	assert_int_equal(drop_release(&h), DROP_FREE);
 	drop_finished(d);
@@ -292,15 +313,224 @@ static void test_writer_exits_before_writing(void **state)
  * drop that is not delivered. */
 static void test_close_facts_unknown(void **state)
 {
-	struct drop_close emfile = { .error = EMFILE };
 	struct drop_handle h;
 	struct drop *d = started(me, "E", &h);
 	int answer;
 
-	assert_int_equal(close_by(&h, me, &emfile, &answer), DROP_NOTHING);
+	probe.state = -EMFILE;
+	assert_int_equal(close_by(&h, me, &answer), DROP_NOTHING);
 	assert_int_equal(answer, -EMFILE);
 	assert_int_equal(d->state, DROP_FAILED);
 	assert_int_equal(drop_release(&h), DROP_QUARANTINE);
+	drop_finished(d);
+}
+
+/* The probes, one answer at a time: each is asked only when the outcome
+ * depends on it, and one that cannot tell fails the close. */
+
+/* task_state: asked at every close of its writer's; a thread that cannot
+ * be found, or a /proc that cannot be read, fails it. */
+static void test_probe_task_state(void **state)
+{
+	static const int failing[] = { -ESRCH, -EMFILE, -EIO };
+	struct drop_handle h;
+	struct drop *d;
+	int answer;
+
+	for (size_t i = 0; i < sizeof(failing) / sizeof(failing[0]); i++) {
+		d = started(me, "T", &h);
+		probe.state = failing[i];
+		probe.asked_state = probe.asked_held = 0;
+		assert_int_equal(close_by(&h, me, &answer), DROP_NOTHING);
+		assert_int_equal(answer, failing[i]);
+		assert_int_equal(probe.asked_state, 1);
+		assert_int_equal(probe.asked_held, 0);	/* failed already */
+		assert_int_equal(d->state, DROP_FAILED);
+		assert_int_equal(drop_release(&h), DROP_QUARANTINE);
+		drop_finished(d);
+	}
+	/* Killed: failed, whatever it holds elsewhere. */
+	d = started(me, "T", &h);
+	probe.state = TASK_KILLED;
+	probe.held = 1;
+	probe.asked_held = 0;
+	assert_int_equal(close_by(&h, me, &answer), DROP_NOTHING);
+	assert_int_equal(answer, -EIO);
+	assert_int_equal(probe.asked_held, 0);
+	assert_int_equal(drop_release(&h), DROP_QUARANTINE);
+	drop_finished(d);
+}
+
+/* held_elsewhere: asked only for what would be the writer's last close;
+ * one that cannot tell fails it. */
+static void test_probe_held(void **state)
+{
+	struct drop_handle h1, h2;
+	struct drop *d = started(me, "H", &h1);
+	int answer;
+
+	assert_int_equal(drop_open(d, &h2, O_WRONLY), 0);
+	assert_int_equal(close_by(&h1, me, &answer), DROP_NOTHING);
+	assert_int_equal(probe.asked_state, 1);
+	assert_int_equal(probe.asked_held, 0);	/* another handle is open */
+	probe.held = -EACCES;
+	assert_int_equal(close_by(&h2, me, &answer), DROP_NOTHING);
+	assert_int_equal(probe.asked_held, 1);
+	assert_int_equal(answer, -EACCES);
+	assert_int_equal(d->state, DROP_FAILED);
+	assert_int_equal(drop_release(&h1), DROP_NOTHING);
+	assert_int_equal(drop_release(&h2), DROP_QUARANTINE);
+	drop_finished(d);
+}
+
+/* Nothing is asked of a close that cannot be placed (it fails) or of the
+ * daemon's own close (no thread). */
+static void test_probe_none(void **state)
+{
+	struct drop_closer unplaced = { .session = NULL, .unplaced = EIO, .tid = 1 };
+	struct drop_closer own = { .session = me, .tid = 0 };
+	enum drop_action act;
+	struct drop_handle h;
+	struct drop *d = started(me, "N", &h);
+	int answer;
+
+	assert_int_equal(drop_close(&h, &unplaced, &act), -EIO);
+	assert_int_equal(act, DROP_NOTHING);
+	assert_int_equal(asked(), 0);
+	assert_int_equal(drop_release(&h), DROP_QUARANTINE);
+	drop_finished(d);
+
+	d = started(me, "N", &h);
+	assert_int_equal(drop_close(&h, &own, &act), 0);
+	assert_int_equal(act, DROP_PUBLISH);
+	assert_int_equal(asked(), 0);
+	assert_int_equal(drop_published(d, 0, &answer), DROP_NOTHING);
+	assert_int_equal(drop_release(&h), DROP_FREE);
+	drop_finished(d);
+}
+
+/* A drop made over SMB (its peer an SMB connection). */
+static struct drop *smb_started(const char *name, struct drop_handle *h)
+{
+	struct drop *d = started(me, name, h);
+
+	d->peer.smb = true;
+	d->uid = 1000;
+	return d;
+}
+
+/* peer_lost: a close of an SMB drop that does not deliver it asks, and a
+ * lost connection fails the drop; one that delivers it does not ask
+ * (drop_reachable() does, after the fsync). */
+static void test_probe_peer(void **state)
+{
+	struct drop_handle h1, h2;
+	struct drop *d = smb_started("P", &h1);
+	int answer;
+
+	/* Not the last close: asked, and lost fails it. */
+	assert_int_equal(drop_open(d, &h2, O_WRONLY), 0);
+	probe.lost = true;
+	assert_int_equal(close_by(&h1, me, &answer), DROP_NOTHING);
+	assert_int_equal(probe.asked_lost, 1);
+	assert_int_equal(answer, -EIO);
+	assert_int_equal(d->state, DROP_FAILED);
+	assert_int_equal(close_by(&h2, me, &answer), DROP_NOTHING);
+	assert_int_equal(answer, -EIO);
+	assert_int_equal(drop_release(&h1), DROP_NOTHING);
+	assert_int_equal(drop_release(&h2), DROP_QUARANTINE);
+	drop_finished(d);
+
+	/* Held elsewhere: asked, lost fails it. */
+	d = smb_started("P", &h1);
+	probe.held = 1;
+	probe.asked_lost = 0;
+	assert_int_equal(close_by(&h1, me, &answer), DROP_NOTHING);
+	assert_int_equal(probe.asked_lost, 1);
+	assert_int_equal(answer, -EIO);
+	assert_int_equal(d->state, DROP_FAILED);
+	assert_int_equal(drop_release(&h1), DROP_QUARANTINE);
+	drop_finished(d);
+
+	/* Its exiting writer's unwritten drop: asked, lost fails it. */
+	d = smb_started("P", &h1);
+	probe.held = 0;
+	probe.state = TASK_EXITING;
+	probe.asked_lost = 0;
+	assert_int_equal(close_by(&h1, me, &answer), DROP_NOTHING);
+	assert_int_equal(probe.asked_lost, 1);
+	assert_int_equal(d->state, DROP_FAILED);
+	assert_int_equal(drop_release(&h1), DROP_QUARANTINE);
+	drop_finished(d);
+
+	/* The close that delivers it: not asked here; drop_reachable()
+	 * finds the connection lost and the publication fails. */
+	d = smb_started("P", &h1);
+	probe.state = TASK_RUNNING;
+	probe.asked_lost = 0;
+	assert_int_equal(close_by(&h1, me, &answer), DROP_PUBLISH);
+	assert_int_equal(probe.asked_lost, 0);
+	assert_int_equal(probe.asked_held, 3);	/* the last closes of an open drop */
+	assert_int_equal(drop_reachable(d, 1), -EIO);
+	assert_int_equal(probe.asked_lost, 1);
+	assert_int_equal(drop_published(d, -EIO, &answer), DROP_NOTHING);
+	assert_int_equal(answer, -EIO);
+	assert_int_equal(d->state, DROP_FAILED);
+	assert_int_equal(drop_release(&h1), DROP_QUARANTINE);
+	drop_finished(d);
+
+	/* Alive: delivered. */
+	d = smb_started("P", &h1);
+	probe.lost = false;
+	assert_int_equal(close_by(&h1, me, &answer), DROP_PUBLISH);
+	assert_int_equal(drop_reachable(d, 1), 0);
+	assert_int_equal(drop_published(d, 0, &answer), DROP_NOTHING);
+	assert_int_equal(answer, 0);
+	assert_int_equal(drop_release(&h1), DROP_FREE);
+	drop_finished(d);
+}
+
+/* smbd closing as another uid than the writer's (its own teardown, not
+ * its client's CLOSE): failed without a scan of its descriptors. */
+static void test_probe_smb_teardown(void **state)
+{
+	struct drop_closer c = { .session = me, .tid = 1, .uid = 0 };
+	enum drop_action act;
+	struct drop_handle h;
+	struct drop *d = smb_started("R", &h);
+
+	assert_int_equal(drop_close(&h, &c, &act), -EIO);
+	assert_int_equal(act, DROP_NOTHING);
+	assert_int_equal(probe.asked_held, 0);
+	assert_int_equal(d->state, DROP_FAILED);
+	assert_int_equal(drop_release(&h), DROP_QUARANTINE);
+	drop_finished(d);
+}
+
+/* drop_reachable(): a doomed or vanished thread, or a probe that cannot
+ * tell, withholds the delivery; a local drop's connection is never
+ * asked for. */
+static void test_probe_reachable(void **state)
+{
+	struct drop_handle h;
+	struct drop *d = started(me, "Q", &h);
+	int answer;
+
+	assert_int_equal(close_by(&h, me, &answer), DROP_PUBLISH);
+	assert_int_equal(drop_reachable(d, 1), 0);
+	probe.doomed = 1;
+	assert_int_equal(drop_reachable(d, 1), -EIO);
+	probe.doomed = -ESRCH;
+	assert_int_equal(drop_reachable(d, 1), -EIO);
+	probe.doomed = -EMFILE;
+	assert_int_equal(drop_reachable(d, 1), -EMFILE);
+	assert_int_equal(drop_reachable(d, 0), 0);	/* nobody waits */
+	assert_int_equal(probe.asked_doomed, 4);
+	probe.lost = true;
+	assert_int_equal(drop_reachable(d, 0), 0);	/* local */
+	assert_int_equal(probe.asked_lost, 0);
+	assert_int_equal(drop_published(d, 0, &answer), DROP_NOTHING);
+	assert_int_equal(drop_release(&h), DROP_FREE);
 	drop_finished(d);
 }
 
@@ -321,7 +551,7 @@ static void test_failed_write(void **state)
 	assert_int_equal(d->state, DROP_FAILED);
 	assert_int_equal(drop_change_begin(d, DROP_CHANGE_DATA), -EBADF);
 	assert_true(d->visible);	/* until its writer closes it */
-	assert_int_equal(close_by(&h, me, &plain_close, &answer), DROP_NOTHING);
+	assert_int_equal(close_by(&h, me, &answer), DROP_NOTHING);
 	assert_int_equal(answer, -ENOSPC);
 	assert_false(d->visible);
 	assert_int_equal(drop_release(&h), DROP_QUARANTINE);
@@ -335,7 +565,7 @@ static void test_publication_fails(void **state)
 	struct drop *d = started(me, "P", &h);
 	int answer;
 
-	assert_int_equal(close_by(&h, me, &plain_close, &answer), DROP_PUBLISH);
+	assert_int_equal(close_by(&h, me, &answer), DROP_PUBLISH);
 	assert_int_equal(drop_published(d, -EIO, &answer), DROP_NOTHING);
 	assert_int_equal(answer, -EIO);
 	assert_int_equal(d->state, DROP_FAILED);
@@ -387,7 +617,7 @@ static void test_unlink(void **state)
 	assert_int_equal(drop_unlink(d, &act), -ENOENT);
 	assert_int_equal(drop_change_begin(d, DROP_CHANGE_DATA), 0);
 	drop_change_end(d, DROP_CHANGE_DATA, 0);
-	assert_int_equal(close_by(&h, me, &plain_close, &answer), DROP_NOTHING);
+	assert_int_equal(close_by(&h, me, &answer), DROP_NOTHING);
 	assert_int_equal(answer, 0);
 	assert_int_equal(drop_release(&h), DROP_DISCARD);
 	drop_finished(d);
@@ -428,7 +658,7 @@ static void test_linger(void **state)
 
 	configure(LINGER_MS, 0);
 	d = started(me, "L", &h);
-	assert_int_equal(close_by(&h, me, &plain_close, &answer), DROP_ACK);
+	assert_int_equal(close_by(&h, me, &answer), DROP_ACK);
 	assert_true(d->visible);
 	assert_int_equal(drop_acked(d, 0, &answer), DROP_NOTHING);
 	assert_int_equal(answer, 0);
@@ -448,7 +678,7 @@ static void test_linger(void **state)
 	assert_null(drop_next_due(false));
 	clock_ms += LINGER_MS;
 	assert_null(drop_next_due(false));	/* open: waits for its release */
-	assert_int_equal(close_by(&r, me, &plain_close, &answer), DROP_NOTHING);
+	assert_int_equal(close_by(&r, me, &answer), DROP_NOTHING);
 	/* Due at its last release: published by the releaser. */
 	assert_int_equal(drop_release(&r), DROP_PUBLISH);
 	assert_false(d->visible);
@@ -457,7 +687,7 @@ static void test_linger(void **state)
 
 	/* Released before it is due: the linger thread publishes it. */
 	d = started(me, "L", &h);
-	assert_int_equal(close_by(&h, me, &plain_close, &answer), DROP_ACK);
+	assert_int_equal(close_by(&h, me, &answer), DROP_ACK);
 	assert_int_equal(drop_acked(d, 0, &answer), DROP_NOTHING);
 	assert_int_equal(drop_release(&h), DROP_NOTHING);
 	assert_null(drop_next_due(false));
@@ -480,7 +710,7 @@ static void test_acked_never_lost(void **state)
 
 	configure(LINGER_MS, 0);
 	d = started(me, "R", &h);
-	assert_int_equal(close_by(&h, me, &plain_close, &answer), DROP_ACK);
+	assert_int_equal(close_by(&h, me, &answer), DROP_ACK);
 	assert_int_equal(drop_acked(d, 0, &answer), DROP_NOTHING);
 	assert_int_equal(drop_release(&h), DROP_NOTHING);
 	clock_ms += LINGER_MS;
@@ -513,7 +743,7 @@ static void test_ack_fails(void **state)
 
 	configure(LINGER_MS, 0);
 	d = started(me, "K", &h);
-	assert_int_equal(close_by(&h, me, &plain_close, &answer), DROP_ACK);
+	assert_int_equal(close_by(&h, me, &answer), DROP_ACK);
 	assert_int_equal(drop_acked(d, -EIO, &answer), DROP_NOTHING);
 	assert_int_equal(answer, -EIO);
 	assert_int_equal(d->state, DROP_FAILED);
@@ -532,7 +762,7 @@ static void test_unlink_lingering(void **state)
 
 	configure(LINGER_MS, 0);
 	d = started(me, "X", &h);
-	assert_int_equal(close_by(&h, me, &plain_close, &answer), DROP_ACK);
+	assert_int_equal(close_by(&h, me, &answer), DROP_ACK);
 	assert_int_equal(drop_acked(d, 0, &answer), DROP_NOTHING);
 	assert_int_equal(drop_release(&h), DROP_NOTHING);
 	drop_ref(d);
@@ -572,8 +802,7 @@ static void test_session_ends(void **state)
 	}
 	assert_null(drop_find(gone, DIR1, "G"));
 	/* The child it handed the descriptor to is its writer now. */
-	assert_true(drop_close_counts(&h, me));
-	assert_int_equal(close_by(&h, me, &plain_close, &answer), DROP_PUBLISH);
+	assert_int_equal(close_by(&h, me, &answer), DROP_PUBLISH);
 	assert_int_equal(drop_published(d, 0, &answer), DROP_NOTHING);
 	assert_int_equal(drop_release(&h), DROP_FREE);
 	drop_finished(d);
@@ -591,7 +820,7 @@ static void *close_thread(void *arg)
 	struct closer *c = arg;
 	int answer;
 
-	c->act = close_by(c->h, me, &plain_close, &answer);
+	c->act = close_by(c->h, me, &answer);
 	__atomic_store_n(&c->done, true, __ATOMIC_SEQ_CST);
 	return NULL;
 }
@@ -640,7 +869,7 @@ static void test_unanswered(void **state)
 	drop_put(twin);
 	assert_int_equal(drop_unanswered(), base + 3);
 	/* Closing: still being delivered, until published. */
-	assert_int_equal(close_by(&h1, me, &plain_close, &answer), DROP_PUBLISH);
+	assert_int_equal(close_by(&h1, me, &answer), DROP_PUBLISH);
 	assert_int_equal(drop_unanswered(), base + 3);
 	assert_int_equal(drop_published(a, 0, &answer), DROP_NOTHING);
 	assert_int_equal(drop_unanswered(), base + 2);
@@ -650,7 +879,7 @@ static void test_unanswered(void **state)
 	assert_int_equal(drop_change_begin(b, DROP_CHANGE_DATA), 0);
 	drop_change_end(b, DROP_CHANGE_DATA, EIO);
 	assert_int_equal(drop_unanswered(), base + 1);
-	assert_int_equal(close_by(&h2, me, &plain_close, &answer), DROP_NOTHING);
+	assert_int_equal(close_by(&h2, me, &answer), DROP_NOTHING);
 	assert_int_equal(drop_release(&h2), DROP_QUARANTINE);
 	drop_finished(b);
 	assert_int_equal(drop_unanswered(), base + 1);
@@ -663,7 +892,7 @@ static void test_unanswered(void **state)
 	configure(LINGER_MS, 0);
 	d = started(me, "D", &h4);
 	assert_int_equal(drop_unanswered(), base + 1);
-	assert_int_equal(close_by(&h4, me, &plain_close, &answer), DROP_ACK);
+	assert_int_equal(close_by(&h4, me, &answer), DROP_ACK);
 	assert_int_equal(drop_acked(d, 0, &answer), DROP_NOTHING);
 	assert_int_equal(drop_unanswered(), base);
 	assert_int_equal(drop_release(&h4), DROP_NOTHING);
@@ -686,6 +915,12 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup(test_create_is_private, setup),
+		cmocka_unit_test_setup(test_probe_task_state, setup),
+		cmocka_unit_test_setup(test_probe_held, setup),
+		cmocka_unit_test_setup(test_probe_none, setup),
+		cmocka_unit_test_setup(test_probe_peer, setup),
+		cmocka_unit_test_setup(test_probe_smb_teardown, setup),
+		cmocka_unit_test_setup(test_probe_reachable, setup),
 		cmocka_unit_test_setup(test_max_drops, setup),
 		cmocka_unit_test_setup(test_close_publishes_and_freezes, setup),
 		cmocka_unit_test_setup(test_two_handles, setup),
