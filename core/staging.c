@@ -496,8 +496,9 @@ static int inside_inbox(int inbox_fd, int dirfd)
 	return ret;
 }
 
-int publish_inside(struct staging *st, int srcfd, const char *name, int inbox_fd,
-		   int dirfd, const char *requested, char *final, enum delivery *where)
+/* Publish staged NAME into DIRFD, or the inbox's top (publish_inside()). */
+static int publish_where(struct staging *st, int srcfd, const char *name, int inbox_fd,
+			 int dirfd, const char *requested, char *final, enum delivery *where)
 {
 	int in = dirfd;
 
@@ -516,6 +517,23 @@ int publish_inside(struct staging *st, int srcfd, const char *name, int inbox_fd
 		return in;
 	*where = in == 0 ? DELIVERED_TOP_OUTSIDE : DELIVERED_TOP_GONE;
 	return publish_from(st, srcfd, name, inbox_fd, requested, final);
+}
+
+int publish_inside(struct staging *st, int srcfd, const char *name, int fd, int inbox_fd,
+		   int dirfd, const char *requested, char *final, enum delivery *where)
+{
+	/* Opened before the move: its staged name is gone after it. */
+	int own = fd < 0 ? openat(srcfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK) : -1;
+	int ret = publish_where(st, srcfd, name, inbox_fd, dirfd, requested, final, where);
+
+	if (fd < 0)
+		fd = own;
+	/* Only now: a crash before keeps it recoverable. */
+	if (ret >= 0 && fd >= 0)
+		stage_clear_origin(fd);
+	if (own >= 0)
+		close(own);
+	return ret;
 }
 
 const char *delivery_why(enum delivery where)
@@ -627,17 +645,11 @@ static void recover_dir(struct staging *st, int srcfd, int inbox_fd, struct reco
 		 * inbox's top if that directory is gone or out of the inbox. */
 		enum delivery where;
 		int dirfd = origin_open_dir(inbox_fd, &o);
-		int sfd = openat(srcfd, de->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-		int ret = publish_inside(st, srcfd, de->d_name, inbox_fd, dirfd, o.name, final,
+		int ret = publish_inside(st, srcfd, de->d_name, -1, inbox_fd, dirfd, o.name, final,
 					 &where);
 
 		if (dirfd >= 0)
 			close(dirfd);
-		if (sfd >= 0) {
-			if (ret >= 0)
-				stage_clear_origin(sfd);
-			close(sfd);
-		}
 		if (ret < 0) {
 			errno = -ret;
 			log_warn("recovery: publishing \"%s\" (%s)", log_name(o.name, q1, sizeof(q1)), de->d_name);

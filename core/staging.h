@@ -78,12 +78,16 @@ enum delivery {
 	DELIVERED_TOP_GONE,
 	DELIVERED_TOP_OUTSIDE,
 };
-/* The daemon's, recovery's and inboxfs-quarantine's one rule for where a
- * drop goes: publish staged NAME (in directory SRCFD) into DIRFD if it is
- * inside the inbox INBOX_FD, else at the inbox's top. DIRFD < 0 is the
- * -errno of opening it: -ENOENT and -ESTALE mean gone, any other fails.
- * Returns what publish_drop() returns; *WHERE says where. */
-int publish_inside(struct staging *st, int srcfd, const char *name, int inbox_fd,
+/* The daemon's, recovery's and inboxfs-quarantine's one delivery of a
+ * staged drop, and the one rule for where it goes: publish staged NAME
+ * (in directory SRCFD; FD: the file, open, or -1 to open it here) into
+ * DIRFD if that is inside the inbox INBOX_FD, else at the inbox's top
+ * (its directory removed, or moved out of the inbox, while it waited);
+ * then, delivered, its origin is forgotten (stage_clear_origin()). DIRFD
+ * < 0 is the -errno of opening it: -ENOENT and -ESTALE mean gone, any
+ * other fails. Returns what publish_drop() returns; *WHERE says where
+ * (the caller's log line says why with delivery_why()). */
+int publish_inside(struct staging *st, int srcfd, const char *name, int fd, int inbox_fd,
 		   int dirfd, const char *requested, char *final, enum delivery *where);
 /* "is gone", "is not in the inbox" or "" for a log line. */
 const char *delivery_why(enum delivery where);

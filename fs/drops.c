@@ -101,14 +101,13 @@ static int publish(struct drop *d, int fd, const struct closer *cl)
 	if (ret < 0)
 		goto out;
 	dfd = dir_get(dir);
-	ret = publish_inside(&fs.staging, fs.staging.dirfd, d->stage_name, inbox_fd(), dfd,
+	ret = publish_inside(&fs.staging, fs.staging.dirfd, d->stage_name, fd, inbox_fd(), dfd,
 			     d->name, final, &where);
 	if (dfd >= 0)
 		dir_put(dir, dfd);
 	if (ret < 0)
 		goto out;
 	top = where != DELIVERED_ASKED;
-	stage_clear_origin(fd);		/* only now: a crash before keeps it recoverable */
 	if (top)
 		log_warnx("publish: the directory of \"%s\" %s; stored at the top as \"%s\"",
 			  log_name(d->name, q1, sizeof(q1)), delivery_why(where),
