@@ -526,8 +526,9 @@ static int decide_close(struct drop_handle *h, const struct facts *f, enum drop_
 }
 
 /* With drop_lock held: the probe the close of H by C still needs before
- * it can be decided, or 0 when none. Each is asked once, lock released;
- * what they found is judged against the drop as it is when all are in. */
+ * it can be decided, or PROBE_NONE. Each is asked once, lock released;
+ * what they found is judged against the drop as it is when all are in.
+ * Only an OPEN drop's close turns on them. */
 enum probe { PROBE_NONE, PROBE_STATE, PROBE_HELD, PROBE_PEER };
 
 static enum probe next_probe(const struct drop_handle *h, const struct drop_closer *c,
@@ -536,7 +537,7 @@ static enum probe next_probe(const struct drop_handle *h, const struct drop_clos
 	const struct drop *d = h->d;
 	bool last = d->state == DROP_OPEN && d->nlive == 1;
 
-	if (c->tid <= 0 || c->session == NULL || f->error || f->aborted)
+	if (c->tid <= 0 || c->session == NULL || f->error || f->aborted || d->state != DROP_OPEN)
 		return PROBE_NONE;
 	if (!f->asked_state)
 		return PROBE_STATE;
@@ -544,10 +545,10 @@ static enum probe next_probe(const struct drop_handle *h, const struct drop_clos
 	 * drop on another descriptor decides (a scan of its descriptors). */
 	if (last && !f->asked_held)
 		return PROBE_HELD;
-	/* A connection lost fails the drop. A close that delivers it, with
-	 * its closer waiting for the answer, asks that again just before the
-	 * delivery (drop_reachable(), after the fsync): asking here too would
-	 * be a second sock_diag query to the same end. */
+	/* A connection lost fails the drop. A close that delivers it has
+	 * that asked just before the delivery (drop_reachable(), after the
+	 * fsync, whether or not anyone waits for the answer): asking here too
+	 * would be a second sock_diag query to the same end. */
 	if (!f->asked_peer && d->peer.smb &&
 	    !(last && !f->held_elsewhere && !(f->exiting && !d->written)))
 		return PROBE_PEER;
