@@ -60,8 +60,10 @@
  *
  * A close is one call, drop_close(): the facts it turns on come from the
  * probes of drop_config, each asked at most once, without drop_lock, and
- * only when the outcome depends on it; the decision is made on the drop
- * as it is once they are in (a probe that cannot tell fails the close):
+ * only when the outcome depends on it (never for a drop no longer OPEN,
+ * nor for a closer that is not its writer); the decision is made on the
+ * drop as it is once they are in (a probe that cannot tell fails the
+ * close):
  *   task_state      every close of its writer's (tid known): killed ->
  *                   FAILED, exiting, running
  *   held_elsewhere  what would be its writer's last close: held -> no
