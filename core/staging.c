@@ -13,7 +13,19 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "fstype.h"
 #include "log.h"
+
+/* Are directories synced here? With sync=close, except where a
+ * directory's fsync syncs nothing (GlusterFS: its brick answers FSYNCDIR
+ * without a sync, measured on GlusterFS 10): there each would be a round
+ * trip to the brick for nothing, two per drop. A published entry is then
+ * as durable as the brick's filesystem makes it by itself (its next
+ * journal commit, which any file's fsync there forces). */
+static bool dir_syncs(const struct staging *st)
+{
+	return st->sync && !st->dirsync_noop;
+}
 
 /* Lock FD for as long as it stays open: an OFD lock, which is the open
  * file's (not the process's, so fuse_daemonize()'s fork keeps it), and
@@ -85,7 +97,7 @@ static int area_create(struct staging *st)
 		if (err == 0) {
 			st->dirfd = afd;
 			st->lockfd = lfd;
-			if (st->sync && (fsync(afd) < 0 || fsync(st->rootfd) < 0))
+			if (dir_syncs(st) && (fsync(afd) < 0 || fsync(st->rootfd) < 0))
 				log_warn("fsync of the staging area %s", st->area);
 			return 0;
 		}
@@ -171,6 +183,7 @@ int staging_names(int rootfd, struct name_template *t)
 
 int staging_open(struct staging *st, int inbox_fd, int dirfd, const char *path)
 {
+	char type[FSTYPE_MAX] = "";
 	struct stat in, sg;
 	bool created = mkdirat(dirfd, path, 0700) == 0;
 	int err;
@@ -189,6 +202,8 @@ int staging_open(struct staging *st, int inbox_fd, int dirfd, const char *path)
 			unlinkat(dirfd, path, AT_REMOVEDIR);
 		return -EXDEV;
 	}
+	st->dirsync_noop = fd_fstype(st->rootfd, type, sizeof(type)) == 0 &&
+			   fstype_dirsync_noop(type);
 	if (mkdirat(st->rootfd, INCOMPLETE_DIR, 0700) < 0 && errno != EEXIST)
 		goto fail_errno;
 	st->incomplete_fd = openat(st->rootfd, INCOMPLETE_DIR,
@@ -202,8 +217,10 @@ int staging_open(struct staging *st, int inbox_fd, int dirfd, const char *path)
 	if (st->names != NULL)
 		record_names(st);
 	dirsync_init(&st->dirsync);
-	log_info("staging area %s; publication by %s", st->area,
-		 st->noreplace ? "renameat2(RENAME_NOREPLACE)" : "link() and unlink()");
+	log_info("staging area %s; publication by %s%s", st->area,
+		 st->noreplace ? "renameat2(RENAME_NOREPLACE)" : "link() and unlink()",
+		 st->sync && st->dirsync_noop ? "; no directory syncs (a directory's fsync syncs "
+		 "nothing on this filesystem)" : "");
 	return 0;
 fail_errno:
 	err = -errno;
@@ -251,7 +268,7 @@ static int area_remove(struct staging *st, int afd, const char *name)
 {
 	if (unlinkat(afd, LOCK_FILE, 0) < 0 || unlinkat(st->rootfd, name, AT_REMOVEDIR) < 0)
 		return -errno;
-	if (st->sync)
+	if (dir_syncs(st))
 		fsync(st->rootfd);
 	return 0;
 }
@@ -331,7 +348,7 @@ static int publish_from(struct staging *st, int srcfd, const char *name, int dir
 			 fstat(dirfd, &sb) < 0 || sb.st_ino != st->top_ino;
 	int ret = place_name(st->names, requested, free_name, publish_attempt, &a, final);
 
-	if (ret < 0 || !st->sync)
+	if (ret < 0 || !dir_syncs(st))
 		return ret;
 	/* The new entry, durable before the writer is told: if the disk
 	 * fails it, the publication is undone and fails (a close that fails
@@ -428,7 +445,7 @@ int stage_ack(struct staging *st, char name[STAGE_NAME_MAX])
 	/* Renamed: NAME follows, even if the rename cannot be made durable,
 	 * so that a failed acknowledgement quarantines the file it is now. */
 	strcpy(name, to);
-	return st->sync ? dirsync(&st->dirsync, st->dirfd) : 0;
+	return dir_syncs(st) ? dirsync(&st->dirsync, st->dirfd) : 0;
 }
 
 int origin_open_dir(int inbox_fd, const struct origin *o)
@@ -519,21 +536,15 @@ static int publish_where(struct staging *st, int srcfd, const char *name, int in
 	return publish_from(st, srcfd, name, inbox_fd, requested, final);
 }
 
-int publish_inside(struct staging *st, int srcfd, const char *name, int fd, int inbox_fd,
-		   int dirfd, const char *requested, char *final, enum delivery *where)
+int publish_inside(struct staging *st, int srcfd, const char *name, int inbox_fd, int dirfd,
+		   const char *requested, char *final, enum delivery *where)
 {
-	/* Opened before the move: its staged name is gone after it. */
-	int own = fd < 0 ? openat(srcfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK) : -1;
-	int ret = publish_where(st, srcfd, name, inbox_fd, dirfd, requested, final, where);
-
-	if (fd < 0)
-		fd = own;
-	/* Only now: a crash before keeps it recoverable. */
-	if (ret >= 0 && fd >= 0)
-		stage_clear_origin(fd);
-	if (own >= 0)
-		close(own);
-	return ret;
+	/* Delivered, the message keeps its origin attribute: recovery and
+	 * inboxfs-quarantine read it only from staged and quarantined files
+	 * (one already published by link() is told by its second link), and
+	 * its removal cost a write per drop (a round trip to the brick on
+	 * GlusterFS). */
+	return publish_where(st, srcfd, name, inbox_fd, dirfd, requested, final, where);
 }
 
 const char *delivery_why(enum delivery where)
@@ -562,7 +573,7 @@ static int quarantine_from(struct staging *st, int srcfd, const char *name,
 			 log_name(requested, q, sizeof(q)));
 		return err;
 	}
-	if (st->sync)
+	if (dir_syncs(st))
 		fsync(st->incomplete_fd);
 	log_warnx("quarantined \"%s\" as %s/%s (%lld bytes): %s",
 		  log_name(requested, q, sizeof(q)), INCOMPLETE_DIR, name, size, why);
@@ -582,19 +593,11 @@ int discard_drop(struct staging *st, const char *name)
 
 /* A staged file with a second link was published by link() and its
  * instance died before the unlink(): the message is in the inbox, only
- * the staged name is left to remove (with the origin, as a publication
- * does). Nothing but a publication links a staged file. */
+ * the staged name is left to remove (the message keeps its origin, as
+ * every delivery's does). Nothing but a publication links a staged file. */
 static int repair_link(int srcfd, const char *name)
 {
-	int fd = openat(srcfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-
-	if (fd >= 0) {
-		stage_clear_origin(fd);
-		close(fd);
-	}
-	if (unlinkat(srcfd, name, 0) < 0)
-		return -errno;
-	return 0;
+	return unlinkat(srcfd, name, 0) < 0 ? -errno : 0;
 }
 
 /* Recover the drops staged in SRCFD (an area, or the staging directory's
@@ -645,7 +648,7 @@ static void recover_dir(struct staging *st, int srcfd, int inbox_fd, struct reco
 		 * inbox's top if that directory is gone or out of the inbox. */
 		enum delivery where;
 		int dirfd = origin_open_dir(inbox_fd, &o);
-		int ret = publish_inside(st, srcfd, de->d_name, -1, inbox_fd, dirfd, o.name, final,
+		int ret = publish_inside(st, srcfd, de->d_name, inbox_fd, dirfd, o.name, final,
 					 &where);
 
 		if (dirfd >= 0)
@@ -900,7 +903,7 @@ int stray_deliver(struct staging *st, int srcfd, const char *name, int dirfd, ch
 		/* Delivered already: remove the name left behind, durably
 		 * with sync=close, or the next start would find it again. */
 		ret = unlinkat(srcfd, name, 0) < 0 ? -errno : 2;
-		if (ret == 2 && st->sync && fsync(srcfd) < 0)
+		if (ret == 2 && dir_syncs(st) && fsync(srcfd) < 0)
 			ret = -errno;
 		if (ret == 2)
 			strcpy(final, other);

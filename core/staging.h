@@ -42,6 +42,9 @@ struct staging {
 	 * start); else publication is link() then unlink(). */
 	bool noreplace;
 	bool sync;		/* fsync data and directories (sync=close) */
+	/* A directory's fsync syncs nothing here (GlusterFS, detected at
+	 * start: fstype.h): with sync=close only files are synced. */
+	bool dirsync_noop;
 	struct dirsync dirsync;	/* concurrent publications share syncs */
 	const struct name_template *names;
 	const char *reserved;	/* a name never published at the inbox's top */
@@ -80,15 +83,15 @@ enum delivery {
 };
 /* The daemon's, recovery's and inboxfs-quarantine's one delivery of a
  * staged drop, and the one rule for where it goes: publish staged NAME
- * (in directory SRCFD; FD: the file, open, or -1 to open it here) into
- * DIRFD if that is inside the inbox INBOX_FD, else at the inbox's top
- * (its directory removed, or moved out of the inbox, while it waited);
- * then, delivered, its origin is forgotten (stage_clear_origin()). DIRFD
- * < 0 is the -errno of opening it: -ENOENT and -ESTALE mean gone, any
- * other fails. Returns what publish_drop() returns; *WHERE says where
- * (the caller's log line says why with delivery_why()). */
-int publish_inside(struct staging *st, int srcfd, const char *name, int fd, int inbox_fd,
-		   int dirfd, const char *requested, char *final, enum delivery *where);
+ * (in directory SRCFD) into DIRFD if that is inside the inbox INBOX_FD,
+ * else at the inbox's top (its directory removed, or moved out of the
+ * inbox, while it waited). The message keeps its origin attribute (nothing
+ * reads it outside staging). DIRFD < 0 is the -errno of opening it:
+ * -ENOENT and -ESTALE mean gone, any other fails. Returns what
+ * publish_drop() returns; *WHERE says where (the caller's log line says
+ * why with delivery_why()). */
+int publish_inside(struct staging *st, int srcfd, const char *name, int inbox_fd, int dirfd,
+		   const char *requested, char *final, enum delivery *where);
 /* "is gone", "is not in the inbox" or "" for a log line. */
 const char *delivery_why(enum delivery where);
 

@@ -101,7 +101,7 @@ static int publish(struct drop *d, int fd, const struct closer *cl)
 	if (ret < 0)
 		goto out;
 	dfd = dir_get(dir);
-	ret = publish_inside(&fs.staging, fs.staging.dirfd, d->stage_name, fd, inbox_fd(), dfd,
+	ret = publish_inside(&fs.staging, fs.staging.dirfd, d->stage_name, inbox_fd(), dfd,
 			     d->name, final, &where);
 	if (dfd >= 0)
 		dir_put(dir, dfd);

@@ -501,7 +501,7 @@ static void show(const struct drop *d)
 /* Deliver D into the inbox as the daemon would have: the directory it was
  * dropped in while that is inside the inbox, else the top; the requested
  * name (or WANTED), else a unique one of template T; atomically, never
- * over a file, synced. Its origin goes only once it is delivered. */
+ * over a file, synced. */
 static void release(struct quarantine *q, const char *inbox, struct drop *d, const char *wanted,
 		    const struct name_template *t)
 {
@@ -536,14 +536,13 @@ static void release(struct quarantine *q, const char *inbox, struct drop *d, con
 	st.top_ino = sb.st_ino;
 	dirsync_init(&st.dirsync);
 	dirfd = d->known ? origin_open_dir(inbox_fd, &d->o) : -ESTALE;
-	ret = publish_inside(&st, d->area->fd, d->name, fd, inbox_fd, dirfd, wanted, final, &where);
+	ret = publish_inside(&st, d->area->fd, d->name, inbox_fd, dirfd, wanted, final, &where);
 	dirsync_destroy(&st.dirsync);
 	if (ret < 0)
 		fail("releasing %s as \"%s\": %s (it stays quarantined)",
 		     name_printable(d->id, p1, sizeof(p1)), name_printable(wanted, p2, sizeof(p2)),
 		     strerror(-ret));
-	/* Delivered (and its origin forgotten): its removal from
-	 * incomplete/ is made durable. */
+	/* Delivered: its removal from incomplete/ is made durable. */
 	close(fd);
 	if (fsync(d->area->fd) < 0)
 		fprintf(stderr, PROG ": syncing %s after the release: %s\n",

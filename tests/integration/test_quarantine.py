@@ -74,9 +74,10 @@ def test_list_show_release_with_a_separate_mountpoint(mounted, client):
     assert inbox_contents(mounted.inbox) == {'MSG1.SVF': b'partial one',
                                              other: b'partial two, longer'}
     assert incomplete(mounted.inbox) == {}
-    # A delivered message carries nothing of inboxfs.
-    assert not [x for x in os.listxattr(os.path.join(mounted.inbox, other))
-                if x.startswith('trusted.inboxfs')]
+    # A delivered message carries nothing of inboxfs but the origin every
+    # delivery leaves on it (nothing reads it outside staging).
+    assert [x for x in os.listxattr(os.path.join(mounted.inbox, other))
+            if x.startswith('trusted.inboxfs')] == ['trusted.inboxfs.origin']
     assert tool('list', mounted.inbox).stdout.strip() == 'no quarantined drops'
 
 

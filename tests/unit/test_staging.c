@@ -450,7 +450,9 @@ static void test_recover(void **state)
 
 	/* Acknowledged drops are delivered where they were asked for. */
 	assert_content(sub, "deep.txt", "closed, in sub");
-	assert_int_equal(stage_get_origin(sub, "deep.txt", &got), -ENODATA);
+	/* Delivered, it keeps its origin, as a close's delivery does. */
+	assert_int_equal(stage_get_origin(sub, "deep.txt", &got), 0);
+	assert_string_equal(got.name, "deep.txt");
 	assert_content(f->inbox_fd, "taken.txt", "original");
 	/* The taken name got a unique one beside it. */
 	{
@@ -703,7 +705,8 @@ static void test_recover_crashed_link_publication(void **state)
 	assert_int_equal(r.repaired, 2);
 	assert_int_equal(r.published + r.quarantined + r.failed, 0);
 	assert_int_equal(r.areas, 1);
-	/* Each once, under the name it was published as, origin gone. */
+	/* Each once, under the name it was published as, its origin kept (as
+	 * every delivery keeps it). */
 	{
 		DIR *dp = fdopendir(dup(f->inbox_fd));
 		struct dirent *de;
@@ -716,7 +719,7 @@ static void test_recover_crashed_link_publication(void **state)
 	assert_int_equal(n, 2);
 	assert_content(f->inbox_fd, "once.txt", "acked");
 	assert_content(f->inbox_fd, "twice.txt", "closing");
-	assert_int_equal(stage_get_origin(f->inbox_fd, "once.txt", &got), -ENODATA);
+	assert_int_equal(stage_get_origin(f->inbox_fd, "once.txt", &got), 0);
 	assert_int_equal(incomplete_count(f), 0);
 	assert_false(area_exists(f, area));
 }
@@ -818,12 +821,12 @@ static void test_publish_inside(void **state)
 	assert_true(sub >= 0 && deep >= 0 && gone >= 0 && moved >= 0);
 
 	stage(f, "deep", name);
-	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, -1, inbox, deep, "a.txt", final,
+	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, inbox, deep, "a.txt", final,
 					&where), 0);
 	assert_int_equal(where, DELIVERED_ASKED);
 	assert_content(deep, "a.txt", "deep");
 	stage(f, "top", name);
-	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, -1, inbox, inbox, "a.txt", final,
+	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, inbox, inbox, "a.txt", final,
 					&where), 0);
 	assert_int_equal(where, DELIVERED_ASKED);
 	assert_content(inbox, "a.txt", "top");
@@ -831,13 +834,13 @@ static void test_publish_inside(void **state)
 	/* Removed: at the top, beside what is there. */
 	assert_int_equal(unlinkat(inbox, "gone", AT_REMOVEDIR), 0);
 	stage(f, "gone", name);
-	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, -1, inbox, gone, "b.txt", final,
+	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, inbox, gone, "b.txt", final,
 					&where), 0);
 	assert_int_equal(where, DELIVERED_TOP_GONE);
 	assert_string_equal(delivery_why(where), "is gone");
 	assert_content(inbox, "b.txt", "gone");
 	stage(f, "unopened", name);
-	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, -1, inbox, -ESTALE, "b.txt", final,
+	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, inbox, -ESTALE, "b.txt", final,
 					&where), 1);
 	assert_int_equal(where, DELIVERED_TOP_GONE);
 	assert_content(inbox, final, "unopened");
@@ -845,7 +848,7 @@ static void test_publish_inside(void **state)
 	/* Moved out of the inbox (its descriptor still opens it): the top. */
 	assert_int_equal(renameat(inbox, "moved", f->inbox_fd, "outside"), 0);
 	stage(f, "moved", name);
-	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, -1, inbox, moved, "c.txt", final,
+	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, inbox, moved, "c.txt", final,
 					&where), 0);
 	assert_int_equal(where, DELIVERED_TOP_OUTSIDE);
 	assert_string_equal(delivery_why(where), "is not in the inbox");
@@ -853,20 +856,21 @@ static void test_publish_inside(void **state)
 	assert_false(exists(moved, "c.txt"));
 	/* So is a directory the inbox is in. */
 	stage(f, "above", name);
-	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, -1, inbox, f->inbox_fd, "d.txt",
+	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, inbox, f->inbox_fd, "d.txt",
 					final, &where), 0);
 	assert_int_equal(where, DELIVERED_TOP_OUTSIDE);
 	assert_content(inbox, "d.txt", "above");
 
 	/* Out of descriptors: nothing is published, the drop stays. */
 	stage(f, "waits", name);
-	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, -1, inbox, -EMFILE, "e.txt", final,
+	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, inbox, -EMFILE, "e.txt", final,
 					&where), -EMFILE);
 	assert_false(exists(inbox, "e.txt"));
 	assert_content(f->st.dirfd, name, "waits");
 
-	/* Delivered, a message carries no origin; one that waits keeps it,
-	 * for recovery. Opened here, or by the caller (FD). */
+	/* Delivered, a message keeps its origin (nothing reads it outside
+	 * staging: no write to remove it); one that waits keeps it too, for
+	 * recovery. */
 	if (geteuid() == 0) {
 		struct origin o, got;
 		int fd;
@@ -875,22 +879,14 @@ static void test_publish_inside(void **state)
 		fd = openat(f->st.dirfd, name, O_RDONLY | O_CLOEXEC);
 		assert_true(fd >= 0);
 		assert_int_equal(stage_set_origin(fd, &o), 0);
-		assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, -1, inbox, -EMFILE,
+		close(fd);
+		assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, inbox, -EMFILE,
 						"f.txt", final, &where), -EMFILE);
 		assert_int_equal(stage_get_origin(f->st.dirfd, name, &got), 0);
-		assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, -1, inbox, sub,
+		assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, inbox, sub,
 						"f.txt", final, &where), 0);
-		assert_int_equal(stage_get_origin(sub, "f.txt", &got), -ENODATA);
-		close(fd);
-
-		stage(f, "g", name);
-		fd = openat(f->st.dirfd, name, O_RDONLY | O_CLOEXEC);
-		assert_true(fd >= 0);
-		assert_int_equal(stage_set_origin(fd, &o), 0);
-		assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, fd, inbox, sub,
-						"g.txt", final, &where), 0);
-		assert_int_equal(stage_get_origin(sub, "g.txt", &got), -ENODATA);
-		close(fd);
+		assert_int_equal(stage_get_origin(sub, "f.txt", &got), 0);
+		assert_string_equal(got.name, "f.txt");
 	}
 
 	close(moved);
