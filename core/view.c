@@ -107,7 +107,7 @@ int view_setattr(bool observer, mode_t mode, bool is_stats, bool may_change_dir,
 	return 0;
 }
 
-int view_xattr(enum xattr_op op, bool observer, mode_t mode, bool is_stats, bool may_change_dir,
+int view_xattr(enum xattr_op op, bool root, mode_t mode, bool is_stats, bool may_change_dir,
 	       enum xattr_plan *out)
 {
 	bool change = op == XA_SET || op == XA_REMOVE;
@@ -122,7 +122,7 @@ int view_xattr(enum xattr_op op, bool observer, mode_t mode, bool is_stats, bool
 	}
 	if (S_ISDIR(mode) && change && !may_change_dir)
 		return -EPERM;
-	*out = op == XA_LIST && !observer ? XATTR_CLIENT_LIST : XATTR_AS_ASKED;
+	*out = op == XA_LIST && !root ? XATTR_CLIENT_LIST : XATTR_AS_ASKED;
 	return 0;
 }
 

@@ -105,14 +105,17 @@ enum xattr_plan {
 	XATTR_CLIENT_LIST,	/* list, keeping what a client may see (below) */
 	XATTR_EMPTY,		/* the stats file's list: nothing */
 };
-/* OP on an object of MODE: 0 with the plan, or -errno (the stats file has
+/* OP on an object of MODE by a caller who may list every name (ROOT: an
+ * observer that is root): 0 with the plan, or -errno (the stats file has
  * none and takes none: -ENODATA, -EPERM; a directory's change without
  * MAY_CHANGE_DIR, ACLs among them: -EPERM, R7). */
-int view_xattr(enum xattr_op op, bool observer, mode_t mode, bool is_stats, bool may_change_dir,
+int view_xattr(enum xattr_op op, bool root, mode_t mode, bool is_stats, bool may_change_dir,
 	       enum xattr_plan *out);
 
-/* A client is not root: like ext4 for an unprivileged caller, it lists no
- * trusted.* names (inboxfs keeps a drop's origin in one). Copies the names
+/* A client, or an observer other than root: like ext4 for an unprivileged
+ * caller, it lists no trusted.* names (inboxfs keeps a drop's origin in
+ * one, which a published message keeps), whose values the kernel refuses
+ * it anyway (so cp -a through the mount finds none it cannot read). Copies the names
  * of ALL (LEN bytes, as listxattr(2) fills them) a client may see into OUT
  * (SIZE bytes; SIZE 0: none copied, only the length). Returns their length,
  * or -ERANGE when they do not fit in SIZE. */

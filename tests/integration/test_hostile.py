@@ -14,8 +14,8 @@ import threading
 
 import pytest
 
-from helpers import (STAGING, TIMEOUT, assert_quarantine_accounted, create_excl, errno_of,
-                     inbox_files, incomplete, message, read_file, staged, wait_until,
+from helpers import (OTHER_UID, STAGING, TIMEOUT, assert_quarantine_accounted, create_excl,
+                     errno_of, inbox_files, incomplete, message, read_file, staged, wait_until,
                      xattr_64k_supported)
 
 WINDOWS_FORBIDDEN = set(b'<>:"/\\|?*') | set(range(0x20))
@@ -421,6 +421,25 @@ def test_clients_do_not_see_the_daemons_xattr_names(mounted, client):
         names = s.listxattr(os.path.join(mounted.mnt, 'L.SVF'))
     finally:
         s.close(fd)
+    assert not [n for n in names if n.startswith('trusted.')], names
+
+
+def test_observers_list_the_daemons_xattr_names_as_ext4_would(mount_inboxfs, as_client,
+                                                             client):
+    """A published message keeps its origin attribute (issue 21). Root, an
+    observer, lists it as it would on the backing ext4; an observer without
+    privilege does not, as on ext4 (the kernel refuses it the value of any
+    trusted.* attribute): cp -a or rsync -X of messages through the mount
+    by the consumer's account finds nothing it cannot read. Red before the
+    observers' listing was filtered: the consumer listed it."""
+    m = mount_inboxfs(observers=f'root:{OTHER_UID}')
+    path = os.path.join(m.mnt, 'KEPT.SVF')
+    client.call(create_excl, path, b'published')
+    assert 'trusted.inboxfs.origin' in os.listxattr(os.path.join(m.inbox, 'KEPT.SVF'))
+    assert 'trusted.inboxfs.origin' in os.listxattr(path)
+    consumer = as_client(OTHER_UID)
+    assert consumer.call(os.path.exists, path)      # an observer: it sees the message
+    names = consumer.call(os.listxattr, path)
     assert not [n for n in names if n.startswith('trusted.')], names
 
 
