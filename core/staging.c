@@ -889,7 +889,7 @@ fail:
 int stray_check(int srcfd, const char *name, int dirfd)
 {
 	char other[NAME_MAX_BYTES + 1];
-	int fd, err = stray_open(srcfd, name, dirfd, other, &fd);
+	int fd = -1, err = stray_open(srcfd, name, dirfd, other, &fd);
 
 	if (err < 0)
 		return err;
@@ -901,7 +901,7 @@ int stray_check(int srcfd, const char *name, int dirfd)
 int stray_deliver(struct staging *st, int srcfd, const char *name, int dirfd, char *final)
 {
 	char other[NAME_MAX_BYTES + 1];
-	int fd, ret = stray_open(srcfd, name, dirfd, other, &fd);
+	int fd = -1, ret = stray_open(srcfd, name, dirfd, other, &fd);
 
 	if (ret < 0)
 		return ret;
