@@ -111,6 +111,17 @@ int sync_mode_parse(const char *spec, enum sync_mode *out)
 	return 0;
 }
 
+int datasync_parse(const char *spec, bool *fsync_only)
+{
+	if (strcmp(spec, "auto") == 0)
+		*fsync_only = false;
+	else if (strcmp(spec, "fsync") == 0)
+		*fsync_only = true;
+	else
+		return -EINVAL;
+	return 0;
+}
+
 int yes_no_parse(const char *spec, bool *out)
 {
 	if (strcmp(spec, "yes") == 0)

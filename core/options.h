@@ -1,4 +1,4 @@
-/* The daemon's own options (-o observers=,staging=,sync=,names=,linger=,
+/* The daemon's own options (-o observers=,staging=,sync=,datasync=,names=,linger=,
  * max_drops=,client_mkdir=,drain=,xattr=)
  * parsed into one config struct. */
 #ifndef INBOXFS_OPTIONS_H
@@ -22,6 +22,7 @@ struct observers {
 struct inboxfs_config {
 	struct observers observers;
 	enum sync_mode sync;
+	bool datasync_fsync;		/* datasync=fsync: never one commit (durable.h) */
 	struct name_template names;
 	unsigned linger;		/* seconds a closed drop stays visible */
 	unsigned max_drops;		/* open drops per session, 0: no cap */
@@ -41,6 +42,9 @@ bool observers_match(const struct observers *o, uid_t uid, gid_t gid,
 bool observers_need_groups(const struct observers *o);
 
 int sync_mode_parse(const char *spec, enum sync_mode *out);
+
+/* datasync=auto|fsync: *FSYNC_ONLY is true for fsync. */
+int datasync_parse(const char *spec, bool *fsync_only);
 
 /* Parse "yes" or "no". */
 int yes_no_parse(const char *spec, bool *out);

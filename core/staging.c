@@ -221,6 +221,14 @@ int staging_open(struct staging *st, int inbox_fd, int dirfd, const char *path)
 		 st->noreplace ? "renameat2(RENAME_NOREPLACE)" : "link() and unlink()",
 		 st->sync && st->dirsync_noop ? "; no directory syncs (a directory's fsync syncs "
 		 "nothing on this filesystem)" : "");
+	st->durable = DURABLE_FSYNC;
+	if (st->sync) {
+		const char *why = "datasync=fsync";
+
+		if (!st->force_fsync)
+			st->durable = durable_probe(st->dirfd, &why);
+		log_info("durable close by %s (%s)", durable_path_name(st->durable), why);
+	}
 	return 0;
 fail_errno:
 	err = -errno;
@@ -371,10 +379,26 @@ static int publish_from(struct staging *st, int srcfd, const char *name, int dir
 	 * and removes the name, or, if a d.* name is all that is left, sets
 	 * it aside: never delivered twice. An acknowledged a.* name would be
 	 * delivered again, and after a link() the window is as long as the
-	 * next commit: those are synced at once. */
-	if ((a.linked || name[0] == 'a') && fsync(srcfd) < 0)
+	 * next commit: those are synced at once. On the one-commit path
+	 * (durable.h) the directory's sync was that commit: the rename is
+	 * one transaction, and the unlink after a link() was done before
+	 * the sync started. */
+	if ((a.linked || name[0] == 'a') && st->durable != DURABLE_ONE_COMMIT && fsync(srcfd) < 0)
 		log_warn("fsync of the staging area after publishing %s", final);
 	return ret;
+}
+
+int stage_sync_data(struct staging *st, int fd)
+{
+	if (!st->sync)
+		return 0;
+	if (st->durable != DURABLE_ONE_COMMIT)
+		return fsync(fd) < 0 ? -errno : 0;
+	/* Written out and its writeback ended: on journaled ext4 that is
+	 * after its blocks' allocation and conversion are in a transaction
+	 * no later than the rename's (durable.h). */
+	return sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+				SYNC_FILE_RANGE_WAIT_AFTER) < 0 ? -errno : 0;
 }
 
 int publish_drop(struct staging *st, const char *name, int dirfd,

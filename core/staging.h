@@ -23,6 +23,7 @@
 #include <sys/types.h>
 
 #include "dirsync.h"
+#include "durable.h"
 #include "names.h"
 
 #define STAGING_DIR ".inboxfs"
@@ -45,6 +46,10 @@ struct staging {
 	/* A directory's fsync syncs nothing here (GlusterFS, detected at
 	 * start: fstype.h): with sync=close only files are synced. */
 	bool dirsync_noop;
+	/* datasync=fsync: never one commit. Else staging_open() probes
+	 * the filesystem (durable.h) and sets durable. */
+	bool force_fsync;
+	enum durable_path durable;	/* how stage_sync_data() and publication sync */
 	struct dirsync dirsync;	/* concurrent publications share syncs */
 	const struct name_template *names;
 	const char *reserved;	/* a name never published at the inbox's top */
@@ -66,6 +71,15 @@ int staging_names(int rootfd, struct name_template *t);
 /* Create a new staged file owned by UID:GID, open read-write. */
 int stage_create(struct staging *st, mode_t mode, uid_t uid, gid_t gid,
 		 char name[STAGE_NAME_MAX], int *fd);
+
+/* With sync=close, make staged file FD's data ready to be published or
+ * acknowledged: fsync() it, or on the one-commit path (durable.h) write it
+ * out and wait for its writeback, leaving the commit to the directory's
+ * sync that follows the rename. 0 or -errno: a failure fails the close.
+ * Called after the data is written and before the rename; anything that
+ * decides whether to publish (is the answer still reachable?) goes
+ * between the two. */
+int stage_sync_data(struct staging *st, int fd);
 
 /* Move staged NAME into DIRFD under REQUESTED, or a unique name if that is
  * taken at this moment; FINAL gets the name used. Returns 0, 1 when

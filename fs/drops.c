@@ -49,7 +49,7 @@ struct closer {
 	pid_t tid;
 };
 
-/* For a close being answered (CL; NULL: none is), after D's fsync and
+/* For a close being answered (CL; NULL: none is), after D's data sync and
  * just before the step that delivers it (the rename, or the a.* ack under
  * linger=): can the answer still reach the writer? Not once the
  * connection ended (umount -f, fusectl's abort; the daemon lives on): the
@@ -92,10 +92,9 @@ static int publish(struct drop *d, int fd, const struct closer *cl)
 		ret = fd;
 		goto out;
 	}
-	if (fs.staging.sync && fsync(fd) < 0) {
-		ret = -errno;
+	ret = stage_sync_data(&fs.staging, fd);
+	if (ret < 0)
 		goto out;
-	}
 	ret = answer_reachable(d, cl);
 	told = ret == -EIO;	/* it said why */
 	if (ret < 0)
@@ -147,8 +146,8 @@ static int ack(struct drop *d, int fd, const struct closer *cl)
 		ret = -ESTALE;		/* as in publish() */
 	else if (fd < 0)
 		ret = fd;
-	else if (fs.staging.sync && fsync(fd) < 0)
-		ret = -errno;
+	else
+		ret = stage_sync_data(&fs.staging, fd);
 	if (ret == 0) {
 		ret = answer_reachable(d, cl);
 		told = ret == -EIO;	/* it said why */

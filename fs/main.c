@@ -31,6 +31,7 @@ struct cmdline {
 	char *observers;
 	char *staging;
 	char *sync;
+	char *datasync;
 	char *names;
 	char *linger;
 	char *max_drops;
@@ -47,6 +48,7 @@ static const struct fuse_opt inboxfs_opts[] = {
 	OPT("observers=%s", observers),
 	OPT("staging=%s", staging),
 	OPT("sync=%s", sync),
+	OPT("datasync=%s", datasync),
 	OPT("names=%s", names),
 	OPT("linger=%s", linger),
 	OPT("max_drops=%s", max_drops),
@@ -103,6 +105,10 @@ static void usage(FILE *f, const char *prog)
 "    -o staging=DIR         where client drops are written before publication\n"
 "                           (default INBOX/.inboxfs; same filesystem as INBOX)\n"
 "    -o sync=close|none     fsync a drop before its close returns (default close)\n"
+"    -o datasync=auto|fsync with sync=close: auto makes a drop durable in one\n"
+"                           journal commit where the filesystem allows it\n"
+"                           (journaled ext4), fsync its own data always\n"
+"                           (default auto)\n"
 "    -o names=TEMPLATE      unique-name form: default (%%s~%%t%%e), 8.3 (%%8t%%3e),\n"
 "                           or a template of %%s stem, %%t tag, %%e extension\n"
 "    -o linger=SECONDS      keep a closed drop visible to its session (default 0)\n"
@@ -425,6 +431,10 @@ static int parse_config(const struct cmdline *c, struct inboxfs_config *cfg)
 		fprintf(stderr, "inboxfs: sync=%s: expected close or none\n", c->sync);
 		return -1;
 	}
+	if (datasync_parse(c->datasync ? c->datasync : "auto", &cfg->datasync_fsync) < 0) {
+		fprintf(stderr, "inboxfs: datasync=%s: expected auto or fsync\n", c->datasync);
+		return -1;
+	}
 	char why[160];
 
 	if (name_template_check(c->names ? c->names : "default", &cfg->names, why,
@@ -611,6 +621,7 @@ int main(int argc, char *argv[])
 		goto out_session;
 	}
 	fs.staging.sync = fs.cfg.sync == SYNC_CLOSE;
+	fs.staging.force_fsync = fs.cfg.datasync_fsync;
 	fs.staging.names = &fs.cfg.names;
 	fs.staging.reserved = STATS_FILE;
 	if (fstat(fd, &st) == 0)
@@ -687,10 +698,11 @@ int main(int argc, char *argv[])
 	served = true;
 	log_notice("inboxfs %s serving %s at %s", INBOXFS_VERSION, c.inbox, opts.mountpoint);
 	/* Defaults included: a defaults file the unit never read shows here. */
-	log_notice("options in force: observers=%s,staging=%s%s,sync=%s,names=%s,linger=%u,"
-		   "max_drops=%u,client_mkdir=%s,xattr=%s",
+	log_notice("options in force: observers=%s,staging=%s%s,sync=%s,datasync=%s,names=%s,"
+		   "linger=%u,max_drops=%u,client_mkdir=%s,xattr=%s",
 		   c.observers ? c.observers : "root", c.staging ? c.staging : c.inbox,
 		   c.staging ? "" : "/" STAGING_DIR, c.sync ? c.sync : "close",
+		   fs.cfg.datasync_fsync ? "fsync" : "auto",
 		   c.names ? c.names : "default", fs.cfg.linger, fs.cfg.max_drops,
 		   fs.cfg.client_mkdir ? "yes" : "no", fs.cfg.xattr ? "yes" : "no");
 	if (opts.singlethread) {
@@ -744,6 +756,7 @@ out:
 	free(c.observers);
 	free(c.staging);
 	free(c.sync);
+	free(c.datasync);
 	free(c.names);
 	free(c.linger);
 	free(c.max_drops);

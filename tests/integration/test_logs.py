@@ -115,5 +115,5 @@ def test_start_logs_the_options_in_force(mount_inboxfs):
     options = [l for l in lines if ' notice: options in force: ' in l]
     assert len(options) == 1, lines
     assert options[0].split(' notice: options in force: ', 1)[1] == (
-        f'observers=root,staging={mount.inbox}/.inboxfs,sync=none,names=default,'
+        f'observers=root,staging={mount.inbox}/.inboxfs,sync=none,datasync=auto,names=default,'
         'linger=0,max_drops=7,client_mkdir=no,xattr=yes'), options

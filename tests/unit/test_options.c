@@ -224,6 +224,21 @@ static void test_drain(void **state)
 	}
 }
 
+static void test_datasync(void **state)
+{
+	bool fsync_only = true;
+
+	(void)state;
+	assert_int_equal(datasync_parse("auto", &fsync_only), 0);
+	assert_false(fsync_only);
+	assert_int_equal(datasync_parse("fsync", &fsync_only), 0);
+	assert_true(fsync_only);
+	assert_int_equal(datasync_parse("", &fsync_only), -EINVAL);
+	assert_int_equal(datasync_parse("one", &fsync_only), -EINVAL);
+	assert_int_equal(datasync_parse("Fsync", &fsync_only), -EINVAL);
+	assert_true(fsync_only);
+}
+
 static void test_yes_no(void **state)
 {
 	(void)state;
@@ -291,6 +306,7 @@ int main(void)
 		cmocka_unit_test(test_sync_mode),
 		cmocka_unit_test(test_seconds),
 		cmocka_unit_test(test_drain),
+		cmocka_unit_test(test_datasync),
 		cmocka_unit_test(test_yes_no),
 		cmocka_unit_test(test_option_list),
 	};
