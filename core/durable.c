@@ -1,6 +1,7 @@
 /* Which durable close a filesystem gets (durable.h). */
 #include "durable.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -37,7 +38,7 @@ static int has_option(const char *list, const char *opt)
 }
 
 enum durable_path durable_choose(unsigned long magic, const char *journal_task,
-				 const char *super_options, const char **why)
+				 bool journal_inside, const char *super_options, const char **why)
 {
 	if (magic != EXT4_MAGIC) {
 		*why = "not ext4";
@@ -49,12 +50,19 @@ enum durable_path durable_choose(unsigned long magic, const char *journal_task,
 		*why = journal_task == NULL ? "ext4 whose journal cannot be told" : "ext4 without a journal";
 		return DURABLE_FSYNC;
 	}
+	/* An external journal's commit flushes its own device; the data's
+	 * is flushed only for data the commit wrote itself. */
+	if (!journal_inside) {
+		*why = "ext4 whose journal is on another device, or cannot be told";
+		return DURABLE_FSYNC;
+	}
 	if (super_options == NULL) {
 		*why = "ext4 whose mount options cannot be read";
 		return DURABLE_FSYNC;
 	}
-	if (has_option(super_options, "data=journal") || has_option(super_options, "data=writeback")) {
-		*why = "ext4 with data=journal or data=writeback";
+	if (has_option(super_options, "data=journal") || has_option(super_options, "data=writeback") ||
+	    has_option(super_options, "journal_async_commit")) {
+		*why = "ext4 with data=journal, data=writeback or journal_async_commit";
 		return DURABLE_FSYNC;
 	}
 	*why = "journaled ext4, data=ordered";
@@ -113,6 +121,29 @@ static int journal_task(const char *dir, char *buf, size_t size)
 	return 0;
 }
 
+/* Is there an internal journal of the filesystem at /sys/fs/DIR? jbd2
+ * names one in /proc/fs/jbd2 after the filesystem's device and the
+ * journal's inode ("loop0-8"), an external one after its own device. */
+static bool journal_inside(const char *dir)
+{
+	const char *dev = strrchr(dir, '/') ? strrchr(dir, '/') + 1 : dir;
+	size_t n = strlen(dev);
+	bool found = false;
+	struct dirent *de;
+	DIR *dp = opendir("/proc/fs/jbd2");
+
+	if (dp == NULL)
+		return false;
+	while (!found && (de = readdir(dp)) != NULL) {
+		const char *ino = de->d_name + n + 1;
+
+		found = strncmp(de->d_name, dev, n) == 0 && de->d_name[n] == '-' &&
+			*ino >= '1' && *ino <= '9' && ino[strspn(ino, "0123456789")] == '\0';
+	}
+	closedir(dp);
+	return found;
+}
+
 /* The super options of device DEV's filesystem from /proc/self/mountinfo
  * (the last field of its line) into BUF. */
 static int super_options(dev_t dev, char *buf, size_t size)
@@ -152,9 +183,11 @@ enum durable_path durable_probe(int fd, const char **why)
 		return DURABLE_FSYNC;
 	}
 	if ((unsigned long)sf.f_type != EXT4_MAGIC)
-		return durable_choose((unsigned long)sf.f_type, NULL, NULL, why);
+		return durable_choose((unsigned long)sf.f_type, NULL, false, NULL, why);
+	if (sysfs_dir(fd, &sb, dir, sizeof(dir)) < 0)
+		return durable_choose((unsigned long)sf.f_type, NULL, false, NULL, why);
 	return durable_choose((unsigned long)sf.f_type,
-			      sysfs_dir(fd, &sb, dir, sizeof(dir)) == 0 &&
 			      journal_task(dir, task, sizeof(task)) == 0 ? task : NULL,
+			      journal_inside(dir),
 			      super_options(sb.st_dev, opts, sizeof(opts)) == 0 ? opts : NULL, why);
 }

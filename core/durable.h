@@ -40,13 +40,16 @@
  *
  * Not on: ext2, ext3 or ext4 without a journal (noload, or made with -O
  * ^has_journal: a directory's fsync there writes the directory alone),
- * ext4 data=journal or data=writeback (not checked), and every other
+ * ext4 with an external journal (its commit flushes the journal's device,
+ * not the data's), ext4 data=journal, data=writeback or
+ * journal_async_commit (not checked), and every other
  * filesystem (XFS, btrfs, tmpfs, NFS, GlusterFS, FUSE...): they keep two
  * syncs. tests/integration/test_powercut.py checks the one-commit path
  * through a power cut, and that the cut sees a data sync left out. */
 #ifndef INBOXFS_DURABLE_H
 #define INBOXFS_DURABLE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 enum durable_path {
@@ -55,11 +58,12 @@ enum durable_path {
 };
 
 /* The choice, from what is known of a filesystem: its statfs() magic,
- * the contents of /sys/fs/ext4/DEV/journal_task (NULL: unreadable), and
- * its super options from /proc/self/mountinfo (NULL: not found). *WHY
- * gets a phrase for the log. Pure. */
+ * the contents of /sys/fs/ext4/DEV/journal_task (NULL: unreadable),
+ * whether its journal is inside it (/proc/fs/jbd2/DEV-INODE), and its
+ * super options from /proc/self/mountinfo (NULL: not found). *WHY gets a
+ * phrase for the log. Pure. */
 enum durable_path durable_choose(unsigned long magic, const char *journal_task,
-				 const char *super_options, const char **why);
+				 bool journal_inside, const char *super_options, const char **why);
 
 /* durable_choose() for the filesystem of FD, read from the kernel. */
 enum durable_path durable_probe(int fd, const char **why);

@@ -13,13 +13,13 @@ static void test_journaled_ext4_ordered_gets_one_commit(void **state)
 	const char *why = NULL;
 
 	(void)state;
-	assert_int_equal(durable_choose(EXT4, "30563", "rw,noinit_itable", &why), DURABLE_ONE_COMMIT);
+	assert_int_equal(durable_choose(EXT4, "30563", true, "rw,noinit_itable", &why), DURABLE_ONE_COMMIT);
 	assert_non_null(why);
-	assert_int_equal(durable_choose(EXT4, "30563", "rw", &why), DURABLE_ONE_COMMIT);
-	assert_int_equal(durable_choose(EXT4, "30563", "rw,data=ordered,commit=600", &why),
+	assert_int_equal(durable_choose(EXT4, "30563", true, "rw", &why), DURABLE_ONE_COMMIT);
+	assert_int_equal(durable_choose(EXT4, "30563", true, "rw,data=ordered,commit=600", &why),
 			 DURABLE_ONE_COMMIT);
 	/* The journal thread outside our pid namespace reads 0. */
-	assert_int_equal(durable_choose(EXT4, "0", "rw", &why), DURABLE_ONE_COMMIT);
+	assert_int_equal(durable_choose(EXT4, "0", true, "rw", &why), DURABLE_ONE_COMMIT);
 }
 
 static void test_ext4_without_a_journal_keeps_two_syncs(void **state)
@@ -28,11 +28,13 @@ static void test_ext4_without_a_journal_keeps_two_syncs(void **state)
 
 	(void)state;
 	/* What this machine's root says: made without a journal. */
-	assert_int_equal(durable_choose(EXT4, "<none>", "rw,discard", &why), DURABLE_FSYNC);
+	assert_int_equal(durable_choose(EXT4, "<none>", true, "rw,discard", &why), DURABLE_FSYNC);
 	assert_string_equal(why, "ext4 without a journal");
-	assert_int_equal(durable_choose(EXT4, "", "rw", &why), DURABLE_FSYNC);
-	assert_int_equal(durable_choose(EXT4, NULL, "rw", &why), DURABLE_FSYNC);
-	assert_int_equal(durable_choose(EXT4, "30563", NULL, &why), DURABLE_FSYNC);
+	assert_int_equal(durable_choose(EXT4, "", true, "rw", &why), DURABLE_FSYNC);
+	assert_int_equal(durable_choose(EXT4, NULL, true, "rw", &why), DURABLE_FSYNC);
+	assert_int_equal(durable_choose(EXT4, "30563", true, NULL, &why), DURABLE_FSYNC);
+	/* A journal on another device. */
+	assert_int_equal(durable_choose(EXT4, "30563", false, "rw", &why), DURABLE_FSYNC);
 }
 
 static void test_other_data_modes_keep_two_syncs(void **state)
@@ -40,12 +42,14 @@ static void test_other_data_modes_keep_two_syncs(void **state)
 	const char *why = NULL;
 
 	(void)state;
-	assert_int_equal(durable_choose(EXT4, "1", "rw,data=journal", &why), DURABLE_FSYNC);
-	assert_int_equal(durable_choose(EXT4, "1", "data=writeback,rw", &why), DURABLE_FSYNC);
-	assert_int_equal(durable_choose(EXT4, "1", "rw,data=journal,commit=5", &why), DURABLE_FSYNC);
+	assert_int_equal(durable_choose(EXT4, "1", true, "rw,data=journal", &why), DURABLE_FSYNC);
+	assert_int_equal(durable_choose(EXT4, "1", true, "data=writeback,rw", &why), DURABLE_FSYNC);
+	assert_int_equal(durable_choose(EXT4, "1", true, "rw,data=journal,commit=5", &why), DURABLE_FSYNC);
+	assert_int_equal(durable_choose(EXT4, "1", true, "rw,journal_async_commit", &why),
+			 DURABLE_FSYNC);
 	/* Only whole items count. */
-	assert_int_equal(durable_choose(EXT4, "1", "rw,xdata=journal", &why), DURABLE_ONE_COMMIT);
-	assert_int_equal(durable_choose(EXT4, "1", "rw,data=journaled", &why), DURABLE_ONE_COMMIT);
+	assert_int_equal(durable_choose(EXT4, "1", true, "rw,xdata=journal", &why), DURABLE_ONE_COMMIT);
+	assert_int_equal(durable_choose(EXT4, "1", true, "rw,data=journaled", &why), DURABLE_ONE_COMMIT);
 }
 
 static void test_other_filesystems_keep_two_syncs(void **state)
@@ -53,9 +57,9 @@ static void test_other_filesystems_keep_two_syncs(void **state)
 	const char *why = NULL;
 
 	(void)state;
-	assert_int_equal(durable_choose(XFS, "1", "rw", &why), DURABLE_FSYNC);
+	assert_int_equal(durable_choose(XFS, "1", true, "rw", &why), DURABLE_FSYNC);
 	assert_string_equal(why, "not ext4");
-	assert_int_equal(durable_choose(TMPFS, NULL, NULL, &why), DURABLE_FSYNC);
+	assert_int_equal(durable_choose(TMPFS, NULL, true, NULL, &why), DURABLE_FSYNC);
 }
 
 static void test_probe_of_proc(void **state)
