@@ -130,6 +130,12 @@ def _fd_path(args, index=0):
 
 
 SYNC_CALLS = ('fsync', 'fdatasync', 'syncfs', 'sync_file_range')
+
+
+def one_commit(m):
+    """Does mount M make a durable close in one journal commit (its start
+    says so: core/durable.h)?"""
+    return 'durable close by one journal commit' in m.log()
 TRACED = ['fsync', 'fdatasync', 'syncfs', 'sync_file_range', 'renameat2', 'renameat',
           'openat', 'close']
 
@@ -166,7 +172,10 @@ def test_close_returns_after_data_and_directories_are_synced(mount_inboxfs, clie
     assert _fd_path(rename.args, 0) == staging, rename
     assert _fd_path(rename.args, 1) == inbox, rename
 
-    data_syncs = [c for c in calls if c.name in ('fsync', 'fdatasync') and c.ret == '0'
+    # Where the tests' directory is journaled ext4, the data is written
+    # out instead, and the directory's commit carries it (core/durable.h).
+    data_calls = ('sync_file_range',) if one_commit(m) else ('fsync', 'fdatasync')
+    data_syncs = [c for c in calls if c.name in data_calls and c.ret == '0'
                   and _fd_path(c.args) == os.path.join(staging, stage_name)]
     assert data_syncs, f'the drop {stage_name} was never fsynced: {relevant}'
     assert data_syncs[-1].end <= rename.start, \
@@ -233,11 +242,79 @@ def test_lingering_acknowledgement_is_synced_before_close_returns(mount_inboxfs,
     published = [c for c in calls if c.name == 'renameat2' and c.ret == '0'
                  and re.search(r'"a\.[0-9a-f]+".*"LATER\.SVF"', c.args)]
     assert len(published) == 1, f'no publication of the a.* name in {relevant}'
-    for path in (os.path.realpath(m.inbox), staging):
+    # On the one-commit path the inbox's commit covers the staging area's
+    # end of the rename too.
+    for path in (os.path.realpath(m.inbox),) + (() if one_commit(m) else (staging,)):
         assert [c for c in calls if c.name in ('fsync', 'fdatasync') and c.ret == '0'
                 and _fd_path(c.args) == path and c.start >= published[0].end], \
             f'{path} not fsynced after the publication: {relevant}'
     assert read_file(os.path.join(m.inbox, 'LATER.SVF')) == b'later'
+
+
+def _journal_commits(device):
+    """Commits of ext4's journal on DEVICE so far (jbd2's info file)."""
+    with open(f'/proc/fs/jbd2/{device}-8/info') as f:
+        return int(f.read().split()[0])
+
+
+def _one_drop_each(mnt, names):
+    for name in names:
+        _timed_drop(os.path.join(mnt, name), message(name, 20_000))
+
+
+DROPS = 12
+
+
+@pytest.mark.parametrize('datasync', ['auto', 'fsync'])
+def test_durable_close_on_journaled_ext4_is_one_commit(loop_fs, mount_inboxfs, client, tmp_path,
+                                                       datasync):
+    """On journaled ext4 (data=ordered) sync=close makes a drop durable in
+    one journal commit (core/durable.h): the drop's data written out and
+    waited for (sync_file_range), then the rename, then the directory's
+    fsync, which commits both, before the close returns; no fsync of the
+    drop itself. datasync=fsync keeps two commits a drop. Counted on the
+    image's journal, which commits only when asked (commit=600)."""
+    fs = loop_fs(64, options=('commit=600', 'noinit_itable'))
+    m = fs.uses(mount_inboxfs(fs.inbox, datasync=datasync))
+    expected = ('one journal commit (data written out, then the directory\'s fsync) '
+                '(journaled ext4, data=ordered)' if datasync == 'auto'
+                else 'fsync of the drop, then of its directory (datasync=fsync)')
+    assert f'durable close by {expected}' in m.log(), m.log()
+    inbox = os.path.realpath(fs.inbox)
+    staging = staging_area(os.path.join(inbox, STAGING), m.pid)
+    subprocess.run(['sync', '-f', fs.root], check=True, timeout=TIMEOUT * 3)
+    before = _journal_commits(fs.device())
+    client.call(_one_drop_each, m.mnt, [f'C{i:02d}.SVF' for i in range(DROPS)])
+    commits = _journal_commits(fs.device()) - before
+    print(f'\ndatasync={datasync}: {commits} journal commits for {DROPS} drops')
+    if datasync == 'fsync':
+        assert commits >= 2 * DROPS, commits
+        return
+    # One a drop; a few more may come from the daemon's own writes (atime).
+    assert DROPS <= commits < 1.5 * DROPS, commits
+
+    trace = Strace(m.pid, str(tmp_path / 'strace.log'), TRACED)
+    try:
+        _, after = client.call(_timed_drop, os.path.join(m.mnt, 'ONE.SVF'),
+                               message('one', 100_000))
+    finally:
+        calls = trace.stop()
+    relevant = [c for c in calls if c.name in SYNC_CALLS + ('renameat2', 'renameat')]
+    renames = [c for c in calls if c.name == 'renameat2' and '"ONE.SVF"' in c.args
+               and c.ret == '0']
+    assert len(renames) == 1, f'no single publishing renameat2 in {relevant}'
+    rename = renames[0]
+    staged_file = os.path.join(staging, re.search(r'"(d\.[0-9a-f]+)"', rename.args).group(1))
+    written = [c for c in calls if c.name == 'sync_file_range' and c.ret == '0'
+               and _fd_path(c.args) == staged_file]
+    assert written and 'SYNC_FILE_RANGE_WAIT_AFTER' in written[-1].args, relevant
+    assert written[-1].end <= rename.start, f'renamed before its data was written: {relevant}'
+    assert not [c for c in calls if c.name in ('fsync', 'fdatasync')
+                and _fd_path(c.args) == staged_file], f'the drop was fsynced: {relevant}'
+    dir_syncs = [c for c in calls if c.name in ('fsync', 'fdatasync') and c.ret == '0'
+                 and _fd_path(c.args) == inbox and c.start >= rename.end]
+    assert dir_syncs and dir_syncs[0].end <= after, f'close returned before the commit: {relevant}'
+    assert message_id(read_file(os.path.join(fs.inbox, 'ONE.SVF'))) == 'one'
 
 
 def test_sync_none_issues_no_fsync(mount_inboxfs, client, tmp_path):

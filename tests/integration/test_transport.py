@@ -138,6 +138,7 @@ def test_io_uring_many_writers(mount_inboxfs, as_client, enable_uring):
 SLOW_FSYNC = r"""
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -157,6 +158,24 @@ int fsync(int fd)
 		nanosleep(&pause, NULL);
 	}
 	return real(fd);
+}
+
+/* The one-commit durable close's data sync (core/durable.h), where the
+ * tests' directory is on journaled ext4. */
+int sync_file_range(int fd, off_t offset, off_t nbytes, unsigned int flags)
+{
+	static int (*real)(int, off_t, off_t, unsigned int);
+	const char *ms = getenv("INBOXFS_SLOW_FSYNC_MS");
+
+	if (!real)
+		real = (int (*)(int, off_t, off_t, unsigned int))dlsym(RTLD_NEXT, "sync_file_range");
+	if (ms) {
+		long n = atol(ms);
+		struct timespec pause = { n / 1000, (n % 1000) * 1000000L };
+
+		nanosleep(&pause, NULL);
+	}
+	return real(fd, offset, nbytes, flags);
 }
 """
 
