@@ -522,6 +522,85 @@ def test_publication_whose_directory_sync_fails_is_undone(mount_inboxfs, client,
                what='the undone drop quarantined')
 
 
+# The drop's data sync fails with EIO while FLAG exists: fsync() of a
+# regular file, and sync_file_range() (the one-commit path).
+FAIL_DATA_SYNC = r'''
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int failing(void)
+{
+	const char *flag = getenv("INBOXFS_FAIL_DATASYNC");
+
+	return flag && access(flag, F_OK) == 0;
+}
+
+int fsync(int fd)
+{
+	static int (*real)(int);
+	struct stat st;
+
+	if (!real)
+		real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+	if (failing() && fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+		errno = EIO;
+		return -1;
+	}
+	return real(fd);
+}
+
+int sync_file_range(int fd, off_t offset, off_t nbytes, unsigned int flags)
+{
+	static int (*real)(int, off_t, off_t, unsigned int);
+
+	if (!real)
+		real = (int (*)(int, off_t, off_t, unsigned int))dlsym(RTLD_NEXT, "sync_file_range");
+	if (failing()) {
+		errno = EIO;
+		return -1;
+	}
+	return real(fd, offset, nbytes, flags);
+}
+'''
+
+
+@pytest.mark.parametrize('datasync', ['auto', 'fsync'])
+@pytest.mark.parametrize('linger', [0, 2])
+def test_close_whose_data_sync_fails_is_not_delivered(loop_fs, mount_inboxfs, client, tmp_path,
+                                                      monkeypatch, datasync, linger):
+    """R5/R6 on both durable paths (journaled ext4: one commit; datasync=
+    fsync: two syncs), publishing at the close or acknowledging it as a.*
+    (linger=): when the disk fails the drop's data sync, the close fails
+    with EIO, nothing is renamed, and the drop is quarantined, never
+    delivered."""
+    src, lib, flag = tmp_path / 'faildatasync.c', tmp_path / 'faildatasync.so', tmp_path / 'fail'
+    src.write_text(FAIL_DATA_SYNC)
+    subprocess.run(['cc', '-shared', '-fPIC', '-o', str(lib), str(src), '-ldl'], check=True,
+                   timeout=TIMEOUT * 6)
+    monkeypatch.setattr(helpers, 'WRAPPER', [
+        'env', f'LD_PRELOAD={lib}', f'INBOXFS_FAIL_DATASYNC={flag}',
+        'ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=1'] + helpers.WRAPPER)
+    fs = loop_fs(64)
+    m = fs.uses(mount_inboxfs(fs.inbox, datasync=datasync, linger=linger))
+    assert ('one journal commit' if datasync == 'auto' else 'datasync=fsync') in m.log()
+    m.allow_log(r'Input/output error|quarantine|publishing|acknowledging')
+    flag.write_text('')
+    err = helpers.errno_of(client.call, helpers.create_excl, os.path.join(m.mnt, 'LOST.SVF'),
+                           b'not delivered')
+    flag.unlink()
+    client.call(helpers.create_excl, os.path.join(m.mnt, 'KEPT.SVF'), b'delivered')
+    assert err == errno.EIO
+    wait_until(lambda: inbox_files(m) == {'KEPT.SVF': b'delivered'}, timeout=TIMEOUT,
+               what='the second drop delivered, the first not')
+    wait_until(lambda: list(incomplete(fs.inbox).values()) == [b'not delivered'],
+               what='the failed drop quarantined')
+
+
 # An fsync() of one directory (the inode number in FLAG, while FLAG exists)
 # that takes 200 ms and fails with EIO; each call is counted (a byte
 # appended to COUNT).
