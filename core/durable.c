@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #define EXT4_MAGIC 0xEF53UL	/* ext2, ext3 and ext4 alike: the journal tells */
+#define XFS_MAGIC 0x58465342UL	/* "XFSB": always a log */
 
 /* Linux 6.10's FS_IOC_GETFSSYSFSPATH ("ext4/sda1"), absent from older
  * headers. */
@@ -40,8 +41,17 @@ static int has_option(const char *list, const char *opt)
 enum durable_path durable_choose(unsigned long magic, const char *journal_task,
 				 bool journal_inside, const char *super_options, const char **why)
 {
+	if (magic == XFS_MAGIC) {
+		if (super_options == NULL || strstr(super_options, "logdev=") != NULL) {
+			*why = super_options == NULL ? "XFS whose mount options cannot be read"
+						     : "XFS with an external log";
+			return DURABLE_FSYNC;
+		}
+		*why = "XFS";
+		return DURABLE_ONE_COMMIT;
+	}
 	if (magic != EXT4_MAGIC) {
-		*why = "not ext4";
+		*why = "neither ext4 nor XFS";
 		return DURABLE_FSYNC;
 	}
 	/* The journal thread's pid (0 when it is outside our pid namespace),
@@ -183,7 +193,8 @@ enum durable_path durable_probe(int fd, const char **why)
 		return DURABLE_FSYNC;
 	}
 	if ((unsigned long)sf.f_type != EXT4_MAGIC)
-		return durable_choose((unsigned long)sf.f_type, NULL, false, NULL, why);
+		return durable_choose((unsigned long)sf.f_type, NULL, false,
+				      super_options(sb.st_dev, opts, sizeof(opts)) == 0 ? opts : NULL, why);
 	if (sysfs_dir(fd, &sb, dir, sizeof(dir)) < 0)
 		return durable_choose((unsigned long)sf.f_type, NULL, false, NULL, why);
 	return durable_choose((unsigned long)sf.f_type,

@@ -6,10 +6,10 @@
  * that is two journal commits in a row per drop.
  *
  * One commit (DURABLE_ONE_COMMIT), on journaled ext4 with data=ordered
- * only: sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER) writes the
- * drop's data and waits until its page writeback has ended, then the
- * rename, then fsync(directory). Read in Linux's fs/ext4 and fs/jbd2
- * (6.x), this holds because:
+ * and on XFS only: sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER)
+ * writes the drop's data and waits until its page writeback has ended,
+ * then the rename, then fsync(directory). Read in Linux's fs/ext4 and
+ * fs/jbd2 (6.x), this holds because:
  * - delayed allocation maps the blocks in ext4_writepages()'s journal
  *   handle (mpage_map_and_submit_extent()), which also raises i_disksize,
  *   before the pages are submitted: a transaction no later than the
@@ -28,6 +28,17 @@
  *   transactions in order, and the commit block goes with REQ_PREFLUSH |
  *   REQ_FUA (journal_submit_commit_record()): the device's cache, holding
  *   the data acknowledged before, is flushed before the commit counts.
+ * On XFS (fs/xfs/xfs_aops.c, xfs_log_cil.c): the blocks are allocated
+ * in a transaction at writeback; xfs_end_ioend() converts unwritten
+ * extents and raises the on-disk size in transactions of their own and
+ * only then calls iomap_finish_ioends(), which ends the writeback; the
+ * directory's fsync (xfs_dir_fsync() -> xfs_log_force_inode()) forces
+ * the log up to the rename's checkpoint, checkpoints reach the log in
+ * order, and the push of a checkpoint flushes the data device's cache
+ * once its contents are fixed, before its log writes
+ * (xlog_cil_push_work()), while forced iclogs go with REQ_PREFLUSH |
+ * REQ_FUA (XLOG_ICL_NEED_FLUSH, XLOG_ICL_NEED_FUA): after the rename, so
+ * after the data.
  * So when the directory's fsync returns, the data, its allocation and
  * size, and the name are on stable storage, in one commit. A crash before
  * leaves the drop staged (d.*: set aside, its close never acknowledged;
@@ -42,10 +53,11 @@
  * ^has_journal: a directory's fsync there writes the directory alone),
  * ext4 with an external journal (its commit flushes the journal's device,
  * not the data's), ext4 data=journal, data=writeback or
- * journal_async_commit (not checked), and every other
- * filesystem (XFS, btrfs, tmpfs, NFS, GlusterFS, FUSE...): they keep two
- * syncs. tests/integration/test_powercut.py checks the one-commit path
- * through a power cut, and that the cut sees a data sync left out. */
+ * journal_async_commit and XFS with an external log (not checked), and
+ * every other filesystem (btrfs, tmpfs, NFS, GlusterFS, FUSE...): they
+ * keep two syncs. tests/integration/test_powercut.py checks the
+ * one-commit path (ext4 and XFS) through a power cut, and that the cut
+ * sees a data sync left out. */
 #ifndef INBOXFS_DURABLE_H
 #define INBOXFS_DURABLE_H
 

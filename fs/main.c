@@ -107,7 +107,7 @@ static void usage(FILE *f, const char *prog)
 "    -o sync=close|none     fsync a drop before its close returns (default close)\n"
 "    -o datasync=auto|fsync with sync=close: auto makes a drop durable in one\n"
 "                           journal commit where the filesystem allows it\n"
-"                           (journaled ext4), fsync its own data always\n"
+"                           (journaled ext4, XFS), fsync its own data always\n"
 "                           (default auto)\n"
 "    -o names=TEMPLATE      unique-name form: default (%%s~%%t%%e), 8.3 (%%8t%%3e),\n"
 "                           or a template of %%s stem, %%t tag, %%e extension\n"

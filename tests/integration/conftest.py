@@ -213,16 +213,16 @@ def samba(request, mount_inboxfs):
 
 @pytest.fixture
 def loop_fs():
-    """loop_fs(size_mib=8, image=None, options=()): a loop-mounted ext4, fresh
-    or from IMAGE (helpers.LoopFs); unmounted, with the inboxfs mounts over
-    it first, at teardown."""
+    """loop_fs(size_mib=8, image=None, options=(), fstype='ext4'): a
+    loop-mounted ext4 (or XFS), fresh or from IMAGE (helpers.LoopFs);
+    unmounted, with the inboxfs mounts over it first, at teardown."""
     made = []
 
-    def factory(size_mib=8, image=None, options=()):
-        if os.geteuid() != 0 or not shutil.which('mkfs.ext4'):
-            pytest.skip('a loop-mounted ext4 needs root and mkfs.ext4')
+    def factory(size_mib=8, image=None, options=(), fstype='ext4'):
+        if os.geteuid() != 0 or not shutil.which(f'mkfs.{fstype}'):
+            pytest.skip(f'a loop-mounted {fstype} needs root and mkfs.{fstype}')
         try:
-            fs = helpers.LoopFs(size_mib, image, options)
+            fs = helpers.LoopFs(size_mib, image, options, fstype=fstype)
         except helpers.Unavailable as e:
             pytest.skip(str(e))
         made.append(fs)

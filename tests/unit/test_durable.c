@@ -57,9 +57,23 @@ static void test_other_filesystems_keep_two_syncs(void **state)
 	const char *why = NULL;
 
 	(void)state;
-	assert_int_equal(durable_choose(XFS, "1", true, "rw", &why), DURABLE_FSYNC);
-	assert_string_equal(why, "not ext4");
-	assert_int_equal(durable_choose(TMPFS, NULL, true, NULL, &why), DURABLE_FSYNC);
+	assert_int_equal(durable_choose(TMPFS, NULL, true, "rw", &why), DURABLE_FSYNC);
+	assert_string_equal(why, "neither ext4 nor XFS");
+	assert_int_equal(durable_choose(TMPFS, NULL, false, NULL, &why), DURABLE_FSYNC);
+}
+
+static void test_xfs(void **state)
+{
+	const char *why = NULL;
+
+	(void)state;
+	assert_int_equal(durable_choose(XFS, NULL, false, "rw,attr2,inode64,logbufs=8,logbsize=32k,noquota",
+					&why), DURABLE_ONE_COMMIT);
+	assert_string_equal(why, "XFS");
+	/* An external log: kept on two syncs (not checked). */
+	assert_int_equal(durable_choose(XFS, NULL, false, "rw,logdev=/dev/sdb1,noquota", &why),
+			 DURABLE_FSYNC);
+	assert_int_equal(durable_choose(XFS, NULL, false, NULL, &why), DURABLE_FSYNC);
 }
 
 static void test_probe_of_proc(void **state)
@@ -70,7 +84,7 @@ static void test_probe_of_proc(void **state)
 	(void)state;
 	assert_true(fd >= 0);
 	assert_int_equal(durable_probe(fd, &why), DURABLE_FSYNC);
-	assert_string_equal(why, "not ext4");
+	assert_string_equal(why, "neither ext4 nor XFS");
 	close(fd);
 }
 
@@ -81,6 +95,7 @@ int main(void)
 		cmocka_unit_test(test_ext4_without_a_journal_keeps_two_syncs),
 		cmocka_unit_test(test_other_data_modes_keep_two_syncs),
 		cmocka_unit_test(test_other_filesystems_keep_two_syncs),
+		cmocka_unit_test(test_xfs),
 		cmocka_unit_test(test_probe_of_proc),
 	};
 

@@ -17,14 +17,16 @@ def _run(cmd, timeout=TIMEOUT * 3):
 
 
 class LoopFs:
-    """A fresh ext4 of SIZE_MIB (sparse; INODES inodes) or the existing
-    IMAGE, loop-mounted with mount OPTIONS, in a new directory of PARENT
-    (default: make_base_dir's); .inbox is a directory in it (mode 1777,
-    made if absent). Unavailable if it cannot be made or mounted. The
-    inboxfs mounts over it (register them with .uses(mount)) are unmounted
-    first at cleanup(), which removes the image too."""
+    """A fresh ext4 (or FSTYPE: 'xfs') of SIZE_MIB (sparse; INODES inodes,
+    ext4 only) or the existing IMAGE, loop-mounted with mount OPTIONS, in a
+    new directory of PARENT (default: make_base_dir's); .inbox is a
+    directory in it (mode 1777, made if absent). Unavailable if it cannot
+    be made or mounted. The inboxfs mounts over it (register them with
+    .uses(mount)) are unmounted first at cleanup(), which removes the image
+    too."""
 
-    def __init__(self, size_mib=None, image=None, options=(), inodes=4096, parent=None):
+    def __init__(self, size_mib=None, image=None, options=(), inodes=4096, parent=None,
+                 fstype='ext4'):
         self.base = make_base_dir('inboxfs-loopfs-', parent)
         self.image = image or os.path.join(self.base, 'fs.img')
         self.root = os.path.join(self.base, 'fs')
@@ -35,7 +37,8 @@ class LoopFs:
         if image is None:
             with open(self.image, 'wb') as f:
                 f.truncate(size_mib << 20)
-            cmds.append(['mkfs.ext4', '-q', '-F', '-m', '0', '-N', str(inodes), self.image])
+            cmds.append(['mkfs.xfs', '-q', '-f', self.image] if fstype == 'xfs' else
+                        ['mkfs.ext4', '-q', '-F', '-m', '0', '-N', str(inodes), self.image])
         cmds.append(['mount', '-o', ','.join(('loop',) + tuple(options)), self.image,
                      self.root])
         for cmd in cmds:
