@@ -346,7 +346,35 @@ static int publish_attempt(const char *final, void *arg)
 	return 0;
 }
 
-static int publish_from(struct staging *st, int srcfd, const char *name, int dirfd,
+/* Make durable the entry just made in DIRFD, FINAL, for the file FD (-1:
+ * open it by that name if need be). A directory's sync does, where it
+ * syncs (concurrent publications share it: dirsync.h). On GlusterFS the
+ * brick answers a directory's fsync without syncing (fstype.h), so the
+ * file's own fsync does there: the brick's filesystem logs a link, an
+ * unlink or a rename together with the change to the file's inode (its
+ * link count or ctime), and an fsync of the file commits every
+ * transaction up to its last change. */
+static int sync_entry(struct staging *st, int dirfd, const char *final, int fd)
+{
+	int own = -1, ret;
+
+	if (!st->sync)
+		return 0;
+	if (!st->dirsync_noop)
+		return dirsync(&st->dirsync, dirfd);
+	if (fd < 0) {
+		own = openat(dirfd, final, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+		if (own < 0)
+			return -errno;
+		fd = own;
+	}
+	ret = fsync(fd) < 0 ? -errno : 0;
+	if (own >= 0)
+		close(own);
+	return ret;
+}
+
+static int publish_from(struct staging *st, int srcfd, const char *name, int fd, int dirfd,
 			const char *requested, char *final)
 {
 	struct publish_arg a = { st, srcfd, name, dirfd, false };
@@ -356,18 +384,17 @@ static int publish_from(struct staging *st, int srcfd, const char *name, int dir
 			 fstat(dirfd, &sb) < 0 || sb.st_ino != st->top_ino;
 	int ret = place_name(st->names, requested, free_name, publish_attempt, &a, final);
 
-	if (ret < 0 || !dir_syncs(st))
+	if (ret < 0 || !st->sync)
 		return ret;
 	/* The new entry, durable before the writer is told: if the disk
 	 * fails it, the publication is undone and fails (a close that fails
 	 * is never delivered). Once undone is impossible (the consumer took
-	 * it already), it is the consumer's. Concurrent publications share
-	 * the sync (dirsync.h). */
-	int err = dirsync(&st->dirsync, dirfd);
+	 * it already), it is the consumer's. */
+	int err = sync_entry(st, dirfd, final, fd);
 
 	if (err == -EIO || err == -ENOSPC || err == -EDQUOT) {
 		errno = -err;
-		log_warn("fsync of the directory of %s after its publication", final);
+		log_warn("syncing %s after its publication", final);
 		if (renameat2(dirfd, final, srcfd, name, RENAME_NOREPLACE) == 0 ||
 		    (errno == EINVAL && renameat(dirfd, final, srcfd, name) == 0))
 			return err;
@@ -383,7 +410,8 @@ static int publish_from(struct staging *st, int srcfd, const char *name, int dir
 	 * (durable.h) the directory's sync was that commit: the rename is
 	 * one transaction, and the unlink after a link() was done before
 	 * the sync started. */
-	if ((a.linked || name[0] == 'a') && st->durable != DURABLE_ONE_COMMIT && fsync(srcfd) < 0)
+	if ((a.linked || name[0] == 'a') && dir_syncs(st) && st->durable != DURABLE_ONE_COMMIT &&
+	    fsync(srcfd) < 0)
 		log_warn("fsync of the staging area after publishing %s", final);
 	return ret;
 }
@@ -404,7 +432,7 @@ int stage_sync_data(struct staging *st, int fd)
 int publish_drop(struct staging *st, const char *name, int dirfd,
 		 const char *requested, char *final)
 {
-	return publish_from(st, st->dirfd, name, dirfd, requested, final);
+	return publish_from(st, st->dirfd, name, -1, dirfd, requested, final);
 }
 
 #define ORIGIN_XATTR "trusted.inboxfs.origin"
@@ -459,7 +487,7 @@ int stage_get_origin(int dirfd, const char *name, struct origin *o)
 	return name_check(o->name) < 0 ? -EINVAL : 0;
 }
 
-int stage_ack(struct staging *st, char name[STAGE_NAME_MAX])
+int stage_ack(struct staging *st, char name[STAGE_NAME_MAX], int fd)
 {
 	char to[STAGE_NAME_MAX];
 
@@ -469,7 +497,7 @@ int stage_ack(struct staging *st, char name[STAGE_NAME_MAX])
 	/* Renamed: NAME follows, even if the rename cannot be made durable,
 	 * so that a failed acknowledgement quarantines the file it is now. */
 	strcpy(name, to);
-	return dir_syncs(st) ? dirsync(&st->dirsync, st->dirfd) : 0;
+	return sync_entry(st, st->dirfd, name, fd);
 }
 
 int origin_open_dir(int inbox_fd, const struct origin *o)
@@ -544,7 +572,7 @@ static int inside_inbox(int inbox_fd, int dirfd)
 }
 
 /* Publish staged NAME into DIRFD, or the inbox's top (publish_inside()). */
-static int publish_where(struct staging *st, int srcfd, const char *name, int inbox_fd,
+static int publish_where(struct staging *st, int srcfd, const char *name, int fd, int inbox_fd,
 			 int dirfd, const char *requested, char *final, enum delivery *where)
 {
 	int in = dirfd;
@@ -553,7 +581,7 @@ static int publish_where(struct staging *st, int srcfd, const char *name, int in
 	if (dirfd >= 0)
 		in = inside_inbox(inbox_fd, dirfd);
 	if (in == 1) {
-		int ret = publish_from(st, srcfd, name, dirfd, requested, final);
+		int ret = publish_from(st, srcfd, name, fd, dirfd, requested, final);
 
 		/* Removed since: as gone. */
 		if (ret != -ENOENT && ret != -ESTALE)
@@ -563,18 +591,18 @@ static int publish_where(struct staging *st, int srcfd, const char *name, int in
 	if (in < 0 && in != -ENOENT && in != -ESTALE)
 		return in;
 	*where = in == 0 ? DELIVERED_TOP_OUTSIDE : DELIVERED_TOP_GONE;
-	return publish_from(st, srcfd, name, inbox_fd, requested, final);
+	return publish_from(st, srcfd, name, fd, inbox_fd, requested, final);
 }
 
-int publish_inside(struct staging *st, int srcfd, const char *name, int inbox_fd, int dirfd,
-		   const char *requested, char *final, enum delivery *where)
+int publish_inside(struct staging *st, int srcfd, const char *name, int fd, int inbox_fd,
+		   int dirfd, const char *requested, char *final, enum delivery *where)
 {
 	/* Delivered, the message keeps its origin attribute: recovery and
 	 * inboxfs-quarantine read it only from staged and quarantined files
 	 * (one already published by link() is told by its second link), and
 	 * its removal cost a write per drop (a round trip to the brick on
 	 * GlusterFS). */
-	return publish_where(st, srcfd, name, inbox_fd, dirfd, requested, final, where);
+	return publish_where(st, srcfd, name, fd, inbox_fd, dirfd, requested, final, where);
 }
 
 const char *delivery_why(enum delivery where)
@@ -678,7 +706,7 @@ static void recover_dir(struct staging *st, int srcfd, int inbox_fd, struct reco
 		 * inbox's top if that directory is gone or out of the inbox. */
 		enum delivery where;
 		int dirfd = origin_open_dir(inbox_fd, &o);
-		int ret = publish_inside(st, srcfd, de->d_name, inbox_fd, dirfd, o.name, final,
+		int ret = publish_inside(st, srcfd, de->d_name, -1, inbox_fd, dirfd, o.name, final,
 					 &where);
 
 		if (dirfd >= 0)
@@ -948,7 +976,7 @@ int stray_deliver(struct staging *st, int srcfd, const char *name, int dirfd, ch
 		 * delivered once written. */
 		ret = -EBUSY;
 	} else {
-		ret = publish_from(st, srcfd, name, dirfd, name, final);
+		ret = publish_from(st, srcfd, name, fd, dirfd, name, final);
 	}
 	fcntl(fd, F_SETLEASE, F_UNLCK);
 	close(fd);

@@ -97,15 +97,16 @@ enum delivery {
 };
 /* The daemon's, recovery's and inboxfs-quarantine's one delivery of a
  * staged drop, and the one rule for where it goes: publish staged NAME
- * (in directory SRCFD) into DIRFD if that is inside the inbox INBOX_FD,
+ * (in directory SRCFD; FD: the file's descriptor, or -1) into DIRFD if
+ * that is inside the inbox INBOX_FD,
  * else at the inbox's top (its directory removed, or moved out of the
  * inbox, while it waited). The message keeps its origin attribute (nothing
  * reads it outside staging). DIRFD < 0 is the -errno of opening it:
  * -ENOENT and -ESTALE mean gone, any other fails. Returns what
  * publish_drop() returns; *WHERE says where (the caller's log line says
  * why with delivery_why()). */
-int publish_inside(struct staging *st, int srcfd, const char *name, int inbox_fd, int dirfd,
-		   const char *requested, char *final, enum delivery *where);
+int publish_inside(struct staging *st, int srcfd, const char *name, int fd, int inbox_fd,
+		   int dirfd, const char *requested, char *final, enum delivery *where);
 /* "is gone", "is not in the inbox" or "" for a log line. */
 const char *delivery_why(enum delivery where);
 
@@ -140,8 +141,9 @@ int origin_open_dir(int inbox_fd, const struct origin *o);
  * close was acknowledged without it being published yet (a lingering
  * drop). Recovery delivers a.* and quarantines d.*. This renames d.* to
  * a.*, updating NAME once renamed; an acknowledgement is never taken back
- * (core/drop.h). */
-int stage_ack(struct staging *st, char name[STAGE_NAME_MAX]);
+ * (core/drop.h). FD: the file's descriptor, or -1 (where only the file's
+ * own sync makes its new name durable, GlusterFS, it is opened by name). */
+int stage_ack(struct staging *st, char name[STAGE_NAME_MAX], int fd);
 
 struct recovery {
 	unsigned published, quarantined, failed;

@@ -100,7 +100,7 @@ static int publish(struct drop *d, int fd, const struct closer *cl)
 	if (ret < 0)
 		goto out;
 	dfd = dir_get(dir);
-	ret = publish_inside(&fs.staging, fs.staging.dirfd, d->stage_name, inbox_fd(), dfd,
+	ret = publish_inside(&fs.staging, fs.staging.dirfd, d->stage_name, fd, inbox_fd(), dfd,
 			     d->name, final, &where);
 	if (dfd >= 0)
 		dir_put(dir, dfd);
@@ -153,7 +153,7 @@ static int ack(struct drop *d, int fd, const struct closer *cl)
 		told = ret == -EIO;	/* it said why */
 	}
 	if (ret == 0)
-		ret = stage_ack(&fs.staging, d->stage_name);
+		ret = stage_ack(&fs.staging, d->stage_name, fd);
 	if (own >= 0)
 		close(own);
 	if (ret < 0) {

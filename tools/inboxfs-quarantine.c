@@ -536,7 +536,7 @@ static void release(struct quarantine *q, const char *inbox, struct drop *d, con
 	st.top_ino = sb.st_ino;
 	dirsync_init(&st.dirsync);
 	dirfd = d->known ? origin_open_dir(inbox_fd, &d->o) : -ESTALE;
-	ret = publish_inside(&st, d->area->fd, d->name, inbox_fd, dirfd, wanted, final, &where);
+	ret = publish_inside(&st, d->area->fd, d->name, -1, inbox_fd, dirfd, wanted, final, &where);
 	dirsync_destroy(&st.dirsync);
 	if (ret < 0)
 		fail("releasing %s as \"%s\": %s (it stays quarantined)",

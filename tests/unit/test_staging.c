@@ -315,7 +315,7 @@ static void stage_in(struct staging *st, const char *content, const struct origi
 		assert_int_equal(stage_set_origin(fd, o), 0);
 	close(fd);
 	if (ack)
-		assert_int_equal(stage_ack(st, name), 0);
+		assert_int_equal(stage_ack(st, name, -1), 0);
 }
 
 /* Another instance's staging over the fixture's inbox. */
@@ -398,7 +398,7 @@ static void test_ack(void **state)
 
 	stage(f, "acked", name);
 	strcpy(before, name);
-	assert_int_equal(stage_ack(&f->st, name), 0);
+	assert_int_equal(stage_ack(&f->st, name, -1), 0);
 	assert_string_not_equal(name, before);
 	assert_int_equal(name[0], 'a');
 	assert_string_equal(name + 1, before + 1);
@@ -821,12 +821,12 @@ static void test_publish_inside(void **state)
 	assert_true(sub >= 0 && deep >= 0 && gone >= 0 && moved >= 0);
 
 	stage(f, "deep", name);
-	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, inbox, deep, "a.txt", final,
+	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, -1, inbox, deep, "a.txt", final,
 					&where), 0);
 	assert_int_equal(where, DELIVERED_ASKED);
 	assert_content(deep, "a.txt", "deep");
 	stage(f, "top", name);
-	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, inbox, inbox, "a.txt", final,
+	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, -1, inbox, inbox, "a.txt", final,
 					&where), 0);
 	assert_int_equal(where, DELIVERED_ASKED);
 	assert_content(inbox, "a.txt", "top");
@@ -834,13 +834,13 @@ static void test_publish_inside(void **state)
 	/* Removed: at the top, beside what is there. */
 	assert_int_equal(unlinkat(inbox, "gone", AT_REMOVEDIR), 0);
 	stage(f, "gone", name);
-	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, inbox, gone, "b.txt", final,
+	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, -1, inbox, gone, "b.txt", final,
 					&where), 0);
 	assert_int_equal(where, DELIVERED_TOP_GONE);
 	assert_string_equal(delivery_why(where), "is gone");
 	assert_content(inbox, "b.txt", "gone");
 	stage(f, "unopened", name);
-	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, inbox, -ESTALE, "b.txt", final,
+	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, -1, inbox, -ESTALE, "b.txt", final,
 					&where), 1);
 	assert_int_equal(where, DELIVERED_TOP_GONE);
 	assert_content(inbox, final, "unopened");
@@ -848,7 +848,7 @@ static void test_publish_inside(void **state)
 	/* Moved out of the inbox (its descriptor still opens it): the top. */
 	assert_int_equal(renameat(inbox, "moved", f->inbox_fd, "outside"), 0);
 	stage(f, "moved", name);
-	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, inbox, moved, "c.txt", final,
+	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, -1, inbox, moved, "c.txt", final,
 					&where), 0);
 	assert_int_equal(where, DELIVERED_TOP_OUTSIDE);
 	assert_string_equal(delivery_why(where), "is not in the inbox");
@@ -856,14 +856,14 @@ static void test_publish_inside(void **state)
 	assert_false(exists(moved, "c.txt"));
 	/* So is a directory the inbox is in. */
 	stage(f, "above", name);
-	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, inbox, f->inbox_fd, "d.txt",
+	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, -1, inbox, f->inbox_fd, "d.txt",
 					final, &where), 0);
 	assert_int_equal(where, DELIVERED_TOP_OUTSIDE);
 	assert_content(inbox, "d.txt", "above");
 
 	/* Out of descriptors: nothing is published, the drop stays. */
 	stage(f, "waits", name);
-	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, inbox, -EMFILE, "e.txt", final,
+	assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, -1, inbox, -EMFILE, "e.txt", final,
 					&where), -EMFILE);
 	assert_false(exists(inbox, "e.txt"));
 	assert_content(f->st.dirfd, name, "waits");
@@ -880,10 +880,10 @@ static void test_publish_inside(void **state)
 		assert_true(fd >= 0);
 		assert_int_equal(stage_set_origin(fd, &o), 0);
 		close(fd);
-		assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, inbox, -EMFILE,
+		assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, -1, inbox, -EMFILE,
 						"f.txt", final, &where), -EMFILE);
 		assert_int_equal(stage_get_origin(f->st.dirfd, name, &got), 0);
-		assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, inbox, sub,
+		assert_int_equal(publish_inside(&f->st, f->st.dirfd, name, -1, inbox, sub,
 						"f.txt", final, &where), 0);
 		assert_int_equal(stage_get_origin(sub, "f.txt", &got), 0);
 		assert_string_equal(got.name, "f.txt");
