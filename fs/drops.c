@@ -16,7 +16,7 @@
 #include "names.h"
 #include "proc.h"
 #include "stats.h"
-#include "transport.h"
+#include "transport/transport.h"
 
 static uint64_t now_usec(void)
 {

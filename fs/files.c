@@ -11,7 +11,7 @@
 #include "fs.h"
 #include "names.h"
 #include "stats.h"
-#include "transport.h"
+#include "transport/transport.h"
 
 void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {

@@ -1,9 +1,10 @@
 /* fs/: the FUSE low-level operations over core/. Start reading here.
  *
  * Layers (each file calls only those above it in this list):
- *   transport.c, uring.c, passthrough.c (transport.h)  how requests arrive
- *                and replies leave: /dev/fuse or io_uring through libfuse
- *                3.14's custom I/O, KILLPRIV_V2, passthrough for observers
+ *   transport/   how requests arrive and replies leave (transport.h):
+ *                /dev/fuse or io_uring through libfuse 3.14's custom I/O,
+ *                KILLPRIV_V2, passthrough for observers; a backport, one
+ *                folder to delete once libfuse 3.18 is the platform's
  *   inode.c      the inode table: FUSE node ids, backing inodes, file handles
  *   handles.c    open files (fi->fh) within the descriptor budget (R12)
  *   statsfile.c  the counters as a read-only file at the root
@@ -36,13 +37,13 @@
  * waits of the periodic threads (ticker.c, released while their job runs:
  * the linger thread's, the take-over's, which holds no lock while it
  * recovers — each area's own lock, a file's, keeps instances apart — and
- * the covered directory's watcher's), passthrough's counts (passthrough.c,
+ * the covered directory's watcher's), passthrough's counts (transport/passthrough.c,
  * held across a backing file's open and registration, which must be one
  * step with the decision), the group commit of directory syncs
  * (core/dirsync.c, whose sync runs unlocked), syncpool.c's job queue,
- * each io_uring thread's list of answered parked entries (uring.c), and
+ * each io_uring thread's list of answered parked entries (transport/uring.c), and
  * the stop's (stop.c: whether the session loop has returned).
- * Threads: libfuse's (or uring.c's ring threads) fetch and handle requests;
+ * Threads: libfuse's (or transport/uring.c's ring threads) fetch and handle requests;
  * syncpool.c's workers handle and answer the ones that wait on the disk;
  * the linger thread publishes; core/sessions.c's watches sessions;
  * covered.c's watches the directory under the mount; recovery.c's takes

@@ -7,7 +7,7 @@
 #include <unistd.h>
 
 #include "fs.h"
-#include "transport.h"
+#include "transport/transport.h"
 
 /* Every handle, so that those whose RELEASE never came (the kernel may
  * unmount with releases still queued) are let go at shutdown. */

@@ -24,7 +24,7 @@
 #include "proc.h"
 #include "stats.h"
 #include "strays.h"
-#include "transport.h"
+#include "transport/transport.h"
 
 struct cmdline {
 	char *inbox;

@@ -16,7 +16,7 @@
 #include "names.h"
 #include "noclobber.h"
 #include "stats.h"
-#include "transport.h"
+#include "transport/transport.h"
 #include "view.h"
 
 /* A write or truncating open by a writer without CAP_FSETID clears

@@ -2,12 +2,12 @@
  * file or a directory) are
  * handled by a few worker threads of their own and answered from there, so
  * that no thread that fetches requests waits for a disk flush: over
- * io_uring each CPU's queue has 4 threads (uring.c), and four durable
+ * io_uring each CPU's queue has 4 threads (transport/uring.c), and four durable
  * closes on one CPU held all of them for as long as their fsyncs took,
  * with every other request on the machine waiting behind them. Over
  * /dev/fuse it spares libfuse's loop threads alike.
  *
- * A worker answers through libfuse as the handler would; uring.c commits
+ * A worker answers through libfuse as the handler would; transport/uring.c commits
  * the answer of an io_uring request on its ring's own thread. The kernel
  * sends no request on a handle after its RELEASE, and no RELEASE while a
  * FLUSH, FSYNC or FSYNCDIR of it is unanswered (the caller holds the
@@ -20,7 +20,7 @@
 
 #include "fs.h"
 #include "log.h"
-#include "transport.h"
+#include "transport/transport.h"
 
 /* Workers: as many durable closes as this may wait on the disk at once
  * (the later ones queue here, holding no request thread, and share the
