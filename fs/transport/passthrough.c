@@ -50,6 +50,7 @@
 #include <unistd.h>
 
 #include "fs.h"
+#include "internal.h"
 #include "log.h"
 #include "transport.h"
 
@@ -82,6 +83,7 @@ static struct {
 	struct pt_node *nodes[BUCKETS];
 	struct pt_handle *handles[BUCKETS];
 	int devfd;
+	passthrough_reply_fn *name_backing;	/* transport.c's */
 	bool on;
 } pt = { .lock = PTHREAD_MUTEX_INITIALIZER, .released = PTHREAD_COND_INITIALIZER, .devfd = -1 };
 
@@ -96,9 +98,10 @@ static size_t bucket(const void *p)
 	return (size_t)((x >> 4) ^ (x >> 14)) % BUCKETS;
 }
 
-void passthrough_enable(int devfd)
+void passthrough_enable(int devfd, passthrough_reply_fn *name_backing)
 {
 	pt.devfd = devfd;
+	pt.name_backing = name_backing;
 	__atomic_store_n(&pt.on, true, __ATOMIC_RELAXED);
 }
 
@@ -277,7 +280,7 @@ int passthrough_choose(struct fuse_file_info *fi, const struct node *n, struct h
 	if (want) {
 		pn->passthrough++;
 		fi->direct_io = 0;
-		transport_reply_passthrough(pn->backing_id);
+		pt.name_backing(pn->backing_id);
 	} else {
 		pn->other++;
 	}

@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "fuse_wire.h"
+#include "internal.h"
 #include "log.h"
 #include "transport.h"
 
@@ -65,7 +66,8 @@ static __thread struct {
 	int id;
 } pt_reply;
 
-void transport_reply_passthrough(int id)
+/* passthrough.c's hook (passthrough_enable()). */
+static void reply_passthrough(int id)
 {
 	pt_reply.unique = req_unique;
 	pt_reply.id = id;
@@ -146,14 +148,15 @@ int kill_suidgid_fd(int fd)
  * takes a mutex per request; its io_uring threads share none. */
 static unsigned long reply_seq;
 
-void transport_replied(void)
+static void transport_replied(void)
 {
 	__atomic_fetch_add(&reply_seq, 1, __ATOMIC_RELEASE);
 }
 
-/* Read what a request carries that libfuse 3.14 drops. A short or odd
- * request is left to libfuse, which answers it. */
-void transport_note_request(const void *buf, size_t len)
+/* Read what a request carries that libfuse 3.14 drops (uring.c's hook,
+ * uring_prepare()). A short or odd request is left to libfuse, which
+ * answers it. */
+static void note_request(const void *buf, size_t len)
 {
 	const struct wire_in_header *h = buf;
 	const char *arg = (const char *)buf + sizeof(*h);
@@ -200,7 +203,7 @@ static ssize_t dev_read(int fd, void *buf, size_t len, void *userdata)
 	ssize_t n = read(fd, buf, len);
 
 	if (n > 0)
-		transport_note_request(buf, (size_t)n);
+		note_request(buf, (size_t)n);
 	return n;
 }
 
@@ -269,7 +272,7 @@ static void amend_init_reply(struct wire_init_out *out)
 
 		if (g.payload < 8192)	/* FUSE_MIN_READ_BUFFER */
 			g.payload = 8192;
-		ret = uring_prepare(tr.se, tr.devfd, &g);
+		ret = uring_prepare(tr.se, tr.devfd, &g, note_request);
 		if (ret == 0) {
 			flags |= WIRE_OVER_IO_URING;
 			tr.uring_on = true;
@@ -324,7 +327,7 @@ static ssize_t dev_writev(int fd, struct iovec *iov, int count, void *userdata)
 	}
 	n = writev(fd, iov, count);
 	if (init && n >= 0 && tr.passthrough_on) {
-		passthrough_enable(fd);
+		passthrough_enable(fd, reply_passthrough);
 		log_info("passthrough: on, for observers' opens of inbox files");
 	}
 	if (init && tr.uring_on) {

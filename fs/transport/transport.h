@@ -1,7 +1,9 @@
 /* How requests reach inboxfs and replies leave it: /dev/fuse through
  * libfuse 3.14's custom I/O, with the protocol features 3.14 does not know
  * (FUSE_HANDLE_KILLPRIV_V2, FUSE_OVER_IO_URING) added to its INIT reply.
- * See transport.c; delete both once the platform's libfuse knows them. */
+ * The face of fs/transport/, the rest of fs/ sees nothing else of it (its
+ * three files share internal.h): delete the folder once the platform's
+ * libfuse knows these (3.18). */
 #ifndef INBOXFS_TRANSPORT_H
 #define INBOXFS_TRANSPORT_H
 
@@ -32,7 +34,6 @@ bool transport_connected(void);
 
 /* passthrough.c: observers' opens of inbox files served by the kernel
  * straight from the backing file (-o passthrough=yes). */
-void passthrough_enable(int devfd);
 struct handle;
 struct node;
 /* Before the open reply of handle H for node N (REDIRECTED: its data is
@@ -48,8 +49,6 @@ int passthrough_hold(const struct node *n);
 void passthrough_unhold(const struct node *n);
 /* H is freed: its open is over. */
 void passthrough_forget(const struct handle *h);
-/* transport.c: the open reply to the current request names backing ID. */
-void transport_reply_passthrough(int id);
 
 /* Must the request being handled on this thread clear set-user-ID (and
  * set-group-ID where group execution is on) of the file it writes,
@@ -62,29 +61,11 @@ bool transport_kill_suidgid(uid_t writer);
  * regular file at FD (any descriptor, O_PATH too). 0 or -errno. */
 int kill_suidgid_fd(int fd);
 
-/* uring.c: the io_uring transport, driven by transport.c. */
-struct uring_geometry {
-	size_t payload;		/* the kernel's max_payload_sz at least */
-	unsigned queues;	/* possible CPUs: one queue each */
-};
-/* Before the INIT reply: make the rings. 0, or -errno (then nothing is
- * left behind). */
-int uring_prepare(struct fuse_session *se, int devfd, const struct uring_geometry *g);
-/* After the INIT reply with FUSE_OVER_IO_URING was accepted: register the
- * ring entries and serve. */
-void uring_run(void);
-/* Before the INIT reply without FUSE_OVER_IO_URING: undo uring_prepare(). */
-void uring_discard(void);
-void uring_stop(void);
-/* If the reply OUT (IOV, COUNT, total LEN) answers the ring request this
- * thread is handling, commit it there and return LEN or -1 (errno);
- * else return -2. */
-ssize_t uring_reply(const struct iovec *iov, int count, size_t len);
-
-/* The request this thread handles will be answered by another thread
- * (syncpool.c): its ring entry, if it is an io_uring request, is parked
- * until then. Returns what that thread passes to uring_adopt() before it
- * answers (NULL for a /dev/fuse request), and uring_adopt(NULL) after. */
+/* uring.c: the io_uring transport. The request this thread handles will
+ * be answered by another thread (syncpool.c): its ring entry, if it is an
+ * io_uring request, is parked until then. Returns what that thread passes
+ * to uring_adopt() before it answers (NULL for a /dev/fuse request), and
+ * uring_adopt(NULL) after. */
 void *uring_defer(void);
 void uring_adopt(void *token);
 
@@ -92,9 +73,5 @@ void uring_adopt(void *token);
  * it is an io_uring request and SIZE fits: a READ's data read there is
  * not copied again. The request's own payload is gone by then. */
 void *uring_reply_buffer(size_t size);
-
-/* transport.c, for uring.c: look at a request before it is dispatched. */
-void transport_note_request(const void *buf, size_t len);
-void transport_replied(void);
 
 #endif

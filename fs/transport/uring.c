@@ -57,6 +57,7 @@
 #include <liburing.h>
 
 #include "fuse_wire.h"
+#include "internal.h"
 #include "log.h"
 #include "transport.h"
 
@@ -109,6 +110,7 @@ static struct {
 	unsigned per_queue;
 	size_t nthreads;
 	struct ring_thread *threads;
+	uring_note_fn *note;		/* transport.c's look at each request */
 } ur = { .devfd = -1, .stopfd = -1 };
 
 /* The entry whose request this thread is handling. */
@@ -273,7 +275,7 @@ static void serve(struct ring_thread *t, struct ring_ent *e)
 
 		memcpy(start, h, sizeof(*h));
 		memcpy(start + sizeof(*h), e->hdr.op_in, oplen);
-		transport_note_request(start, h->len);
+		ur.note(start, h->len);
 		cur_ent = e;
 		fuse_session_process_buf(ur.se, &fbuf);
 		cur_ent = NULL;
@@ -380,12 +382,14 @@ static void free_threads(void)
 	ur.stopfd = -1;
 }
 
-int uring_prepare(struct fuse_session *se, int devfd, const struct uring_geometry *g)
+int uring_prepare(struct fuse_session *se, int devfd, const struct uring_geometry *g,
+		  uring_note_fn *note)
 {
 	int ret = 0;
 
 	ur.se = se;
 	ur.devfd = devfd;
+	ur.note = note;
 	ur.payload = g->payload;
 	ur.stopfd = eventfd(0, EFD_CLOEXEC);
 	if (ur.stopfd < 0)
