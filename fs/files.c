@@ -11,6 +11,7 @@
 #include "fs.h"
 #include "names.h"
 #include "stats.h"
+#include "setid.h"
 #include "transport/transport.h"
 
 void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -133,7 +134,7 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 	int ret;
 
 	/* A delivered message is the consumer's: no descriptor changes it. */
-	ret = d ? drop_change_begin(d, DROP_CHANGE_DATA) : kill_setid(fuse_req_ctx(req)->uid, h->fd);
+	ret = d ? drop_change_begin(d, DROP_CHANGE_DATA) : setid_write(fuse_req_ctx(req)->uid, h->fd);
 	if (ret < 0) {
 		fuse_reply_err(req, -ret);
 		return;
@@ -219,7 +220,7 @@ void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len
 	/* With FUSE_HANDLE_KILLPRIV_V2 the kernel neither clears set-ID bits
 	 * on fallocate nor flags the request: do as a write would. */
 	else if (fuse_req_ctx(req)->uid != 0)
-		ret = kill_suidgid_fd(h->fd);
+		ret = setid_clear(h->fd);
 	/* Out of space mid-file, as a failed write: the writer cannot trust
 	 * it. (An unsupported mode is only a question answered.) */
 	if (loses_data(-ret))

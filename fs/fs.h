@@ -5,6 +5,7 @@
  *                /dev/fuse or io_uring through libfuse 3.14's custom I/O,
  *                KILLPRIV_V2, passthrough for observers; a backport, one
  *                folder to delete once libfuse 3.18 is the platform's
+ *   setid.c      set-ID bits cleared where the kernel would clear them
  *   inode.c      the inode table: FUSE node ids, backing inodes, file handles
  *   handles.c    open files (fi->fh) within the descriptor budget (R12)
  *   statsfile.c  the counters as a read-only file at the root
@@ -272,8 +273,6 @@ void observer_link(fuse_req_t req, struct node *n, struct node *dir, const char 
 void observer_remove(fuse_req_t req, struct node *dir, const char *name, int flags);
 void observer_rename(fuse_req_t req, struct who *w, struct node *dir, const char *name,
 		     struct node *newdir, const char *newname, unsigned flags);
-/* A write by WRITER clears set-ID bits of FD's file as the kernel would. */
-int kill_setid(uid_t writer, int fd);
 
 /* ---- stop.c: the stop on SIGTERM or SIGINT ---- */
 

@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "fs.h"
-#include "transport/transport.h"
+#include "setid.h"
 #include "names.h"
 #include "stats.h"
 #include "view.h"
@@ -138,8 +138,8 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
 			goto fail;
 	}
 	/* FUSE_HANDLE_KILLPRIV_V2: a truncate or chown by a caller without
-	 * CAP_FSETID (transport/transport.c). */
-	if ((valid & FUSE_SET_ATTR_KILL_SUID) && (errno = -kill_suidgid_fd(fd)) != 0)
+	 * CAP_FSETID (setid.h). */
+	if ((valid & FUSE_SET_ATTR_KILL_SUID) && (errno = -setid_clear(fd)) != 0)
 		goto fail;
 	if (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
 		struct timespec tv[2] = { { 0, UTIME_OMIT }, { 0, UTIME_OMIT } };

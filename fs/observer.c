@@ -16,19 +16,9 @@
 #include "names.h"
 #include "noclobber.h"
 #include "stats.h"
+#include "setid.h"
 #include "transport/transport.h"
 #include "view.h"
-
-/* A write or truncating open by a writer without CAP_FSETID clears
- * set-user-ID, and set-group-ID where group execution is on, as the kernel
- * does for local files: the daemon writes as root, so the backing
- * filesystem would keep them. With FUSE_HANDLE_KILLPRIV_V2 the kernel says
- * per request when (and leaves truncate and chown to op_setattr()); without
- * it, anyone but root stands in for "without CAP_FSETID" (transport.h). */
-int kill_setid(uid_t writer, int fd)
-{
-	return transport_kill_suidgid(writer) ? kill_suidgid_fd(fd) : 0;
-}
 
 struct create_arg {
 	int dirfd, flags, fd;
@@ -79,8 +69,8 @@ static int may_create_in(fuse_req_t req, const struct who *w, int dirfd)
 static int open_beside(fuse_req_t req, struct who *w, struct node *dir, int dirfd,
 		       const char *name, int flags, mode_t mode)
 {
-	/* New data by a non-root writer: no set-ID bits (see kill_setid()). */
-	mode_t keep = transport_kill_suidgid(w->uid) ? 01777 : 07777;
+	/* New data by a non-root writer: no set-ID bits (setid.h). */
+	mode_t keep = setid_must_clear(w->uid) ? 01777 : 07777;
 	struct create_arg a = { dirfd, flags, -1, mode & keep };
 	char placed[NAME_MAX_BYTES + 1], q1[1024], q2[1024];
 	int ret = may_create_in(req, w, dirfd);
@@ -133,7 +123,7 @@ static int open_existing(fuse_req_t req, struct who *w, struct node *n, int flag
 	}
 	if (noclobber_open(flags, &st) == OPEN_AS_ASKED) {
 		/* Nothing to lose: truncating it is a no-op. */
-		int ret = S_ISREG(st.st_mode) ? kill_setid(w->uid, fd) : 0;
+		int ret = S_ISREG(st.st_mode) ? setid_write(w->uid, fd) : 0;
 
 		if (ret < 0) {
 			close(fd);
@@ -267,7 +257,7 @@ void observer_create(fuse_req_t req, struct who *w, struct node *dir, const char
 			ret = fd < 0 ? fd : 0;
 			redirected = true;
 		} else if (ret == 0 && (fi->flags & O_TRUNC)) {
-			ret = kill_setid(w->uid, fd);
+			ret = setid_write(w->uid, fd);
 		}
 	}
 	dir_put(dir, dfd);

@@ -114,31 +114,12 @@ int transport_opt_parse(struct fuse_args *args)
 	return ret;
 }
 
-bool transport_kill_suidgid(uid_t writer)
+int transport_request_kill_suidgid(void)
 {
 	/* Set once, by the INIT reply, before any request that asks. */
-	return __atomic_load_n(&tr.killpriv_v2, __ATOMIC_RELAXED) ? req_kill_suidgid : writer != 0;
-}
-
-int kill_suidgid_fd(int fd)
-{
-	char proc[64];
-	struct stat st;
-	mode_t mode;
-
-	if (fstat(fd, &st) < 0)
-		return -errno;
-	if (!S_ISREG(st.st_mode))
-		return 0;
-	mode = st.st_mode & 07777;
-	mode &= ~(mode_t)S_ISUID;
-	if ((mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
-		mode &= ~(mode_t)S_ISGID;
-	if (mode == (st.st_mode & 07777))
-		return 0;
-	/* Through /proc: FD may be an O_PATH descriptor (setattr by name). */
-	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
-	return fchmodat(AT_FDCWD, proc, mode, 0) < 0 ? -errno : 0;
+	if (!__atomic_load_n(&tr.killpriv_v2, __ATOMIC_RELAXED))
+		return -1;
+	return req_kill_suidgid;
 }
 
 /* What a handler wrote before its reply is seen by the handler of a later

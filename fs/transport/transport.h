@@ -50,16 +50,12 @@ void passthrough_unhold(const struct node *n);
 /* H is freed: its open is over. */
 void passthrough_forget(const struct handle *h);
 
-/* Must the request being handled on this thread clear set-user-ID (and
- * set-group-ID where group execution is on) of the file it writes,
- * truncates or opens with O_TRUNC? With FUSE_HANDLE_KILLPRIV_V2 the kernel
- * says so per request (the writer lacks CAP_FSETID); else the writer's
- * uid stands in for it (root keeps them). */
-bool transport_kill_suidgid(uid_t writer);
-
-/* Clear set-user-ID, and set-group-ID if group execution is on, of the
- * regular file at FD (any descriptor, O_PATH too). 0 or -errno. */
-int kill_suidgid_fd(int fd);
+/* What the kernel said of the request this thread handles (a WRITE, an
+ * OPEN or CREATE with O_TRUNC): 1, clear the file's set-ID bits (its
+ * writer lacks CAP_FSETID); 0, keep them; -1, the kernel does not say
+ * (no FUSE_HANDLE_KILLPRIV_V2: it clears them itself, or nobody does).
+ * fs/setid.c decides with it. */
+int transport_request_kill_suidgid(void);
 
 /* uring.c: the io_uring transport. The request this thread handles will
  * be answered by another thread (syncpool.c): its ring entry, if it is an
