@@ -351,9 +351,10 @@ static void do_xattr(fuse_req_t req, fuse_ino_t ino, enum xattr_op op, const cha
 	if (ret < 0)
 		goto reply;
 	ret = may_use(&w, n);
-	/* The stats file's, and R7: who changes a directory's (view.h). */
+	/* R7: who changes a directory's (view.h); statsfile.c answers for
+	 * the stats file. */
 	if (ret == 0)
-		ret = view_xattr(op, w.observer && w.uid == 0, n->type, statsfile_is(n),
+		ret = view_xattr(op, w.observer && w.uid == 0, n->type, false,
 				 n->type == S_IFDIR && (op == XA_SET || op == XA_REMOVE) &&
 					 may_change_dir(&w),
 				 &plan);

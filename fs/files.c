@@ -106,10 +106,6 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	void *buf;
 	ssize_t n;
 
-	if (statsfile_is(handle_of(fi)->node)) {
-		statsfile_read(req, size, off);
-		return;
-	}
 	buf = uring_reply_buffer(size);	/* over io_uring: no copy of the reply */
 	if (buf == NULL)
 		buf = read_buf(size);

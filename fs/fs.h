@@ -8,7 +8,8 @@
  *   setid.c      set-ID bits cleared where the kernel would clear them
  *   inode.c      the inode table: FUSE node ids, backing inodes, file handles
  *   handles.c    open files (fi->fh) within the descriptor budget (R12)
- *   statsfile.c  the counters as a read-only file at the root
+ *   statsfile.c  the counters as a read-only file at the root: a wrapper
+ *                around the operations table (ops.c's), built on request.c
  *   request.c    who is asking, entry replies and what the kernel may cache
  *   ticker.c     a thread that does one job every period (three use it)
  *   drops.c      what a drop's lifecycle (core/drop.h) decides, carried out:
@@ -117,11 +118,9 @@ void handles_shutdown(void);
 /* Its name, STATS_FILE, is core/stats.h's: inboxfs-quarantine keeps it free too. */
 #define STATS_INO ((uint64_t)-2)	/* beyond any backing inode number */
 void statsfile_init(void);
-struct node *statsfile_node(void);
-bool statsfile_is(const struct node *n);
-void statsfile_attr(struct stat *st);
-int statsfile_open(struct fuse_file_info *fi);
-void statsfile_read(fuse_req_t req, size_t size, off_t off);
+/* OPS wrapped: the table to serve, which answers observers' requests
+ * about the stats file and hands every other to OPS. */
+const struct fuse_lowlevel_ops *statsfile_wrap(const struct fuse_lowlevel_ops *ops);
 
 /* ---- request.c ---- */
 

@@ -202,7 +202,8 @@ int main(int argc, char *argv[])
 	if (fuse_opt_add_arg(&c.args, "-oallow_other,default_permissions,subtype=inboxfs") < 0 ||
 	    fuse_opt_insert_arg(&c.args, 1, fsname) < 0)
 		goto out;
-	fs.se = fuse_session_new(&c.args, &inboxfs_ops, sizeof(inboxfs_ops), NULL);
+	fs.se = fuse_session_new(&c.args, statsfile_wrap(&inboxfs_ops), sizeof(inboxfs_ops),
+				 NULL);
 	if (fs.se == NULL) {
 		ret = 2;	/* libfuse's "unknown option(s)" (or out of memory) */
 		goto out;

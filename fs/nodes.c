@@ -30,24 +30,16 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	who_put(&w);
 }
 
-static void forget_one(fuse_ino_t ino, uint64_t nlookup)
-{
-	struct node *n = node_of(ino);
-
-	if (!statsfile_is(n))
-		node_forget(n, nlookup);
-}
-
 void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
-	forget_one(ino, nlookup);
+	node_forget(node_of(ino), nlookup);
 	fuse_reply_none(req);
 }
 
 void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
 {
 	for (size_t i = 0; i < count; i++)
-		forget_one(forgets[i].ino, forgets[i].nlookup);
+		node_forget(node_of(forgets[i].ino), forgets[i].nlookup);
 	fuse_reply_none(req);
 }
 
@@ -69,9 +61,7 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 	if (ret == 0 && !client_holds(&w, fi))
 		ret = may_use(&w, n);
-	if (ret == 0 && statsfile_is(n))
-		statsfile_attr(&st);
-	else if (ret == 0 && fi)
+	if (ret == 0 && fi)
 		ret = fstat(handle_of(fi)->fd, &st) < 0 ? -errno : 0;
 	else if (ret == 0)
 		ret = node_stat(n, &st);
@@ -94,7 +84,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
 	if (ret == 0 && !client_holds(&w, fi))
 		ret = may_use(&w, n);
 	if (ret == 0)
-		ret = view_setattr(w.observer, n->type, statsfile_is(n),
+		ret = view_setattr(w.observer, n->type, false /* statsfile.c's */,
 				   n->type == S_IFDIR && may_change_dir(&w), &plan);
 	if (ret < 0)
 		goto done;

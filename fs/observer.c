@@ -155,12 +155,6 @@ void observer_lookup(fuse_req_t req, struct node *dir, const char *name)
 	struct stat st;
 	int ret, dfd;
 
-	if (node_id(dir) == FUSE_ROOT_ID && strcmp(name, STATS_FILE) == 0) {
-		statsfile_attr(&st);
-		fill_entry(&e, statsfile_node(), &st);
-		fuse_reply_entry(req, &e);
-		return;
-	}
 	dfd = dir_get(dir);
 	if (dfd < 0) {
 		fuse_reply_err(req, -dfd);
@@ -188,14 +182,6 @@ void observer_open(fuse_req_t req, struct who *w, struct node *n, struct fuse_fi
 	bool redirected;
 	int fd;
 
-	if (statsfile_is(n)) {
-		fd = statsfile_open(fi);
-		if (fd < 0)
-			fuse_reply_err(req, -fd);
-		else if (fuse_reply_open(req, fi) != 0)
-			handle_free(handle_of(fi));
-		return;
-	}
 	fd = open_existing(req, w, n, fi->flags, &redirected);
 	if (fd < 0) {
 		fuse_reply_err(req, -fd);
@@ -376,10 +362,6 @@ void observer_remove(fuse_req_t req, struct node *dir, const char *name, int fla
 	struct stat st;
 	int dfd, ret;
 
-	if (node_id(dir) == FUSE_ROOT_ID && strcmp(name, STATS_FILE) == 0) {
-		fuse_reply_err(req, EPERM);	/* the virtual file, not what it shadows */
-		return;
-	}
 	dfd = dir_get(dir);
 	if (dfd < 0) {
 		fuse_reply_err(req, -dfd);
@@ -435,11 +417,6 @@ void observer_rename(fuse_req_t req, struct who *w, struct node *dir, const char
 	bool hidden, taken;
 	int ret;
 
-	if ((node_id(dir) == FUSE_ROOT_ID && strcmp(name, STATS_FILE) == 0) ||
-	    (node_id(newdir) == FUSE_ROOT_ID && strcmp(newname, STATS_FILE) == 0)) {
-		fuse_reply_err(req, EPERM);	/* the virtual file, not what it shadows */
-		return;
-	}
 	struct rename_arg a = { dir_get(dir), dir_get(newdir), name };
 	if (a.olddir < 0 || a.newdir < 0) {
 		ret = a.olddir < 0 ? a.olddir : a.newdir;

@@ -73,10 +73,11 @@ int own_new(int fd, const struct who *w, const struct node *parent)
 	return 0;
 }
 
-/* What the kernel may cache: core/view.h decides. */
+/* What the kernel may cache: core/view.h decides (statsfile.c for the
+ * stats file). */
 double attr_timeout(struct node *n)
 {
-	return view_attr_timeout(statsfile_is(n));
+	return view_attr_timeout(false);
 }
 
 void fill_entry(struct fuse_entry_param *e, struct node *n, const struct stat *st)
