@@ -380,6 +380,16 @@ void client_rename(fuse_req_t req, struct who *w, struct node *dir, const char *
 	fuse_reply_err(req, -ret);
 }
 
+void dirsnap_free(struct dirsnap *snap)
+{
+	if (snap == NULL)
+		return;
+	for (size_t i = 0; i < snap->n; i++)
+		free(snap->e[i].name);
+	free(snap->e);
+	free(snap);
+}
+
 static int snap_add(struct dirsnap *snap, const char *name, ino_t ino, unsigned char type)
 {
 	if (snap->n == snap->cap) {

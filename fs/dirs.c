@@ -67,16 +67,6 @@ void dirs_shutdown(void)
 		dirh_free(open_list);
 }
 
-void dirsnap_free(struct dirsnap *snap)
-{
-	if (snap == NULL)
-		return;
-	for (size_t i = 0; i < snap->n; i++)
-		free(snap->e[i].name);
-	free(snap->e);
-	free(snap);
-}
-
 void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct node *n = node_of(ino);
