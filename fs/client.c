@@ -294,7 +294,7 @@ void client_mknod(fuse_req_t req, struct who *w, struct node *dir, const char *n
 	}
 	h->node = n;
 	ret = drop_handle_close(h, w->s);
-	drop_handle_release(h);
+	release_handle(h);
 	if (ret < 0) {
 		node_forget(n, 1);
 		fuse_reply_err(req, -ret);

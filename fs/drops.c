@@ -275,11 +275,12 @@ int drop_handle_flush(struct handle *h, pid_t tid, uid_t uid)
 	return ret;
 }
 
-void drop_handle_release(struct handle *h)
+/* The RELEASE of any handle H, at the kernel's RELEASE or at the unmount
+ * (handles_shutdown()): a drop's is carried out first. Frees H. */
+void release_handle(struct handle *h)
 {
-	struct drop *d = h->drop.d;
-
-	drop_carry_out(d, drop_release(&h->drop), h->fd);
+	if (h->drop.d)
+		drop_carry_out(h->drop.d, drop_release(&h->drop), h->fd);
 	handle_free(h);
 }
 

@@ -177,12 +177,7 @@ void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct handle *h = handle_of(fi);
-
-	if (h->drop.d)
-		drop_handle_release(h);
-	else
-		handle_free(h);
+	release_handle(handle_of(fi));
 	fuse_reply_err(req, 0);
 }
 

@@ -110,8 +110,9 @@ struct handle *handle_new(struct session *s);
 void handle_free(struct handle *h);	/* closes its fd */
 /* A new observer's handle of N with descriptor FD, as FI's: 0 or -EMFILE. */
 int handle_attach(struct fuse_file_info *fi, struct node *n, int fd);
-/* Unmounted: let go of the handles whose RELEASE never came. */
-void handles_shutdown(void);
+/* Unmounted: let go of the handles whose RELEASE never came, each by
+ * RELEASE (drops.c's release_handle(), which frees it). */
+void handles_shutdown(void (*release)(struct handle *h));
 
 /* ---- statsfile.c: the counters, a read-only file at the root (observers) ---- */
 
@@ -165,7 +166,8 @@ int drop_carry_out(struct drop *d, enum drop_action act, int fd);	/* the close's
  * it). */
 int drop_handle_flush(struct handle *h, pid_t tid, uid_t uid);
 int drop_handle_close(struct handle *h, struct session *s);
-void drop_handle_release(struct handle *h);	/* frees H */
+/* The RELEASE of any handle: a drop's carried out first. Frees H. */
+void release_handle(struct handle *h);
 void drop_handle_abandon(struct handle *h);	/* a handle the kernel did not take */
 void drop_node_free(struct drop *d);		/* drop_config.on_free */
 int writer_holds(pid_t pid, const struct drop *d);	/* drop_config.held_elsewhere */

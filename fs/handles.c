@@ -69,7 +69,7 @@ int handle_attach(struct fuse_file_info *fi, struct node *n, int fd)
 	return 0;
 }
 
-void handles_shutdown(void)
+void handles_shutdown(void (*release)(struct handle *h))
 {
 	struct handle *h;
 
@@ -79,9 +79,6 @@ void handles_shutdown(void)
 		pthread_mutex_unlock(&open_lock);
 		if (h == NULL)
 			break;
-		if (h->drop.d)
-			drop_handle_release(h);
-		else
-			handle_free(h);
+		release(h);
 	}
 }

@@ -150,7 +150,7 @@ stop:
 	if (takeover_lost_area())
 		ret = 1;
 	linger_stop();
-	handles_shutdown();
+	handles_shutdown(release_handle);
 	dirs_shutdown();
 	if (sessions_up)
 		sessions_shutdown();
