@@ -129,7 +129,7 @@ static int open_drop(struct drop *d, int flags, struct fuse_file_info *fi)
 	 * the drop from closing. */
 	fd = node_open(d->node, flags & ~(O_CREAT | O_EXCL | O_NOCTTY));
 	if (fd < 0) {
-		drop_carry_out(h->drop.d, drop_abandon(&h->drop), -1);
+		carry_out(h->drop.d, drop_abandon(&h->drop), -1);
 		handle_free(h);
 		return fd;
 	}
@@ -149,7 +149,7 @@ void client_open(fuse_req_t req, struct who *w, struct node *n, struct fuse_file
 	if (ret < 0)
 		fuse_reply_err(req, -ret);
 	else if (fuse_reply_open(req, fi) != 0)
-		drop_handle_abandon(handle_of(fi));
+		abandon_drop(handle_of(fi));
 }
 
 /* Record in the staged file where D goes, for recovery after a crash. */
@@ -247,7 +247,7 @@ void client_create(fuse_req_t req, struct who *w, struct node *dir, const char *
 		node_ref(n);
 		fill_entry(&e, n, &st);
 		if (fuse_reply_create(req, &e, fi) != 0) {
-			drop_handle_abandon(handle_of(fi));
+			abandon_drop(handle_of(fi));
 			node_forget(n, 1);
 		}
 		return;
@@ -266,7 +266,7 @@ void client_create(fuse_req_t req, struct who *w, struct node *dir, const char *
 	set_handle(fi, h, n, h->fd);
 	fill_entry(&e, n, &st);
 	if (fuse_reply_create(req, &e, fi) != 0) {
-		drop_handle_abandon(h);
+		abandon_drop(h);
 		node_forget(n, 1);
 	}
 }
@@ -293,7 +293,7 @@ void client_mknod(fuse_req_t req, struct who *w, struct node *dir, const char *n
 		return;
 	}
 	h->node = n;
-	ret = drop_handle_close(h, w->s);
+	ret = close_drop(h, w->s);
 	release_handle(h);
 	if (ret < 0) {
 		node_forget(n, 1);
@@ -333,7 +333,7 @@ void client_remove(fuse_req_t req, struct who *w, struct node *parent, const cha
 		 * the last release. */
 		ret = drop_unlink(d, &act);
 		if (ret == 0)
-			drop_carry_out(d, act, -1);
+			carry_out(d, act, -1);
 		drop_put(d);
 	}
 	fuse_reply_err(req, -ret);

@@ -1,7 +1,7 @@
 /* Carrying out what a drop's lifecycle (core/drop.h) decides: the closes
  * and releases of drop handles, making a drop durable and publishing it,
  * putting it aside, and the thread that publishes lingering drops. Every
- * publication starts in drop_carry_out(). */
+ * publication starts in carry_out(). */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "fs.h"
 #include "log.h"
 #include "names.h"
@@ -18,23 +19,10 @@
 #include "stats.h"
 #include "transport/transport.h"
 
-static uint64_t now_usec(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
-uint64_t now_ms(void)
-{
-	return now_usec() / 1000;
-}
-
 /* ---- the actions ---- */
 
 /* FD, or a descriptor of D's staged file opened into *OWN. */
-static int drop_fd(struct drop *d, int fd, int *own)
+static int staged_fd(struct drop *d, int fd, int *own)
 {
 	*own = -1;
 	if (fd >= 0)
@@ -45,7 +33,7 @@ static int drop_fd(struct drop *d, int fd, int *own)
 
 /* Who waits for a close's answer: the thread that sent the FLUSH (0: a
  * mknod's close, or nothing to look at there). */
-struct closer {
+struct close_waiter {
 	pid_t tid;
 };
 
@@ -56,7 +44,7 @@ struct closer {
  * close has failed already, -ENOTCONN. The rest is the lifecycle's rule
  * (drop_reachable(): its writer killed meanwhile, its SMB connection
  * lost). */
-static int answer_reachable(const struct drop *d, const struct closer *cl)
+static int answer_reachable(const struct drop *d, const struct close_waiter *cl)
 {
 	if (cl == NULL)
 		return 0;
@@ -70,10 +58,10 @@ static int answer_reachable(const struct drop *d, const struct closer *cl)
  * observer may) cannot take it: it goes to the top of the inbox, by the
  * rule recovery and inboxfs-quarantine follow (publish_inside()).
  * CL: the close whose answer waits for it (NULL: none). */
-static int publish(struct drop *d, int fd, const struct closer *cl)
+static int publish(struct drop *d, int fd, const struct close_waiter *cl)
 {
 	char final[NAME_MAX_BYTES + 1], q1[1024], q2[1024], client[64];
-	uint64_t start = now_usec();
+	uint64_t start = monotonic_us();
 	struct node *dir = node_of(d->parent);
 	enum delivery where;
 	bool top, told = false;
@@ -87,7 +75,7 @@ static int publish(struct drop *d, int fd, const struct closer *cl)
 		ret = -ESTALE;
 		goto out;
 	}
-	fd = drop_fd(d, fd, &own);
+	fd = staged_fd(d, fd, &own);
 	if (fd < 0) {
 		ret = fd;
 		goto out;
@@ -119,7 +107,7 @@ static int publish(struct drop *d, int fd, const struct closer *cl)
 	if (ret == 1 || (top && strcmp(final, d->name) != 0))
 		stat_add(STAT_REWRITES, 1);
 	stat_add(STAT_PUBLISHED, 1);
-	stat_latency(now_usec() - start);
+	stat_latency(monotonic_us() - start);
 	ret = 0;
 out:
 	if (own >= 0)
@@ -136,12 +124,12 @@ out:
 
 /* Make D durable and staged as acknowledged (a.*): recovery delivers it.
  * CL: the close whose answer waits for it (NULL: none). */
-static int ack(struct drop *d, int fd, const struct closer *cl)
+static int ack(struct drop *d, int fd, const struct close_waiter *cl)
 {
 	bool told = false;
 	int own, ret = 0;
 
-	fd = drop_fd(d, fd, &own);
+	fd = staged_fd(d, fd, &own);
 	if (takeover_lost_area())
 		ret = -ESTALE;		/* as in publish() */
 	else if (fd < 0)
@@ -177,7 +165,7 @@ static void quarantine(struct drop *d)
 }
 
 /* CL: for a close, whose answer waits for this (NULL: none). */
-static int carry_out(struct drop *d, enum drop_action act, int fd, const struct closer *cl)
+static int carry_out_for(struct drop *d, enum drop_action act, int fd, const struct close_waiter *cl)
 {
 	int answer = 0;
 
@@ -207,12 +195,12 @@ static int carry_out(struct drop *d, enum drop_action act, int fd, const struct 
 	}
 }
 
-int drop_carry_out(struct drop *d, enum drop_action act, int fd)
+int carry_out(struct drop *d, enum drop_action act, int fd)
 {
-	return carry_out(d, act, fd, NULL);
+	return carry_out_for(d, act, fd, NULL);
 }
 
-void drop_node_free(struct drop *d)
+void forget_drop_node(struct drop *d)
 {
 	if (d->node == NULL)
 		return;
@@ -238,7 +226,7 @@ static int handle_close(struct handle *h, struct session *s, pid_t tid, uid_t ui
 			int unplaced)
 {
 	struct drop_closer c = { .session = s, .unplaced = unplaced, .tid = tid, .uid = uid };
-	struct closer cl = { .tid = tid };
+	struct close_waiter cl = { .tid = tid };
 	enum drop_action act;
 	int ret = drop_close(&h->drop, &c, &act);
 
@@ -249,16 +237,16 @@ static int handle_close(struct handle *h, struct session *s, pid_t tid, uid_t ui
 	if (c.exiting)
 		cl.tid = 0;
 	if (act != DROP_NOTHING)
-		ret = carry_out(h->drop.d, act, h->fd, &cl);
+		ret = carry_out_for(h->drop.d, act, h->fd, &cl);
 	return ret;
 }
 
-int drop_handle_close(struct handle *h, struct session *s)
+int close_drop(struct handle *h, struct session *s)
 {
 	return handle_close(h, s, 0, 0, 0);
 }
 
-int drop_handle_flush(struct handle *h, pid_t tid, uid_t uid)
+int flush_drop(struct handle *h, pid_t tid, uid_t uid)
 {
 	struct session *s = NULL;
 	int ret;
@@ -280,13 +268,13 @@ int drop_handle_flush(struct handle *h, pid_t tid, uid_t uid)
 void release_handle(struct handle *h)
 {
 	if (h->drop.d)
-		drop_carry_out(h->drop.d, drop_release(&h->drop), h->fd);
+		carry_out(h->drop.d, drop_release(&h->drop), h->fd);
 	handle_free(h);
 }
 
-void drop_handle_abandon(struct handle *h)
+void abandon_drop(struct handle *h)
 {
-	drop_carry_out(h->drop.d, drop_abandon(&h->drop), h->fd);
+	carry_out(h->drop.d, drop_abandon(&h->drop), h->fd);
 	handle_free(h);
 }
 
@@ -301,7 +289,7 @@ static void publish_due(bool all)
 	struct drop *d;
 
 	while ((d = drop_next_due(all)) != NULL) {
-		drop_carry_out(d, DROP_PUBLISH, -1);
+		carry_out(d, DROP_PUBLISH, -1);
 		drop_put(d);
 	}
 }

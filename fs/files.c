@@ -157,7 +157,7 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
  * thread: the closer's uid tells smbd's own teardown from a CLOSE. */
 static void flush_job(fuse_req_t req, void *h, int pid)
 {
-	fuse_reply_err(req, -drop_handle_flush(h, pid, fuse_req_ctx(req)->uid));
+	fuse_reply_err(req, -flush_drop(h, pid, fuse_req_ctx(req)->uid));
 }
 
 void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

@@ -160,16 +160,18 @@ static inline bool loses_data(int err)
 
 /* ---- drops.c ---- */
 
-int drop_carry_out(struct drop *d, enum drop_action act, int fd);	/* the close's answer */
+/* Carry out ACT, a decision of D's lifecycle (FD: a descriptor of its
+ * staged file, or -1). The close's answer. */
+int carry_out(struct drop *d, enum drop_action act, int fd);
 /* A close (a FLUSH, answered by the caller with what this returns) of H
  * by thread TID, with the caller's fsuid UID (the kernel's FLUSH carries
  * it). */
-int drop_handle_flush(struct handle *h, pid_t tid, uid_t uid);
-int drop_handle_close(struct handle *h, struct session *s);
+int flush_drop(struct handle *h, pid_t tid, uid_t uid);
+int close_drop(struct handle *h, struct session *s);	/* a mknod's close */
 /* The RELEASE of any handle: a drop's carried out first. Frees H. */
 void release_handle(struct handle *h);
-void drop_handle_abandon(struct handle *h);	/* a handle the kernel did not take */
-void drop_node_free(struct drop *d);		/* drop_config.on_free */
+void abandon_drop(struct handle *h);	/* a handle the kernel did not take */
+void forget_drop_node(struct drop *d);	/* drop_config.on_free */
 int writer_holds(pid_t pid, const struct drop *d);	/* drop_config.held_elsewhere */
 /* Closed drops kept visible to their session (linger=). */
 int linger_start(void);
@@ -200,7 +202,6 @@ void ticker_stop(struct ticker *t);
  * serving. covered_stop() ends the watch; the caller closes COVERED. */
 int covered_start(int covered);
 void covered_stop(void);
-uint64_t now_ms(void);
 
 /* ---- syncpool.c ---- */
 

@@ -14,6 +14,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "cmdline.h"
 #include "config.h"
 #include "fs.h"
@@ -99,8 +100,8 @@ static int serve(const struct cmdline *c, int inbox_fd, int covered, bool *serve
 	drop_init(&(struct drop_config){
 		.linger_ms = 1000ULL * fs.cfg.linger,
 		.max_drops = fs.cfg.max_drops,
-		.now_ms = now_ms,
-		.on_free = drop_node_free,
+		.now_ms = monotonic_ms,
+		.on_free = forget_drop_node,
 		.task_state = task_state,
 		.task_doomed = task_doomed,
 		.peer_lost = peer_lost,

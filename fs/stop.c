@@ -32,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "fs.h"
 #include "log.h"
 
@@ -106,12 +107,12 @@ static struct timespec after_ms(clockid_t clock, uint64_t ms)
  * end; log how it ended. */
 static void drain(int sig, unsigned open)
 {
-	uint64_t start = now_ms(), deadline = start + 1000ULL * st.drain;
+	uint64_t start = monotonic_ms(), deadline = start + 1000ULL * st.drain;
 
 	log_notice("draining on SIG%s: %u drops open, up to %u s (a second SIGTERM or "
 		   "SIGINT stops at once)", sigabbrev_np(sig), open, st.drain);
 	while ((open = drop_unanswered()) > 0 && signals() == 1 && !loop_over() &&
-	       now_ms() < deadline) {
+	       monotonic_ms() < deadline) {
 		struct timespec until = after_ms(CLOCK_MONOTONIC, DRAIN_POLL_MS);
 
 		(void)sem_clockwait(&st.wake, CLOCK_MONOTONIC, &until);
@@ -119,7 +120,7 @@ static void drain(int sig, unsigned open)
 	if (loop_over())
 		return;		/* unmounted meanwhile: main() logs it */
 	if (open == 0)
-		log_notice("drained: no drop open after %.1f s", (now_ms() - start) / 1000.0);
+		log_notice("drained: no drop open after %.1f s", (monotonic_ms() - start) / 1000.0);
 	else if (signals() > 1)
 		log_notice("SIG%s during the drain: stopping now, %u drops open go to incomplete/",
 			   sigabbrev_np(__atomic_load_n(&st.last, __ATOMIC_SEQ_CST)), open);
