@@ -80,7 +80,9 @@
  * happen to the drop: no write, truncate or failure reaches it.
  *
  * Locking: one mutex, drop_lock (drop.c), protects every field marked [L]
- * and each session's drop list. Lock order: drop_lock, then the session
+ * and each session's drop list. From CLOSING on, parent, name and error
+ * change only by the closer (changes in flight have ended, none begins),
+ * which reads them without the lock (fs/drops.c). Lock order: drop_lock, then the session
  * table's lock (sessions.c), then the inode table's (fs/inode.c). No
  * function here blocks on I/O with drop_lock held (drop_close() lets it go
  * while a probe reads /proc); drop_close() and drop_next_due() wait (on a condition, lock released) for changes in

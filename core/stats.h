@@ -1,4 +1,6 @@
-/* Counters (R10), dotted names in the OpenSMTPD manner, lock-free. */
+/* Counters (R10), lock-free: one word each (a dot only where one counts a
+ * kind of another, recoveries.areas), as the stats file and inboxfs-stat
+ * show them. */
 #ifndef INBOXFS_STATS_H
 #define INBOXFS_STATS_H
 

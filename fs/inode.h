@@ -9,14 +9,14 @@
  *   file handle   name_to_handle_at() bytes, kept in the node: the way back
  *                 to the file without holding a descriptor per inode (R12),
  *                 and unchanged when a drop moves from staging to the inbox.
- *   session alias a client drop is a node whose ->drop is set; its owner
- *                 knows it by the name it asked for (struct drop).
+ *   session alias a client drop's node is the one its struct drop points
+ *                 to (drop->node); its owner knows it by the name it
+ *                 asked for, and finds it with drop_find_node().
  *
  * Locking: table_lock (inode.c) protects the hash chains, nlookup and
- * name/parent_ino. ->drop is read and written under session_lock(). Lock
- * order: session_lock() before table_lock (a client's lookup takes a
- * reference on its drop's node under the session lock); inode.c never
- * calls out while holding table_lock. */
+ * name/parent_ino. It is the last of the lock order (core/drop.h):
+ * inode.c never calls out while holding it. A drop keeps its node by a
+ * lookup reference (node_ref()), taken while the caller holds the drop. */
 #ifndef INBOXFS_INODE_H
 #define INBOXFS_INODE_H
 
@@ -25,13 +25,10 @@
 
 #include <fuse_lowlevel.h>
 
-struct drop;
-
 struct node {
 	uint64_t ino;
 	uint64_t nlookup;
 	mode_t type;			/* S_IFMT bits */
-	struct drop *drop;		/* a client drop's state, or NULL */
 	uint64_t parent_ino;		/* where an observer last looked it up */
 	char *name;			/* ... and under which name */
 	struct node *next;		/* hash chain */
