@@ -19,7 +19,7 @@
 struct dirsync_wait;
 
 struct dirsync {
-	pthread_mutex_t lock;
+	pthread_mutex_t lock;		/* a leaf: the sync itself runs unlocked */
 	pthread_cond_t done;
 	bool busy;			/* a leader is syncing */
 	struct dirsync_wait *queue;	/* callers no running sync covers */

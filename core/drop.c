@@ -16,6 +16,12 @@
  * later (its directory full, an I/O error): it may never be lost. */
 #define RETRY_MS 5000
 
+/* The lock order, written here only: drop_lock, then the session table's
+ * (core/sessions.c), then the inode table's (fs/inode.c: table_lock), each
+ * taken only after those before it. Every other lock of the daemon is a
+ * leaf, marked so where it is defined: taken with none of these held,
+ * taking none while held. No lock is held across I/O but where its
+ * definition says so. */
 static pthread_mutex_t drop_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t drop_idle = PTHREAD_COND_INITIALIZER;	/* inflight reached 0 */
 static struct drop_config cfg;

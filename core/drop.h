@@ -80,13 +80,13 @@
  * happen to the drop: no write, truncate or failure reaches it.
  *
  * Locking: one mutex, drop_lock (drop.c), protects every field marked [L]
- * and each session's drop list. From CLOSING on, parent, name and error
- * change only by the closer (changes in flight have ended, none begins),
- * which reads them without the lock (fs/drops.c). Lock order: drop_lock, then the session
- * table's lock (sessions.c), then the inode table's (fs/inode.c). No
- * function here blocks on I/O with drop_lock held (drop_close() lets it go
- * while a probe reads /proc); drop_close() and drop_next_due() wait (on a condition, lock released) for changes in
- * flight to end. References: every pointer returned here comes with one
+ * and each session's drop list; it is the first of the lock order (drop.c,
+ * beside it). From CLOSING on, parent, name and error change only by the
+ * closer (changes in flight have ended, none begins), which reads them
+ * without the lock (fs/drops.c). No function here blocks on I/O with
+ * drop_lock held (drop_close() lets it go while a probe reads /proc);
+ * drop_close() and drop_next_due() wait (on a condition, lock released)
+ * for changes in flight to end. References: every pointer returned here comes with one
  * (drop_put() returns it); a handle holds one, and so does the lifecycle
  * itself until its finishing action is done. */
 #ifndef INBOXFS_DROP_H

@@ -68,7 +68,7 @@ struct tid_slot {
 	struct session *s;
 };
 
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;	/* after drop_lock (drop.c) */
 static struct session *buckets[SESSION_BUCKETS];
 static struct tid_slot tid_cache[TID_SLOTS];
 static uint32_t generation = 1;

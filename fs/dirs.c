@@ -30,7 +30,7 @@ struct dirh {
 
 /* Every open directory, so that those whose RELEASEDIR never came (the
  * kernel may unmount with releases still queued) are let go at shutdown. */
-static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;	/* a leaf */
 static struct dirh *open_list;
 
 static void dirh_link(struct dirh *d)

@@ -30,31 +30,19 @@
  *                the session loop ended
  *   main.c       options, start-up checks, recovery, the session loop
  *
- * Locks, in the one order they may be taken:
- *   drop_lock (core/drop.c)  every drop's state, each session's drop list
- *   the session table's (core/sessions.c)
- *   table_lock (inode.c)     the inode table
- * The others are leaves, taken with none of these held and taking none:
- * the lists of open handles and directories (handles.c, dirs.c), the
- * waits of the periodic threads (ticker.c, released while their job runs:
- * the linger thread's, the take-over's, which holds no lock while it
- * recovers — each area's own lock, a file's, keeps instances apart — and
- * the covered directory's watcher's), passthrough's counts (transport/passthrough.c,
- * held across a backing file's open and registration, which must be one
- * step with the decision), the group commit of directory syncs
- * (core/dirsync.c, whose sync runs unlocked), syncpool.c's job queue,
- * each io_uring thread's list of answered parked entries (transport/uring.c), and
- * the stop's (stop.c: whether the session loop has returned).
- * Threads: libfuse's (or transport/uring.c's ring threads) fetch and handle requests;
- * syncpool.c's workers handle and answer the ones that wait on the disk;
- * the linger thread publishes; core/sessions.c's watches sessions;
- * covered.c's watches the directory under the mount; recovery.c's takes
- * over dead instances' staging areas; stop.c's drains at a stop and then
- * ends the session loop.
- * No other lock is held across I/O; a drop used after drop_lock is released is
- * held by a reference (drop_ref()/drop_put(), or its handle's). A handle is
- * the kernel's from its open's reply to its RELEASE, which frees it; the
- * kernel sends no request on a handle after its RELEASE. */
+ * Locks: three nest, in the order written beside the first of them
+ * (core/drop.c: drop_lock, the session table's, the inode table's); every
+ * other is a leaf, marked so where it is defined.
+ * Threads: libfuse's (or transport/uring.c's ring threads) fetch and
+ * handle requests; syncpool.c's workers handle and answer the ones that
+ * wait on the disk; the linger thread publishes; core/sessions.c's watches
+ * sessions; covered.c's watches the directory under the mount;
+ * recovery.c's takes over dead instances' staging areas; stop.c's drains
+ * at a stop and then ends the session loop.
+ * A drop used after drop_lock is released is held by a reference
+ * (drop_ref()/drop_put(), or its handle's). A handle is the kernel's from
+ * its open's reply to its RELEASE, which frees it; the kernel sends no
+ * request on a handle after its RELEASE. */
 #ifndef INBOXFS_FS_H
 #define INBOXFS_FS_H
 
@@ -184,7 +172,10 @@ struct ticker {
 	bool wait_first;		/* a period before the first run */
 	bool (*job)(void);		/* false: the thread ends */
 	/* ticker.c's */
-	pthread_mutex_t lock;		/* a leaf: stopping */
+	/* A leaf: stopping. Released while the job runs (the take-over's
+	 * holds no lock while it recovers: each area's own lock, a file's,
+	 * keeps instances apart). */
+	pthread_mutex_t lock;
 	pthread_cond_t wake;
 	bool stopping, started;
 	pthread_t thread;

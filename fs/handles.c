@@ -11,7 +11,7 @@
 
 /* Every handle, so that those whose RELEASE never came (the kernel may
  * unmount with releases still queued) are let go at shutdown. */
-static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;	/* a leaf */
 static struct handle *open_list;	/* [open_lock] */
 
 struct handle *handle_new(struct session *s)

@@ -11,6 +11,7 @@
 
 #include "log.h"
 
+/* The last of the lock order (core/drop.c): never held while calling out. */
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct node **buckets;
 static size_t nbuckets, count;

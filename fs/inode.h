@@ -14,7 +14,7 @@
  *                 asked for, and finds it with drop_find_node().
  *
  * Locking: table_lock (inode.c) protects the hash chains, nlookup and
- * name/parent_ino. It is the last of the lock order (core/drop.h):
+ * name/parent_ino. It is the last of the lock order (core/drop.c):
  * inode.c never calls out while holding it. A drop keeps its node by a
  * lookup reference (node_ref()), taken while the caller holds the drop. */
 #ifndef INBOXFS_INODE_H

@@ -78,6 +78,8 @@ struct pt_handle {
 
 #define BUCKETS 1024
 static struct {
+	/* A leaf, held across a backing file's open and registration, which
+	 * must be one step with the decision. */
 	pthread_mutex_t lock;
 	pthread_cond_t released;	/* a node's last passthrough handle */
 	struct pt_node *nodes[BUCKETS];
