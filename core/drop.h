@@ -81,14 +81,15 @@
  *
  * Locking: one mutex, drop_lock (drop.c), protects every field marked [L]
  * and each session's drop list; it is the first of the lock order (drop.c,
- * beside it). From CLOSING on, parent, name and error change only by the
+ * beside it). Fields marked [L*] change, from CLOSING on, only by the
  * closer (changes in flight have ended, none begins), which reads them
- * without the lock (fs/drops.c). No function here blocks on I/O with
- * drop_lock held (drop_close() lets it go while a probe reads /proc);
- * drop_close() and drop_next_due() wait (on a condition, lock released)
- * for changes in flight to end. References: every pointer returned here comes with one
- * (drop_put() returns it); a handle holds one, and so does the lifecycle
- * itself until its finishing action is done. */
+ * without the lock then (fs/drops.c). No function here blocks on I/O
+ * with drop_lock held (drop_close() lets it go while a probe reads
+ * /proc); drop_close() and drop_next_due() wait (on a condition, lock
+ * released) for changes in flight to end. References: every pointer
+ * returned here comes with one (drop_put() returns it); a handle holds
+ * one, and so does the lifecycle itself until its finishing action is
+ * done. */
 #ifndef INBOXFS_DROP_H
 #define INBOXFS_DROP_H
 
@@ -138,8 +139,8 @@ struct drop {
 	char stage_name[STAGE_NAME_MAX];
 
 	enum drop_state state;		/* [L] */
-	uint64_t parent;		/* [L] directory it goes to (FUSE node id) */
-	char *name;			/* [L] the name it was asked for, or renamed to */
+	uint64_t parent;		/* [L*] directory it goes to (FUSE node id) */
+	char *name;			/* [L*] the name it was asked for, or renamed to */
 	unsigned refs;			/* [L] */
 	unsigned nopen;			/* [L] open handles */
 	unsigned nlive;			/* [L] writer's handles not yet closed */
@@ -148,7 +149,7 @@ struct drop {
 	bool written;			/* [L] data or size changed since create */
 	bool acked;			/* [L] a close was acknowledged (staged a.*) */
 	bool orphaned;			/* [L] its writer exited before writing */
-	int error;			/* [L] why it failed (an errno) */
+	int error;			/* [L*] why it failed (an errno) */
 	uint64_t due;			/* [L] LINGERING: publish at (ms) */
 	struct drop *next;		/* [L] its session's list */
 	struct drop *due_next;		/* [L] the lingering list */
