@@ -1,8 +1,9 @@
-"""The transport (fs/transport.c, fs/uring.c; README "Options", uring=): FUSE
-over io_uring where the kernel offers it, /dev/fuse otherwise, with one log
-line saying which; FUSE_HANDLE_KILLPRIV_V2 negotiated, set-ID bits still
-cleared as the kernel would. Tests that change the fuse module's enable_uring
-restore it, whatever happens (the enable_uring fixture)."""
+"""The transport (fs/transport/: transport.c, uring.c; README "Options",
+uring=): FUSE over io_uring where the kernel offers it, /dev/fuse
+otherwise, with one log line saying which; FUSE_HANDLE_KILLPRIV_V2
+negotiated, set-ID bits still cleared as the kernel would. Tests that
+change the fuse module's enable_uring restore it, whatever happens (the
+enable_uring fixture)."""
 
 import contextlib
 import errno
