@@ -77,7 +77,7 @@ static void ignore_sighup(void)
 }
 
 /* Why the loop ended, in the words of the log line. */
-static void log_stop(int loop_ret, const char *mountpoint)
+static void report_stop(int loop_ret, const char *mountpoint)
 {
 	if (loop_ret == SIGTERM || loop_ret == SIGINT || loop_ret == SIGHUP)
 		log_notice("stopping on SIG%s", sigabbrev_np(loop_ret));
@@ -142,7 +142,7 @@ static int serve(const struct cmdline *c, int inbox_fd, int covered, bool *serve
 	sret = stop_end();
 	if (sret && ret == 0)
 		ret = sret;
-	log_stop(ret, c->opts.mountpoint);
+	report_stop(ret, c->opts.mountpoint);
 	ret = !(ret == 0 || ret == SIGTERM || ret == SIGINT || ret == SIGHUP);
 stop:
 	syncpool_stop();	/* its answers may go through the rings */
@@ -224,7 +224,7 @@ int main(int argc, char *argv[])
 		goto out_inodes;
 	}
 	fs.staging.top_ino = st.st_ino;
-	why = c.staging ? staging_misplaced(fd, c.staging) : NULL;
+	why = c.staging ? misplaced_staging(fd, c.staging) : NULL;
 	if (why) {
 		fprintf(stderr, "inboxfs: staging=%s: %s\n", c.staging, why);
 		goto out_inodes;

@@ -133,7 +133,7 @@ static bool is_below(int fd, const struct stat *top, struct stat *child, int *de
  * directory outside INBOX's tree that does not contain INBOX either. A staging that
  * does not exist yet is judged by where it would be made. Returns why not,
  * or NULL (also when PATH cannot be opened: staging_open() reports it). */
-const char *staging_misplaced(int inbox_fd, const char *path)
+const char *misplaced_staging(int inbox_fd, const char *path)
 {
 	struct stat in, hidden, child, sg;
 	const char *why = NULL, *leaf = NULL;

@@ -20,7 +20,7 @@ bool topmost_inboxfs(const char *real, dev_t *dev, int *id);
  * or -1 with a line on stderr. */
 int open_dir_arg(const char *what, const char *path);
 /* Why the staging directory PATH cannot be (a sentence), or NULL. */
-const char *staging_misplaced(int inbox_fd, const char *path);
+const char *misplaced_staging(int inbox_fd, const char *path);
 /* The directory MNT_FD at PATH, under the mount to be: without ST, can
  * everything there be delivered into the inbox? With ST: deliver it.
  * 0 to go on, 1 an over-mount (MNT_FD is INBOX: nothing to sweep or

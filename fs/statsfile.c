@@ -87,7 +87,7 @@ static char *render(size_t *len)
 	return buf;
 }
 
-static void stats_attr(struct stat *st)
+static void statsfile_attr(struct stat *st)
 {
 	size_t len = 0;
 	char *text = render(&len);
@@ -101,7 +101,7 @@ static void stats_attr(struct stat *st)
 	st->st_mtime = st->st_ctime = st->st_atime = time(NULL);
 }
 
-static int stats_open(struct fuse_file_info *fi)
+static int statsfile_open(struct fuse_file_info *fi)
 {
 	struct handle *h;
 
@@ -119,7 +119,7 @@ static int stats_open(struct fuse_file_info *fi)
 /* Rendered afresh for each read and owned by it: a read can still be
  * answered while its reader, killed, has had its file released. The text
  * is short enough to be read whole in one go. */
-static void stats_read(fuse_req_t req, size_t size, off_t off)
+static void statsfile_read(fuse_req_t req, size_t size, off_t off)
 {
 	size_t len = 0;
 	char *text = render(&len);
@@ -136,7 +136,7 @@ static void stats_read(fuse_req_t req, size_t size, off_t off)
 /* ---- the wrapping operations: an observer's requests about the stats
  * file answered here, every other request the wrapped operation's ---- */
 
-static void stats_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+static void statsfile_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fuse_entry_param e;
 	struct stat st;
@@ -149,7 +149,7 @@ static void stats_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 			inner.lookup(req, parent, name);
 			return;
 		}
-		stats_attr(&st);
+		statsfile_attr(&st);
 		fill_entry(&e, &stats_node, &st);
 		e.attr_timeout = view_attr_timeout(true);
 		fuse_reply_entry(req, &e);
@@ -157,7 +157,7 @@ static void stats_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 }
 
 /* The stats file's node is never forgotten: it is no node of the table. */
-static void stats_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+static void statsfile_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
 	if (is_stats(ino))
 		fuse_reply_none(req);
@@ -165,7 +165,7 @@ static void stats_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 		inner.forget(req, ino, nlookup);
 }
 
-static void stats_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+static void statsfile_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
 {
 	size_t kept = 0;
 
@@ -178,7 +178,7 @@ static void stats_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_
 /* True if REQ is an observer's about the stats file INO (then the caller
  * answers it); false if it was answered, or is the wrapped operation's
  * (*PASS). */
-static bool stats_request(fuse_req_t req, fuse_ino_t ino, bool *pass)
+static bool statsfile_request(fuse_req_t req, fuse_ino_t ino, bool *pass)
 {
 	bool observer = false;
 
@@ -189,39 +189,39 @@ static bool stats_request(fuse_req_t req, fuse_ino_t ino, bool *pass)
 	return observer;
 }
 
-static void stats_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void statsfile_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct stat st;
 	bool pass;
 
-	if (stats_request(req, ino, &pass)) {
-		stats_attr(&st);
+	if (statsfile_request(req, ino, &pass)) {
+		statsfile_attr(&st);
 		fuse_reply_attr(req, &st, view_attr_timeout(true));
 	} else if (pass) {
 		inner.getattr(req, ino, fi);
 	}
 }
 
-static void stats_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
+static void statsfile_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
 			  struct fuse_file_info *fi)
 {
 	bool pass;
 
 	enum setattr_plan plan;
 
-	if (stats_request(req, ino, &pass))
+	if (statsfile_request(req, ino, &pass))
 		fuse_reply_err(req, -view_setattr(true, S_IFREG, true, false, &plan));
 	else if (pass)
 		inner.setattr(req, ino, attr, valid, fi);
 }
 
-static void stats_open_op(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void statsfile_open_op(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	bool pass;
 	int ret;
 
-	if (stats_request(req, ino, &pass)) {
-		ret = stats_open(fi);
+	if (statsfile_request(req, ino, &pass)) {
+		ret = statsfile_open(fi);
 		if (ret < 0)
 			fuse_reply_err(req, -ret);
 		else if (fuse_reply_open(req, fi) != 0)
@@ -232,18 +232,18 @@ static void stats_open_op(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 }
 
 /* Only an observer's open of it has a handle of it. */
-static void stats_read_op(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+static void statsfile_read_op(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			  struct fuse_file_info *fi)
 {
 	if (is_stats(ino))
-		stats_read(req, size, off);
+		statsfile_read(req, size, off);
 	else
 		inner.read(req, ino, size, off, fi);
 }
 
 /* An xattr operation OP on the stats file: core/view.h's answer (it has
  * none and takes none). */
-static void stats_xattr(fuse_req_t req, enum xattr_op op)
+static void statsfile_xattr(fuse_req_t req, enum xattr_op op)
 {
 	enum xattr_plan plan;
 	int ret = view_xattr(op, true, S_IFREG, true, false, &plan);
@@ -251,50 +251,50 @@ static void stats_xattr(fuse_req_t req, enum xattr_op op)
 	fuse_reply_err(req, ret < 0 ? -ret : 0);	/* XATTR_EMPTY: an empty list */
 }
 
-static void stats_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+static void statsfile_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	bool pass;
 
-	if (stats_request(req, ino, &pass))
-		stats_xattr(req, XA_GET);
+	if (statsfile_request(req, ino, &pass))
+		statsfile_xattr(req, XA_GET);
 	else if (pass)
 		inner.getxattr(req, ino, name, size);
 }
 
-static void stats_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+static void statsfile_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	bool pass;
 
-	if (stats_request(req, ino, &pass))
-		stats_xattr(req, XA_LIST);
+	if (statsfile_request(req, ino, &pass))
+		statsfile_xattr(req, XA_LIST);
 	else if (pass)
 		inner.listxattr(req, ino, size);
 }
 
-static void stats_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+static void statsfile_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			   size_t size, int flags)
 {
 	bool pass;
 
-	if (stats_request(req, ino, &pass))
-		stats_xattr(req, XA_SET);
+	if (statsfile_request(req, ino, &pass))
+		statsfile_xattr(req, XA_SET);
 	else if (pass)
 		inner.setxattr(req, ino, name, value, size, flags);
 }
 
-static void stats_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+static void statsfile_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
 	bool pass;
 
-	if (stats_request(req, ino, &pass))
-		stats_xattr(req, XA_REMOVE);
+	if (statsfile_request(req, ino, &pass))
+		statsfile_xattr(req, XA_REMOVE);
 	else if (pass)
 		inner.removexattr(req, ino, name);
 }
 
 /* An observer's removal or rename of the name: refused, for the virtual
  * file, not what it shadows. True if answered. */
-static bool stats_name_refused(fuse_req_t req, bool named)
+static bool statsfile_name_refused(fuse_req_t req, bool named)
 {
 	bool observer;
 
@@ -307,22 +307,22 @@ static bool stats_name_refused(fuse_req_t req, bool named)
 	return observer;
 }
 
-static void stats_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+static void statsfile_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	if (!stats_name_refused(req, is_stats_name(parent, name)))
+	if (!statsfile_name_refused(req, is_stats_name(parent, name)))
 		inner.unlink(req, parent, name);
 }
 
-static void stats_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+static void statsfile_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	if (!stats_name_refused(req, is_stats_name(parent, name)))
+	if (!statsfile_name_refused(req, is_stats_name(parent, name)))
 		inner.rmdir(req, parent, name);
 }
 
-static void stats_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+static void statsfile_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 			 fuse_ino_t newparent, const char *newname, unsigned int flags)
 {
-	if (!stats_name_refused(req, is_stats_name(parent, name) ||
+	if (!statsfile_name_refused(req, is_stats_name(parent, name) ||
 				     is_stats_name(newparent, newname)))
 		inner.rename(req, parent, name, newparent, newname, flags);
 }
@@ -333,19 +333,19 @@ const struct fuse_lowlevel_ops *statsfile_wrap(const struct fuse_lowlevel_ops *o
 
 	inner = *ops;
 	outer = *ops;
-	outer.lookup = stats_lookup;
-	outer.forget = stats_forget;
-	outer.forget_multi = stats_forget_multi;
-	outer.getattr = stats_getattr;
-	outer.setattr = stats_setattr;
-	outer.open = stats_open_op;
-	outer.read = stats_read_op;
-	outer.getxattr = stats_getxattr;
-	outer.listxattr = stats_listxattr;
-	outer.setxattr = stats_setxattr;
-	outer.removexattr = stats_removexattr;
-	outer.unlink = stats_unlink;
-	outer.rmdir = stats_rmdir;
-	outer.rename = stats_rename;
+	outer.lookup = statsfile_lookup;
+	outer.forget = statsfile_forget;
+	outer.forget_multi = statsfile_forget_multi;
+	outer.getattr = statsfile_getattr;
+	outer.setattr = statsfile_setattr;
+	outer.open = statsfile_open_op;
+	outer.read = statsfile_read_op;
+	outer.getxattr = statsfile_getxattr;
+	outer.listxattr = statsfile_listxattr;
+	outer.setxattr = statsfile_setxattr;
+	outer.removexattr = statsfile_removexattr;
+	outer.unlink = statsfile_unlink;
+	outer.rmdir = statsfile_rmdir;
+	outer.rename = statsfile_rename;
 	return &outer;
 }
