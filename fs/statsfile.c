@@ -4,7 +4,8 @@
  * never meets it; it is opened by name.
  *
  * It is a wrapper around the operations table, as sshfs's cache is: each
- * operation that can concern it answers an observer's request about it
+ * operation that can concern it (its extended attributes only while the
+ * mount serves them, xattr=yes) answers an observer's request about it
  * (its name at the root, its inode, its open file) and hands every other
  * request to the wrapped operation, unchanged. A client's requests go to
  * the wrapped table too: its view has no such file (a drop of its own by
@@ -340,10 +341,14 @@ const struct fuse_lowlevel_ops *statsfile_wrap(const struct fuse_lowlevel_ops *o
 	outer.setattr = statsfile_setattr;
 	outer.open = statsfile_open_op;
 	outer.read = statsfile_read_op;
-	outer.getxattr = statsfile_getxattr;
-	outer.listxattr = statsfile_listxattr;
-	outer.setxattr = statsfile_setxattr;
-	outer.removexattr = statsfile_removexattr;
+	/* xattr=no: the wrapped operations answer "not supported" for every
+	 * file, which the kernel then keeps for the mount. */
+	if (fs.cfg.xattr) {
+		outer.getxattr = statsfile_getxattr;
+		outer.listxattr = statsfile_listxattr;
+		outer.setxattr = statsfile_setxattr;
+		outer.removexattr = statsfile_removexattr;
+	}
 	outer.unlink = statsfile_unlink;
 	outer.rmdir = statsfile_rmdir;
 	outer.rename = statsfile_rename;

@@ -281,6 +281,18 @@ def test_xattr_no_answers_every_attribute_request_once(mount_inboxfs, client):
     assert 'xattr=no' in mount.log()
 
 
+def test_xattr_no_covers_the_stats_file_too(mount_inboxfs):
+    """xattr=no: the stats file's extended attributes are "not supported"
+    as every file's, also when its requests are each kind's first (the
+    stats file is served by a wrapper around the operations table, which
+    must not answer for them)."""
+    mount = mount_inboxfs(xattr='no')
+    path = os.path.join(mount.mnt, '.inboxfs-stats')
+    calls = [(os.getxattr, path, 'user.x'), (os.listxattr, path),
+             (os.setxattr, path, 'user.x', b'y'), (os.removexattr, path, 'user.x')]
+    assert [errno_of(*call) for call in calls] == [errno.EOPNOTSUPP] * 4
+
+
 def test_xattr_yes_is_the_default_and_serves_attributes(mount_inboxfs):
     mount = mount_inboxfs()
     path = os.path.join(mount.mnt, 'A.TXT')
