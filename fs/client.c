@@ -12,9 +12,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "client.h"
+#include "drop.h"
+#include "drops.h"
 #include "fs.h"
+#include "handles.h"
+#include "inode.h"
 #include "log.h"
 #include "names.h"
+#include "request.h"
+#include "sessions.h"
 #include "stats.h"
 #include "view.h"
 

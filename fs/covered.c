@@ -9,10 +9,13 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "covered.h"
 #include "fs.h"
+#include "inode.h"
 #include "log.h"
 #include "stats.h"
 #include "strays.h"
+#include "ticker.h"
 
 #define COVERED_PERIOD_MS 2000
 

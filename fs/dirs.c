@@ -13,10 +13,17 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "client.h"
+#include "dirs.h"
 #include "fs.h"
+#include "inode.h"
 #include "log.h"
 #include "names.h"
+#include "options.h"
+#include "request.h"
+#include "sessions.h"
 #include "stats.h"
+#include "syncpool.h"
 #include "view.h"
 
 struct dirh {

@@ -12,11 +12,18 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "drop.h"
+#include "drops.h"
 #include "fs.h"
+#include "handles.h"
+#include "inode.h"
 #include "log.h"
 #include "names.h"
 #include "proc.h"
+#include "recovery.h"
+#include "sessions.h"
 #include "stats.h"
+#include "ticker.h"
 #include "transport/transport.h"
 
 /* ---- the actions ---- */

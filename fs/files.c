@@ -8,10 +8,20 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "client.h"
+#include "drop.h"
+#include "drops.h"
+#include "files.h"
 #include "fs.h"
+#include "handles.h"
+#include "inode.h"
 #include "names.h"
-#include "stats.h"
+#include "observer.h"
+#include "options.h"
+#include "request.h"
 #include "setid.h"
+#include "stats.h"
+#include "syncpool.h"
 #include "transport/transport.h"
 
 void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

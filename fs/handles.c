@@ -2,11 +2,14 @@
  * core/sessions.h): each is counted against the session it is held for,
  * and the daemon keeps a reserve of descriptors for its own work, so no
  * client holding many files makes another client's close fail. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "fs.h"
+#include "handles.h"
+#include "inode.h"
+#include "sessions.h"
 #include "transport/transport.h"
 
 /* Every handle, so that those whose RELEASE never came (the kernel may

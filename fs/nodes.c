@@ -10,9 +10,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "client.h"
+#include "drop.h"
 #include "fs.h"
-#include "setid.h"
+#include "handles.h"
+#include "inode.h"
 #include "names.h"
+#include "nodes.h"
+#include "observer.h"
+#include "request.h"
+#include "setid.h"
 #include "stats.h"
 #include "view.h"
 

@@ -12,13 +12,17 @@
 #include <unistd.h>
 
 #include "fs.h"
+#include "handles.h"
+#include "inode.h"
 #include "log.h"
 #include "names.h"
 #include "noclobber.h"
-#include "stats.h"
+#include "observer.h"
+#include "request.h"
 #include "setid.h"
-#include "transport/transport.h"
+#include "stats.h"
 #include "view.h"
+#include "transport/transport.h"
 
 struct create_arg {
 	int dirfd, flags, fd;

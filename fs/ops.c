@@ -1,8 +1,12 @@
 /* The operations table, and the session's start (INIT). The handlers are
  * in nodes.c (names and attributes), files.c (open files), dirs.c
  * (directories, statfs, extended attributes). */
+#include "dirs.h"
+#include "files.h"
 #include "fs.h"
 #include "log.h"
+#include "nodes.h"
+#include "ops.h"
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {

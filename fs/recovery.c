@@ -10,6 +10,11 @@
 
 #include "fs.h"
 #include "log.h"
+#include "recovery.h"
+#include "staging.h"
+#include "stats.h"
+#include "stop.h"
+#include "ticker.h"
 
 /* How often the running instance looks for a dead one's area. */
 #define TAKEOVER_INTERVAL_MS 1000

@@ -10,7 +10,11 @@
 #include <unistd.h>
 
 #include "fs.h"
+#include "inode.h"
+#include "options.h"
 #include "peer.h"
+#include "request.h"
+#include "sessions.h"
 #include "view.h"
 
 struct inboxfs fs;

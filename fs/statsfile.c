@@ -19,8 +19,13 @@
 #include <unistd.h>
 
 #include "fs.h"
+#include "handles.h"
+#include "inode.h"
 #include "names.h"
+#include "request.h"
+#include "sessions.h"
 #include "stats.h"
+#include "statsfile.h"
 #include "view.h"
 
 static struct node stats_node = { .ino = STATS_INO, .type = S_IFREG, .nlookup = 1 };

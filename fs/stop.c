@@ -33,8 +33,10 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "drop.h"
 #include "fs.h"
 #include "log.h"
+#include "stop.h"
 
 /* How often the drain looks whether drops are still open: drops finish
  * on their writers' requests, and a tenth of a second is nothing to a

@@ -18,8 +18,9 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "fs.h"
 #include "log.h"
+#include "stop.h"
+#include "syncpool.h"
 #include "transport/transport.h"
 
 /* Workers: as many durable closes as this may wait on the disk at once

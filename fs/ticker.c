@@ -6,7 +6,8 @@
 #include <pthread.h>
 #include <time.h>
 
-#include "fs.h"
+#include "stop.h"
+#include "ticker.h"
 
 static struct timespec in_ms(unsigned ms)
 {

@@ -49,7 +49,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "fs.h"
+#include "inode.h"
 #include "internal.h"
 #include "log.h"
 #include "transport.h"
