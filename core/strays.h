@@ -1,6 +1,6 @@
-/* Strays: what was written into the bare mountpoint while inboxfs was down
- * (issue 18). Each file there was acknowledged to its writer by whatever
- * served the directory, and the mount would hide it: at start, before
+/* Strays: what was written into the bare mountpoint while inboxfs was
+ * down. Each file there was acknowledged to its writer by whatever served
+ * the directory, and the mount would hide it: at start, before
  * mounting, it is delivered into the inbox, or the daemon refuses to serve. */
 #ifndef INBOXFS_STRAYS_H
 #define INBOXFS_STRAYS_H

@@ -1,4 +1,4 @@
-/* The directory under the mount (issue 18). The start delivered what it
+/* The directory under the mount. The start delivered what it
  * held, yet a file can still reach it: created in the moment between that
  * look and the mount, or through a directory descriptor or working
  * directory a process kept from before the mount (a path now leads to the

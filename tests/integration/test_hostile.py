@@ -426,7 +426,7 @@ def test_clients_do_not_see_the_daemons_xattr_names(mounted, client):
 
 def test_observers_list_the_daemons_xattr_names_as_ext4_would(mount_inboxfs, as_client,
                                                              client):
-    """A published message keeps its origin attribute (issue 21). Root, an
+    """A published message keeps its origin attribute (README, "Syncs on GlusterFS"). Root, an
     observer, lists it as it would on the backing ext4; an observer without
     privilege does not, as on ext4 (the kernel refuses it the value of any
     trusted.* attribute): cp -a or rsync -X of messages through the mount
