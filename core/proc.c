@@ -138,8 +138,10 @@ int proc_read(const char *path, char *buf, size_t size)
 		return errno == ENOENT ? -ESRCH : -errno;
 	n = read(fd, buf, size - 1);
 	close(fd);
+	/* What it shows went away between the open and the read: an fdinfo
+	 * file's descriptor closed (ENOENT), a thread gone (ESRCH). */
 	if (n <= 0)
-		return n < 0 && errno != ESRCH ? -errno : -ESRCH;
+		return n < 0 && errno != ESRCH && errno != ENOENT ? -errno : -ESRCH;
 	buf[n] = '\0';
 	return 0;
 }
@@ -314,5 +316,8 @@ int proc_holds_file(pid_t pid, const char *prefix, int mnt_id, uint64_t ino)
 	struct holds h = { .prefix = prefix, .plen = strlen(prefix), .mnt_id = mnt_id, .ino = ino };
 	int ret = proc_fds(pid, holds_one, &h);
 
+	/* The process gone (its descriptor table unreadable) holds nothing;
+	 * holds_one() never ends the scan with those: a descriptor closed
+	 * while we looked is skipped, and the scan goes on to the others. */
 	return ret == -ENOENT || ret == -ESRCH ? 0 : ret;
 }

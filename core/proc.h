@@ -54,7 +54,10 @@ int proc_socket_ino(const char *link, uint64_t *ino);
 
 /* ---- readers ---- */
 
-/* The /proc file at PATH into BUF (SIZE bytes, NUL-terminated). */
+/* The /proc file at PATH into BUF (SIZE bytes, NUL-terminated): 0, -ESRCH
+ * if what it shows is gone (its thread exited, its descriptor closed,
+ * before the open or between the open and the read), another -errno if
+ * /proc cannot be read (never taken for "gone"). */
 int proc_read(const char *path, char *buf, size_t size);
 
 /* Thread TID's thread group, and the uid it acts as on files (its fsuid,
