@@ -1,5 +1,6 @@
 /* Which durable close a filesystem gets (durable.h). */
 #include "durable.h"
+#include "proc.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -115,20 +116,13 @@ static int sysfs_dir(int fd, const struct stat *sb, char *buf, size_t size)
 static int journal_task(const char *dir, char *buf, size_t size)
 {
 	char path[PATH_MAX];
-	ssize_t n;
-	int fd;
+	int ret;
 
 	snprintf(path, sizeof(path), "/sys/fs/%s/journal_task", dir);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	n = read(fd, buf, size - 1);
-	close(fd);
-	if (n < 0)
-		return -errno;
-	buf[n] = '\0';
-	buf[strcspn(buf, "\n")] = '\0';
-	return 0;
+	ret = proc_read(path, buf, size);
+	if (ret == 0)
+		buf[strcspn(buf, "\n")] = '\0';
+	return ret;
 }
 
 /* Is there an internal journal of the filesystem at /sys/fs/DIR? jbd2
