@@ -153,6 +153,28 @@ static int submit_cmd(struct ring_thread *t, struct ring_ent *e, uint32_t op)
 	return submit(t);
 }
 
+/* Queue an answer in T's ring, submitted by the thread's next wait for
+ * completions (ring_main()): one system call per request, not two. */
+static int answer_cmd(struct ring_thread *t, struct ring_ent *e)
+{
+	if (cmd_sqe(t, e, WIRE_IO_URING_CMD_COMMIT_AND_FETCH) != NULL)
+		return 0;
+	return submit_cmd(t, e, WIRE_IO_URING_CMD_COMMIT_AND_FETCH);	/* ring full: now */
+}
+
+/* Submit what is queued in T's ring and wait for a completion. */
+static int submit_and_wait(struct ring_thread *t, struct io_uring_cqe **cqe)
+{
+	int ret;
+
+	while (io_uring_sq_ready(&t->ring) > 0) {
+		ret = io_uring_submit_and_wait(&t->ring, 1);
+		if (ret < 0 && ret != -EINTR)
+			return ret;
+	}
+	return io_uring_wait_cqe(&t->ring, cqe);
+}
+
 /* Wait (in T's ring) for a worker to answer a parked entry. */
 static int arm_wake(struct ring_thread *t)
 {
@@ -192,7 +214,7 @@ static void commit_done(struct ring_thread *t)
 	for (; e; e = next) {
 		next = e->next_done;
 		e->deferred = false;
-		if (submit_cmd(t, e, WIRE_IO_URING_CMD_COMMIT_AND_FETCH) < 0)
+		if (answer_cmd(t, e) < 0)
 			log_warnx("io_uring: queue %u: cannot answer a request", t->qid);
 	}
 }
@@ -247,7 +269,7 @@ ssize_t uring_reply(const struct iovec *iov, int count, size_t len)
 		}
 		return (ssize_t)len;
 	}
-	ret = submit_cmd(e->t, e, WIRE_IO_URING_CMD_COMMIT_AND_FETCH);
+	ret = answer_cmd(e->t, e);
 	if (ret < 0) {
 		errno = -ret;
 		return -1;
@@ -292,7 +314,7 @@ static void serve(struct ring_thread *t, struct ring_ent *e)
 		memcpy(e->hdr.in_out, &err, sizeof(err));
 		e->hdr.ring_ent_in_out.payload_sz = 0;
 		e->committed = true;
-		if (submit_cmd(t, e, WIRE_IO_URING_CMD_COMMIT_AND_FETCH) < 0)
+		if (answer_cmd(t, e) < 0)
 			log_warnx("io_uring: queue %u: cannot answer a request", t->qid);
 	}
 }
@@ -324,7 +346,7 @@ static void *ring_main(void *arg)
 		uint64_t tag;
 		int res;
 
-		ret = io_uring_wait_cqe(&t->ring, &cqe);
+		ret = submit_and_wait(t, &cqe);
 		if (ret == -EINTR)
 			continue;
 		if (ret < 0) {
@@ -357,6 +379,8 @@ static void *ring_main(void *arg)
 		}
 		serve(t, (struct ring_ent *)(uintptr_t)tag);
 	}
+	if (io_uring_sq_ready(&t->ring) > 0 && submit(t) < 0)	/* answers queued last */
+		log_warnx("io_uring: queue %u: cannot answer a request", t->qid);
 	return NULL;
 }
 
