@@ -588,6 +588,14 @@ static void ask(enum probe p, const struct drop *d, const struct drop_closer *c,
 			f->aborted = true;
 			break;
 		}
+		/* An SMB drop's writer is the client, and its CLOSE is its
+		 * last close: smbd holds each open of its client's on one
+		 * descriptor of its own and never duplicates it (nor would a
+		 * duplicate of smbd's be the client's), so its descriptor
+		 * table, the dearest probe, is not scanned. An impostor
+		 * named smbd only ends its own drop at its first close. */
+		if (d->peer.smb)
+			break;
 		ret = cfg.held_elsewhere(session_pid(c->session), d);
 		if (ret < 0)
 			f->error = -ret;

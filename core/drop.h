@@ -67,9 +67,11 @@
  *   task_state      every close of its writer's (tid known): killed ->
  *                   FAILED, exiting, running
  *   held_elsewhere  what would be its writer's last close: held -> no
- *                   change. An SMB server closing as another uid than its
- *                   writer's (smbd's own teardown, not its client's
- *                   CLOSE) -> FAILED, without asking
+ *                   change. Not asked for an SMB drop (its client's CLOSE
+ *                   is the last: smbd never duplicates the descriptor of
+ *                   a client's open); an SMB server closing as another
+ *                   uid than its writer's (smbd's own teardown, not its
+ *                   client's CLOSE) -> FAILED
  *   peer_lost       an SMB drop's close that does not deliver it: lost
  *                   -> FAILED. One that delivers it asks it later, with
  *                   task_doomed, through drop_reachable(): after the
