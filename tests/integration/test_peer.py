@@ -79,3 +79,46 @@ def test_an_smb_server_whose_connection_cannot_be_found_is_not_local(mounted, cl
     wait_until(lambda: list(incomplete(mounted.inbox).values()) ==
                [b'from an smbd without a connection'], what='the drop quarantined')
     assert 'is an SMB server, but its client\'s connection cannot be found' in mounted.log()
+
+
+IMPOSTOR = r'''
+import errno, json, os, socket, sys
+sock = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=30)
+fd = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+os.write(fd, b'first')
+copy = os.dup(fd)
+os.close(fd)
+try:
+    os.write(copy, b' second')
+    second = 'written'
+except OSError as e:
+    second = errno.errorcode[e.errno]
+os.close(copy)
+print(json.dumps({'second': second}))
+'''
+
+
+def test_an_impostor_named_smbd_ends_its_own_drop_at_its_first_close(mounted, client):
+    """An SMB drop's last close is its client's CLOSE: smbd's descriptor
+    table is not scanned for a duplicate (README "Which close is the
+    last"). A local program named smbd, with a TCP connection, that
+    duplicates its descriptor and closes one copy has its drop delivered
+    at that close, with what it wrote by then, exactly once; its write
+    through the other copy fails with EBADF, and nothing else reaches the
+    message. (A program not named smbd keeps writing: test_lifecycle.py,
+    test_dup_in_one_process_is_one_message.)"""
+    listener = socket.create_server(('127.0.0.1', 0))
+    listener.settimeout(TIMEOUT)
+    bindir = tempfile.mkdtemp(prefix='inboxfs-smbd-')
+    try:
+        os.chmod(bindir, 0o755)
+        smbd = os.path.join(bindir, 'smbd')
+        shutil.copy2(os.path.realpath('/usr/bin/python3'), smbd)
+        proc = client.run([smbd, '-c', IMPOSTOR, str(listener.getsockname()[1]),
+                           f'{mounted.mnt}/IMPOSTOR.SVF'])
+    finally:
+        shutil.rmtree(bindir, ignore_errors=True)
+        listener.close()
+    assert proc.returncode == 0, proc.stderr
+    assert b'"second": "EBADF"' in proc.stdout, proc.stdout
+    assert list(inbox_contents(mounted.inbox).values()) == [b'first']
