@@ -67,6 +67,10 @@ def test_quick_bench_reports_every_section(tmp_path):
     assert {r['writers'] for r in res['local']['rows']} == {1, 4, 16}
     assert {r['connections'] for r in res['samba']['rows']} == {1, 8}
     assert all(r['vs_raw'] > 0 for r in res['samba']['rows'])
+    # CPU per drop: smbd's in every row, the daemon's where inboxfs serves.
+    for r in res['samba']['rows']:
+        assert int(r['smbd_us_per_drop'].replace(',', '')) > 0, r
+        assert (r['daemon_us_per_drop'] == '-') == ('inboxfs' not in r['config']), r
     # Correctness under the storm: Samba over inboxfs loses nothing.
     storm = {r['config']: r for r in res['storm']['rows']}
     inboxfs = storm['Samba over inboxfs sync=close']
