@@ -162,15 +162,22 @@ static int answer_cmd(struct ring_thread *t, struct ring_ent *e)
 	return submit_cmd(t, e, WIRE_IO_URING_CMD_COMMIT_AND_FETCH);	/* ring full: now */
 }
 
-/* Submit what is queued in T's ring and wait for a completion. */
+/* Submit what is queued in T's ring and wait for a completion (-EINTR:
+ * none yet, call again). A submission that fails leaves its answers
+ * queued: they are tried again within 100 ms, while the thread goes on
+ * serving its other entries. */
 static int submit_and_wait(struct ring_thread *t, struct io_uring_cqe **cqe)
 {
-	int ret;
+	if (io_uring_sq_ready(&t->ring) > 0) {
+		struct __kernel_timespec retry = { .tv_nsec = 100 * 1000 * 1000 };
+		int ret = io_uring_submit_and_wait(&t->ring, 1);
 
-	while (io_uring_sq_ready(&t->ring) > 0) {
-		ret = io_uring_submit_and_wait(&t->ring, 1);
-		if (ret < 0 && ret != -EINTR)
-			return ret;
+		if (ret < 0 && ret != -EINTR) {
+			log_warnx("io_uring: queue %u: cannot answer a request: %s", t->qid,
+				  strerror(-ret));
+			ret = io_uring_wait_cqe_timeout(&t->ring, cqe, &retry);
+			return ret == -ETIME ? -EINTR : ret;
+		}
 	}
 	return io_uring_wait_cqe(&t->ring, cqe);
 }

@@ -586,3 +586,51 @@ def test_passthrough_never_serves_client_drops(pt, client):
     with open(os.path.join(pt.mnt, '.inboxfs-stats')) as f:
         stats = f.read()
     assert re.search(r'\bbytes\D+5000\b', stats), stats
+
+
+FAILING_SUBMIT = r'''
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <liburing.h>
+#include <stdatomic.h>
+
+/* The first 3 submissions of answers fail, as a kernel out of memory
+ * would fail them, without taking anything from the ring. */
+static atomic_int failures = 3;
+
+int io_uring_submit_and_wait(struct io_uring *ring, unsigned wait_nr)
+{
+	int (*real)(struct io_uring *, unsigned) =
+		(int (*)(struct io_uring *, unsigned))dlsym(RTLD_NEXT, "io_uring_submit_and_wait");
+
+	if (atomic_fetch_sub(&failures, 1) > 0)
+		return -EAGAIN;
+	return real(ring, wait_nr);
+}
+'''
+
+
+def test_an_answer_whose_submission_fails_is_submitted_again(mount_inboxfs, client, tmp_path,
+                                                             monkeypatch):
+    """Over io_uring an answer is queued in its ring and submitted with the
+    ring thread's next wait. A submission that fails (here the first 3, by
+    LD_PRELOAD) is logged and tried again within 100 ms: the ring thread
+    keeps serving, and every close is answered and its drop delivered."""
+    src, lib = tmp_path / 'failsubmit.c', tmp_path / 'failsubmit.so'
+    src.write_text(FAILING_SUBMIT)
+    subprocess.run(['cc', '-shared', '-fPIC', '-o', str(lib), str(src), '-ldl'], check=True,
+                   timeout=TIMEOUT * 6)
+    monkeypatch.setattr(helpers, 'WRAPPER', [
+        'env', f'LD_PRELOAD={lib}', 'ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=1']
+        + helpers.WRAPPER)
+    m = mount_over(mount_inboxfs, 'uring')
+    m.allow_log('cannot answer a request')
+    session = client.session()
+    try:
+        for i in range(4):
+            session.call(_drop, os.path.join(m.mnt, f'R{i}.SVF'), b'answered %d' % i)
+    finally:
+        session.end()
+    assert helpers.inbox_files(m) == {f'R{i}.SVF': b'answered %d' % i for i in range(4)}
+    assert 'cannot answer a request: Resource temporarily unavailable' in m.log(), m.log()
