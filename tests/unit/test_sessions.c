@@ -315,6 +315,19 @@ static unsigned open_fds(void)
 	return n;
 }
 
+/* The process's descriptors once they are WANT, or after TIMEOUT_MS the
+ * last count: the reaper's sweep opens /proc files of the sessions for a
+ * moment every second, which one count may catch. */
+static unsigned fds_settled(unsigned want, long long timeout_ms)
+{
+	long long deadline = now_ms() + timeout_ms;
+	unsigned n;
+
+	while ((n = open_fds()) != want && now_ms() < deadline)
+		usleep(10000);
+	return n;
+}
+
 /* R12: thousands of idle SMB connections must not eat the
  * descriptors others' closes need. An idle session holds none; one that
  * holds drops holds one pidfd, given back (by the reaper's sweep) a
@@ -330,19 +343,16 @@ static void test_idle_sessions_hold_no_descriptor(void **state)
 	used = sessions_fds_used();
 	for (int i = 0; i < N; i++)
 		assert_int_equal(session_get(spawn_sleeper(), &s[i]), 0);
-	assert_int_equal(open_fds(), before);
+	assert_int_equal(fds_settled(before, 500), before);
 
 	assert_int_equal(session_hold(s[0]), 0);
 	assert_int_equal(session_hold(s[0]), 0);	/* one pidfd for all its drops */
-	assert_int_equal(open_fds(), before + 1);
+	assert_int_equal(fds_settled(before + 1, 500), before + 1);
 	assert_int_equal(sessions_fds_used(), used + 1);
 	session_release(s[0]);
-	assert_int_equal(open_fds(), before + 1);
+	assert_int_equal(fds_settled(before + 1, 500), before + 1);
 	session_release(s[0]);
-	long long deadline = now_ms() + END_TIMEOUT_MS;
-	while (open_fds() > before && now_ms() < deadline)
-		usleep(10000);
-	assert_int_equal(open_fds(), before);
+	assert_int_equal(fds_settled(before, END_TIMEOUT_MS), before);
 	assert_int_equal(sessions_fds_used(), used);
 	for (int i = 0; i < N; i++)
 		session_put(s[i]);
