@@ -126,6 +126,22 @@ int proc_socket_ino(const char *link, uint64_t *ino)
 	return 1;
 }
 
+void proc_unescape_octal(char *s)
+{
+	char *o = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+		    s[3] >= '0' && s[3] <= '7') {
+			*o++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
+			s += 3;
+		} else {
+			*o++ = *s;
+		}
+	}
+	*o = '\0';
+}
+
 /* ---- readers ---- */
 
 int proc_read(const char *path, char *buf, size_t size)

@@ -52,6 +52,10 @@ int proc_fdinfo_is(const char *buf, int mnt_id, uint64_t ino);
  * it is no socket. */
 int proc_socket_ino(const char *link, uint64_t *ino);
 
+/* Undo, in place, the octal escapes /proc/PID/mountinfo writes for a
+ * space, tab, newline and backslash in a path (\040 ...). */
+void proc_unescape_octal(char *s);
+
 /* ---- readers ---- */
 
 /* The /proc file at PATH into BUF (SIZE bytes, NUL-terminated): 0, -ESRCH

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "proc.h"
 #include "sessions.h"
 #include "startup.h"
 #include "stats.h"
@@ -32,23 +33,6 @@ void clean_stale_mount(const char *path)
 		log_warnx("removed a stale mount at %s", path);
 	else
 		log_warn("stale mount at %s could not be removed", path);
-}
-
-/* mountinfo writes a space as \040 (and tab, newline, backslash alike). */
-static void unescape_octal(char *s)
-{
-	char *o = s;
-
-	for (; *s; s++) {
-		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '7' && s[2] >= '0' && s[2] <= '7' &&
-		    s[3] >= '0' && s[3] <= '7') {
-			*o++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
-			s += 3;
-		} else {
-			*o++ = *s;
-		}
-	}
-	*o = '\0';
 }
 
 /* True if the topmost mount at REAL (a resolved path) is an inboxfs; its
@@ -72,7 +56,7 @@ bool topmost_inboxfs(const char *real, dev_t *dev, int *id)
 		    sscanf(line, "%d %*s %u:%u %*s %4095s", &mnt_id, &major, &minor, mnt) != 4 ||
 		    sscanf(dash + 3, "%63s", fstype) != 1)
 			continue;
-		unescape_octal(mnt);
+		proc_unescape_octal(mnt);
 		if (strcmp(mnt, real) == 0) {
 			found = strcmp(fstype, "fuse.inboxfs") == 0;
 			*dev = makedev(major, minor);

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "names.h"
+#include "proc.h"
 #include "staging.h"
 #include "stats.h"
 
@@ -82,23 +83,6 @@ static void notice(const char *fmt, ...)
 
 /* ------------------------------------------------------------ the layout */
 
-/* Undo mountinfo's octal escapes (\040 for a space) in place. */
-static void unescape_octal(char *s)
-{
-	char *o = s;
-
-	for (; *s; s++) {
-		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
-		    s[3] >= '0' && s[3] <= '7') {
-			*o++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
-			s += 3;
-		} else {
-			*o++ = *s;
-		}
-	}
-	*o = '\0';
-}
-
 /* Is the topmost mount at REAL (a resolved path) an inboxfs? */
 static bool inboxfs_mounted_at(const char *real)
 {
@@ -120,7 +104,7 @@ static bool inboxfs_mounted_at(const char *real)
 			field = strtok_r(NULL, " ", &save);
 		if (point == NULL || field == NULL || (field = strtok_r(NULL, " ", &save)) == NULL)
 			continue;
-		unescape_octal(point);
+		proc_unescape_octal(point);
 		if (strcmp(point, real) == 0)
 			top = strcmp(field, "fuse.inboxfs") == 0;
 	}

@@ -118,6 +118,15 @@ static void test_socket_ino(void **state)
 	assert_int_equal(proc_socket_ino("/tmp/socket:[5]", &ino), 0);
 }
 
+/* mountinfo's escapes: a space, a tab, a backslash; anything else as it is. */
+static void test_unescape_octal(void **state)
+{
+	char path[] = "/srv/my\\040inbox\\011x\\134y\\400z\\04";
+
+	proc_unescape_octal(path);
+	assert_string_equal(path, "/srv/my inbox\tx\\y\\400z\\04");
+}
+
 /* The readers, on this process. */
 static void test_readers(void **state)
 {
@@ -171,6 +180,7 @@ int main(void)
 		cmocka_unit_test(test_status_doomed),
 		cmocka_unit_test(test_fdinfo),
 		cmocka_unit_test(test_socket_ino),
+		cmocka_unit_test(test_unescape_octal),
 		cmocka_unit_test(test_readers),
 	};
 
