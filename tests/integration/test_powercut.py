@@ -34,9 +34,9 @@ import traceback
 
 import pytest
 
-import helpers
 from helpers import (CLIENT_UID, TIMEOUT, drop_privileges, incomplete, inbox_files, message,
                      message_id, reap_all, storm_writer, wait_until)
+from test_transport import preload
 
 
 def _drops(who, cycle):
@@ -161,24 +161,13 @@ CASES = {'close': dict(sync='close'), 'linger': dict(sync='close', linger=2),
 LOSES = ('none', 'nodatasync', 'xfs-nodatasync')
 
 
-def _preload(tmp_path, monkeypatch, name, source):
-    """Every inboxfs of the test runs with SOURCE preloaded."""
-    src, lib = tmp_path / f'{name}.c', tmp_path / f'{name}.so'
-    src.write_text(source)
-    subprocess.run(['cc', '-shared', '-fPIC', '-o', str(lib), str(src)], check=True,
-                   timeout=TIMEOUT * 6)
-    monkeypatch.setattr(helpers, 'WRAPPER', [
-        'env', f'LD_PRELOAD={lib}', 'ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=1']
-        + helpers.WRAPPER)
-
-
 @pytest.mark.parametrize('case', list(CASES))
 def test_power_cut_mid_storm(loop_fs, mount_inboxfs, tmp_path, monkeypatch, case):
     opts = CASES[case]
     if case == 'link':
-        _preload(tmp_path, monkeypatch, 'nonoreplace', NO_NOREPLACE)
+        preload(tmp_path, monkeypatch, 'nonoreplace', NO_NOREPLACE)
     if case.endswith('nodatasync'):
-        _preload(tmp_path, monkeypatch, 'nodatasync', NO_DATA_SYNC)
+        preload(tmp_path, monkeypatch, 'nodatasync', NO_DATA_SYNC)
     xfs = case.startswith('xfs')
     fs = (loop_fs(320, fstype='xfs') if xfs else
           loop_fs(256, options=('commit=600', 'noinit_itable')))

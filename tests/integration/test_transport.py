@@ -256,16 +256,22 @@ def _flushes_under_stat_probes(m, who, tmp_path, tag, size=1 << 20, how='close')
     return {cpu: float(out.split()[0]) for cpu, out in zip(cpus, outs)}, took
 
 
-def slow_fsync_preload(tmp_path, monkeypatch, ms):
-    """Daemons started from now on (helpers.WRAPPER) take MS longer for
-    each fsync of a regular file (SLOW_FSYNC, by LD_PRELOAD)."""
-    src, lib = tmp_path / 'slowfsync.c', tmp_path / 'slowfsync.so'
-    src.write_text(SLOW_FSYNC)
+def preload(tmp_path, monkeypatch, name, source, env=()):
+    """Daemons started from now on (helpers.WRAPPER) run with SOURCE (C)
+    built and preloaded, and the VAR=VALUE strings of ENV set."""
+    src, lib = tmp_path / f'{name}.c', tmp_path / f'{name}.so'
+    src.write_text(source)
     subprocess.run(['cc', '-shared', '-fPIC', '-o', str(lib), str(src), '-ldl'], check=True,
                    timeout=TIMEOUT * 6)
     monkeypatch.setattr(helpers, 'WRAPPER', [
-        'env', f'LD_PRELOAD={lib}', f'INBOXFS_SLOW_FSYNC_MS={ms}',
+        'env', f'LD_PRELOAD={lib}', *env,
         'ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=1'] + helpers.WRAPPER)
+
+
+def slow_fsync_preload(tmp_path, monkeypatch, ms):
+    """Daemons started from now on take MS longer for each fsync of a
+    regular file (SLOW_FSYNC, by LD_PRELOAD)."""
+    preload(tmp_path, monkeypatch, 'slowfsync', SLOW_FSYNC, [f'INBOXFS_SLOW_FSYNC_MS={ms}'])
 
 
 def mount_over(mount_inboxfs, transport, **options):
@@ -617,13 +623,7 @@ def test_an_answer_whose_submission_fails_is_submitted_again(mount_inboxfs, clie
     ring thread's next wait. A submission that fails (here the first 3, by
     LD_PRELOAD) is logged and tried again within 100 ms: the ring thread
     keeps serving, and every close is answered and its drop delivered."""
-    src, lib = tmp_path / 'failsubmit.c', tmp_path / 'failsubmit.so'
-    src.write_text(FAILING_SUBMIT)
-    subprocess.run(['cc', '-shared', '-fPIC', '-o', str(lib), str(src), '-ldl'], check=True,
-                   timeout=TIMEOUT * 6)
-    monkeypatch.setattr(helpers, 'WRAPPER', [
-        'env', f'LD_PRELOAD={lib}', 'ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=1']
-        + helpers.WRAPPER)
+    preload(tmp_path, monkeypatch, 'failsubmit', FAILING_SUBMIT)
     m = mount_over(mount_inboxfs, 'uring')
     m.allow_log('cannot answer a request')
     session = client.session()
